@@ -36,6 +36,8 @@ def decode(data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS) ->
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
         img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: {e}; exceeds the limit of {max_pixels} pixels") from None
     except Exception as e:  # PIL raises several types for garbage
         raise ImageError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
     w, h = img.size

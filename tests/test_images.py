@@ -1,0 +1,86 @@
+import io
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ladnn import images
+from ladnn.images import ImageCache, ImageError, decode, load_resized
+
+
+def _png(mode, size=(40, 30), fmt="PNG", **kw):
+    arr = {"I;16": np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50}.get(mode)
+    img = Image.fromarray(arr) if arr is not None else Image.new(mode, size)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode,fmt", [("RGBA", "PNG"), ("RGB", "PNG"), ("L", "PNG"), ("P", "PNG"), ("LA", "PNG"),
+                                      ("I;16", "PNG"), ("CMYK", "JPEG"), ("RGB", "JPEG"), ("L", "JPEG")])
+def test_every_mode_becomes_rgb(mode, fmt):
+    img = decode(_png(mode, fmt=fmt), "x")
+    assert img.mode == "RGB" and img.size == (40, 30)
+
+
+def test_16_bit_is_rescaled_not_clipped():
+    a = np.asarray(decode(_png("I;16"), "x"))
+    assert a.min() == 0 and a.max() == 255
+
+
+def test_rgba_is_composited_on_black():
+    buf = io.BytesIO()
+    Image.new("RGBA", (4, 4), (200, 100, 50, 0)).save(buf, "PNG")
+    assert np.asarray(decode(buf.getvalue())).max() == 0
+
+
+def test_bad_files_are_named(tmp_path):
+    good = _png("RGB", (300, 300))
+    with pytest.raises(ImageError, match=r"a\.png: empty file"):
+        decode(b"", "a.png")
+    with pytest.raises(ImageError, match=r"b\.png: not a readable image"):
+        decode(b"hello, not an image", "b.png")
+    with pytest.raises(ImageError, match=r"c\.png: image data is truncated"):
+        decode(good[: len(good) // 2], "c.png")
+    with pytest.raises(ImageError, match=r"d\.png: 300x300 = 90000 pixels exceeds"):
+        decode(good, "d.png", max_pixels=10_000)
+
+
+def test_huge_header_is_refused_before_decoding():
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = (100_000).to_bytes(4, "big") + (100_000).to_bytes(4, "big")  # IHDR width/height: 10^10 pixels
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    with pytest.raises(ImageError, match="exceeds the limit"):
+        decode(bytes(data), "bomb.png")
+
+
+def test_cache_decodes_each_image_once(tmp_path, monkeypatch):
+    f = tmp_path / "a.png"
+    f.write_bytes(_png("RGB"))
+    calls = []
+    real = images.load_resized
+    monkeypatch.setattr(images, "load_resized", lambda *a, **k: calls.append(1) or real(*a, **k))
+    c = ImageCache(32, root=tmp_path / "c")
+    a1 = c.get(f)
+    a2 = c.get(f)
+    a3 = ImageCache(32, root=tmp_path / "c").get(f)  # a new process would find it on disk
+    assert len(calls) == 1 and a1.shape == (32, 32, 3)
+    assert np.array_equal(a1, a2) and np.array_equal(a1, a3)
+    ImageCache(16, root=tmp_path / "c").get(f)  # another size is another entry
+    assert len(calls) == 2
+
+
+def test_real_images_of_every_kind_decode(data_dir):
+    import pandas as pd
+
+    from ladnn.data import load_table
+
+    df = load_table("D0+D1")
+    pick = pd.concat([df[df["name"].str.endswith(".jpg")].head(2), df[df["name"].str.endswith(".png")].head(2),
+                      df[df["dataset"] == "D1"].head(2)])
+    for p in pick["image"]:
+        a = load_resized(images.read_bytes(p), 64, p)
+        assert a.shape == (64, 64, 3) and a.dtype == np.uint8

