@@ -4,5 +4,5 @@ Research software, not a medical device.
 """
 from ladnn.config import LESIONS, TASKS, Config
 
-__all__ = ["Config", "LESIONS", "TASKS"]
+__all__ = ["LESIONS", "TASKS", "Config"]
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 COVID_CT = "https://github.com/UCSD-AI4H/COVID-CT/raw/1fc10ba9d4cb35944766fd8fc3c139fa60ee13a1"
 LA_DNN = ("https://raw.githubusercontent.com/xiaoxuegao499/LA-DNN-for-COVID-19-diagnosis/"
@@ -98,7 +98,7 @@ def fetch(dest: str | Path, sources: list[Source] | None = None, hashes: dict[st
             part = Path(tmp) / "download"
             try:
                 _download(src.url, part)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any failure to download is reported the same way
                 raise FetchError(f"could not download {src.url}: {e}") from None
             if src.sha256 and sha256_file(part) != src.sha256:
                 raise FetchError(f"{src.url}: SHA-256 mismatch (expected {src.sha256}, got {sha256_file(part)}); "

@@ -38,14 +38,14 @@ def decode(data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS) ->
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: {e}; exceeds the limit of {max_pixels} pixels") from None
-    except Exception as e:  # PIL raises several types for garbage
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for garbage
         raise ImageError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
     try:
         img.load()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt data
         raise ImageError(f"{name}: image data is truncated or corrupt ({e})") from None
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)

@@ -10,7 +10,7 @@ def lesion_mask(y: torch.Tensor, known: torch.Tensor, rule: str) -> torch.Tensor
     any_lesion: at least one lesion label is 1 (the paper code's rule); positives: COVID-positive images whose lesion
     labels are known (an annotated positive with no lesion teaches "no lesion"); none: no lesion term at all."""
     if rule == "any_lesion":
-        return y[:, 1:].sum(1) > 0
+        return y[:, 1:].sum(axis=1) > 0
     if rule == "positives":
         return (y[:, 0] > 0) & known.bool()
     if rule == "none":
@@ -29,4 +29,4 @@ def lesion_attention_loss(logits: torch.Tensor, y: torch.Tensor, known: torch.Te
         known = torch.ones(len(y), dtype=torch.bool, device=y.device)
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     m = lesion_mask(y, known, rule).to(bce.dtype)
-    return (covid_weight * bce[:, 0] + m * bce[:, 1:].sum(1)).mean()
+    return (covid_weight * bce[:, 0] + m * bce[:, 1:].sum(axis=1)).mean()

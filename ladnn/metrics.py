@@ -23,7 +23,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
         "precision": float(skm.precision_score(y, yhat, zero_division=0)),
         "f1": float(skm.f1_score(y, yhat, zero_division=0)),
         "accuracy": float(skm.accuracy_score(y, yhat)),
-        "n": int(len(y)), "n_pos": int(y.sum()),
+        "n": len(y), "n_pos": int(y.sum()),
     }
 
 
@@ -42,7 +42,7 @@ def lesion_metrics(Y: np.ndarray, P: np.ndarray, threshold: float = 0.5) -> dict
         per[name] = {"n_pos": npos, "auc": float(skm.roc_auc_score(Y[:, k], P[:, k])) if ok else None,
                      "note": None if ok else f"AUC undefined: {npos} positives among {len(Y)} images"}
     h = float(skm.hamming_loss(Y, Yhat))
-    return {"n": int(len(Y)), "hamming_loss": h, "label_accuracy": 1 - h,
+    return {"n": len(Y), "hamming_loss": h, "label_accuracy": 1 - h,
             "exact_match": float(skm.accuracy_score(Y, Yhat)), "per_lesion": per}
 
 
@@ -79,7 +79,7 @@ def paired_test(y, p_a, p_b, n_boot: int = 2000, seed: int = 0, threshold: float
     b, c = int((ra & ~rb).sum()), int((~ra & rb).sum())
     p_mc = float(stats.binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
     return {"auc_diff": float(d0), "auc_diff_ci": [float(np.quantile(ds, 0.025)), float(np.quantile(ds, 0.975))],
-            "p_auc": p_boot, "a_right_b_wrong": b, "a_wrong_b_right": c, "p_mcnemar": p_mc, "n": int(len(y))}
+            "p_auc": p_boot, "a_right_b_wrong": b, "a_wrong_b_right": c, "p_mcnemar": p_mc, "n": len(y)}
 
 
 def evaluate_predictions(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:

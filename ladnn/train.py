@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ladnn.config import LESIONS, Config
 from ladnn.data import load_table, subset
@@ -132,6 +132,14 @@ def is_done(out: str | Path, cfg: Config) -> bool:
     return status(out) == "complete" and p.is_file() and json.loads(p.read_text()) == cfg.to_dict()
 
 
+def train_or_load(cfg: Config, out: str | Path, data_dir=None) -> dict:
+    """The book's incremental step: reuse a finished run with exactly this config, else train (replacing `out`)."""
+    if is_done(out, cfg):
+        print(f"{out}: finished run with this config found; not training again")
+        return json.loads((Path(out) / "metrics.json").read_text())
+    return train(cfg, out, data_dir, overwrite=True)
+
+
 def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) -> dict:
     """Train, keep the epoch with the lowest validation COVID loss, predict the test split, write the run directory."""
     run = RunDir(out)
@@ -206,6 +214,9 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
         if val_covid < best:
             best, best_state = val_covid, copy.deepcopy(model.state_dict())
         epochs.set_postfix(loss=f"{tot / n:.3f}", val_loss=f"{val_covid:.3f}", val_auc=f"{vm['auc'] or 0:.3f}")
+        if epochs.disable:
+            print(f"epoch {epoch}/{cfg.epochs}: train loss {tot / n:.4f}, val COVID loss {val_covid:.4f}, "
+                  f"val AUC {vm['auc'] or float('nan'):.4f} ({time.time() - t0:.0f} s)", flush=True)
     model.load_state_dict(best_state)
     best_epoch = min(history, key=lambda h: h["val_covid_loss"])["epoch"]
     tl = run_batches(net, imgs["test"] if feats is None else feats["test"], device, prep if feats is None else None)

@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from ladnn import models
-from ladnn.models import PAPER_BACKBONES, WeightsError, build_model, cam_layer, lite0_package_weights, split_model
+from ladnn.models import (
+    PAPER_BACKBONES,
+    WeightsError,
+    build_model,
+    cam_layer,
+    lite0_package_weights,
+    split_model,
+)
 
 
 @pytest.mark.parametrize("backbone", [*PAPER_BACKBONES, "efficientnet_lite0"])
@@ -12,7 +19,7 @@ def test_every_backbone_builds_splits_and_has_a_cam_layer(backbone):
     size = m.data_config["input_size"][-1]
     assert m(torch.zeros(2, 3, size, size)).shape == (2, 6)
     assert build_model(backbone, "baseline", head="fc3", pretrained=False)(torch.zeros(1, 3, 64, 64)).shape == (1, 1)
-    lower, upper = split_model(m, 1)
+    _lower, upper = split_model(m, 1)
     assert sum(p.numel() for p in upper.parameters()) < sum(p.numel() for p in m.parameters())
     assert cam_layer(m) is not None
 

@@ -1,0 +1,192 @@
+"""Build the book for a profile: papermill runs the training notebook once per run and then the analysis notebooks
+into book/_generated/, and `jupyter-book build` renders them without executing anything again."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from ladnn.config import Config
+
+ANALYSIS = ("data", "results", "gradcam", "pairplot", "reproduction")
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def load_profile(name: str, root: Path) -> dict:
+    """A profile YAML: `matrix` (lists crossed into runs), `config` (shared Config fields), notebook options."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else root / "profiles" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
+        raise BuildError(f"no profile {name!r} ({path}); known profiles: {known}")
+    prof = yaml.safe_load(path.read_text())
+    prof["name"] = path.stem
+    keys = list(prof["matrix"])
+    runs = []
+    for values in itertools.product(*(prof["matrix"][k] for k in keys)):
+        cfg = Config.from_dict({**prof.get("config", {}), **dict(zip(keys, values))})  # validates every field
+        runs.append(cfg)
+    prof["runs"] = runs
+    return prof
+
+
+def run_name(cfg: Config) -> str:
+    return f"{cfg.backbone}-{cfg.dataset.replace('+', '')}-{cfg.method}-s{cfg.seed}"
+
+
+def _finish_notebook(path: Path) -> None:
+    """Hide papermill's injected-parameters cell from readers; fail on any error output."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                raise BuildError(f"{path}: a cell raised {out.get('ename')}: {out.get('evalue')}")
+    nbformat.write(nb, path)
+
+
+def execute(src: Path, dst: Path, params: dict, root: Path) -> None:
+    import logging
+
+    import papermill as pm
+
+    log = logging.getLogger("papermill")
+    if not log.handlers:  # show the notebook's own output (one line per epoch) while it runs
+        h = logging.StreamHandler(sys.stdout)
+        h.setFormatter(logging.Formatter("    %(message)s"))
+        h.addFilter(lambda r: not re.match(r"(Executing|Ending) Cell|(In|Out)put Notebook|Working directory",
+                                           str(r.msg)))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", cwd=str(root),
+                            log_output=True, progress_bar=False, execution_timeout=None)
+    except pm.PapermillExecutionError as e:
+        raise BuildError(f"notebook {src.name} failed ({e.ename}: {e.evalue}); the executed copy with the "
+                         f"traceback is {dst}") from None
+    if not dst.is_file():
+        raise BuildError(f"papermill wrote no {dst}")
+    _finish_notebook(dst)
+
+
+def toc_pages(root: Path) -> list[str]:
+    """Every page the table of contents names (globs expanded), without suffix."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                pages.append(e["file"])
+            if "glob" in e:
+                pages.extend(sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob(e["glob"] + "*")
+                                    if p.suffix in (".ipynb", ".md")))
+            walk(e.get("sections"))
+            for part in e.get("parts", []):
+                walk(part.get("chapters"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return [re.sub(r"\.(md|ipynb)$", "", p) for p in pages]
+
+
+def check_html(root: Path) -> list[str]:
+    """Every toc page rendered, and none shows an error output or a traceback."""
+    html = root / "_build" / "html"
+    problems = []
+    for page in toc_pages(root):
+        f = html / f"{page}.html"
+        if not f.is_file():
+            problems.append(f"page {page} was not rendered ({f} missing)")
+            continue
+        text = f.read_text(errors="replace")
+        if "Traceback (most recent call last)" in text or re.search(r'class="[^"]*output[^"]*error', text):
+            problems.append(f"page {page} shows an error output or a traceback")
+    return problems
+
+
+def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool = False) -> Path:
+    root = Path(root).resolve()
+    prof = load_profile(profile, root)
+    from ladnn.data import DataError, data_dir
+
+    try:
+        print(f"[book {prof['name']}] data: {data_dir()}")
+    except DataError as e:
+        raise BuildError(str(e)) from None
+    gen = root / "book" / "_generated"
+    runs_dir = root / "runs" / prof["name"]
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the notebooks print one line per epoch instead of bars
+    t0 = time.time()
+    shutil.rmtree(gen, ignore_errors=True)  # never mix one profile's pages with another's
+    (gen / "train").mkdir(parents=True)
+    (gen / "profile.json").write_text(json.dumps({"profile": prof["name"], "description": prof["description"],
+                                                  "runs": [run_name(c) for c in prof["runs"]]}, indent=2))
+    n = len(prof["runs"])
+    for i, cfg in enumerate(prof["runs"], 1):
+        name = run_name(cfg)
+        print(f"[book {prof['name']}] run {i}/{n}: {name} ({time.time() - t0:.0f} s)", flush=True)
+        out = runs_dir / name
+        execute(root / "notebooks" / "train.ipynb", gen / "train" / f"{name}.ipynb",
+                {**cfg.to_dict(), "out": str(out.relative_to(root))}, root)
+        from ladnn.rundir import status
+
+        if status(out) != "complete":
+            raise BuildError(f"training notebook for {name} finished but {out} is not a complete run")
+    for nb in ANALYSIS:
+        print(f"[book {prof['name']}] notebook {nb} ({time.time() - t0:.0f} s)", flush=True)
+        execute(root / "notebooks" / f"{nb}.ipynb", gen / f"{nb}.ipynb",
+                {"profile": prof["name"], "runs_dir": str(runs_dir.relative_to(root)),
+                 "gradcam_images": prof.get("gradcam_images", 6)}, root)
+    if only_notebooks:
+        return gen
+    print(f"[book {prof['name']}] jupyter-book build ({time.time() - t0:.0f} s)", flush=True)
+    jb = shutil.which("jupyter-book", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if not jb:
+        raise BuildError("jupyter-book is not installed: pip install -e '.[book]'")
+    r = subprocess.run([jb, "build", str(root), "--builder", "html", "-W", "-n", "--keep-going"], cwd=root,
+                       check=False)
+    if r.returncode:
+        raise BuildError(f"jupyter-book build failed (exit {r.returncode}); see the messages above")
+    problems = check_html(root)
+    if problems:
+        raise BuildError("the built book has problems:\n  " + "\n  ".join(problems))
+    index = root / "_build" / "html" / "index.html"
+    print(f"[book {prof['name']}] done in {time.time() - t0:.0f} s: {index}", flush=True)
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ladnn.book", description=__doc__)
+    ap.add_argument("--profile", default="quick", help="profile name in profiles/ or a YAML path (default: quick)")
+    ap.add_argument("--root", default=".", help="the repository root (holds _toc.yml)")
+    ap.add_argument("--notebooks-only", action="store_true", help="execute the notebooks, skip jupyter-book")
+    a = ap.parse_args(argv)
+    try:
+        build(a.profile, a.root, a.notebooks_only)
+    except BuildError as e:
+        print(f"book build failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
