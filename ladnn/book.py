@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -59,14 +60,22 @@ def _finish_notebook(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def execute(src: Path, dst: Path, params: dict, root: Path) -> None:
-    import logging
 
+
+
+class _PrintHandler(logging.Handler):
+    """Print to whatever sys.stdout is now (a StreamHandler would keep the stream it was created with)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), flush=True)
+
+
+def execute(src: Path, dst: Path, params: dict, root: Path) -> None:
     import papermill as pm
 
     log = logging.getLogger("papermill")
     if not log.handlers:  # show the notebook's own output (one line per epoch) while it runs
-        h = logging.StreamHandler(sys.stdout)
+        h = _PrintHandler()
         h.setFormatter(logging.Formatter("    %(message)s"))
         h.addFilter(lambda r: not re.match(r"(Executing|Ending) Cell|(In|Out)put Notebook|Working directory",
                                            str(r.msg)))
@@ -96,7 +105,7 @@ def toc_pages(root: Path) -> list[str]:
             if "file" in e:
                 pages.append(e["file"])
             if "glob" in e:
-                pages.extend(sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob(e["glob"] + "*")
+                pages.extend(sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob(e["glob"])
                                     if p.suffix in (".ipynb", ".md")))
             walk(e.get("sections"))
             for part in e.get("parts", []):

@@ -1,0 +1,101 @@
+"""The book: a smoke-profile build renders every page, no page shows an error, a real browser displays them."""
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ladnn.book import BuildError, _finish_notebook, build, check_html, load_profile, toc_pages
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("book")
+    for s in SOURCES:
+        (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, root / s)
+    shutil.rmtree(root / "book" / "_generated", ignore_errors=True)
+    index = build("smoke", root)
+    return root, index
+
+
+def test_every_toc_page_is_rendered_without_errors(built):
+    root, index = built
+    assert index.is_file()
+    pages = toc_pages(root)
+    assert len(pages) >= 10 and any("/train/" in p for p in pages)
+    assert check_html(root) == []
+    for p in pages:
+        assert (root / "_build" / "html" / f"{p}.html").stat().st_size > 2000
+
+
+def test_injected_parameters_are_hidden(built):
+    root, _ = built
+    nb = nbformat.read(next((root / "book/_generated/train").glob("*.ipynb")), as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
+    html = next((root / "_build/html/book/_generated/train").glob("*.html")).read_text()
+    assert "injected" not in html.lower() and 'out = &quot;runs/smoke' not in html
+
+
+def test_runs_are_not_trained_twice(built, capsys):
+    root, _ = built
+    build("smoke", root, only_notebooks=True)
+    out = capsys.readouterr().out
+    assert out.count("not training again") == 2
+
+
+def test_book_pages_load_in_a_real_browser(built):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    root, _ = built
+    shots = Path(os.environ.get("LADNN_SHOTS_DIR", root / "shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800",
+              "--allow-file-access-from-files"):
+        opts.add_argument(a)
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
+    try:
+        for page in ["book/intro", "book/mtl", "book/_generated/data", "book/_generated/results",
+                     "book/_generated/gradcam", "book/_generated/pairplot", "book/_generated/reproduction"]:
+            driver.get((root / "_build/html" / f"{page}.html").as_uri())
+            titles = [e.text for e in driver.find_elements("css selector", "main h1") if e.is_displayed()]
+            assert any(t.strip() for t in titles), f"{page}: no visible title"
+            broken = driver.execute_script(
+                "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+            assert broken == [], f"{page}: images did not render: {broken}"
+            n_img = driver.execute_script("return document.images.length")
+            if page != "book/intro":
+                assert n_img >= 1 or page.endswith("reproduction"), f"{page}: no figure"
+            driver.save_screenshot(str(shots / f"{page.replace('/', '_')}.png"))
+    finally:
+        driver.quit()
+    assert len(list(shots.glob("*.png"))) == 7
+
+
+def test_failed_notebook_fails_the_build(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("1/0")
+    cell.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    with pytest.raises(BuildError, match="ZeroDivisionError"):
+        _finish_notebook(tmp_path / "x.ipynb")
+
+
+def test_profiles(tmp_path):
+    quick = load_profile("quick", ROOT)
+    assert len(quick["runs"]) == 6 and {c.method for c in quick["runs"]} == {"baseline", "ladnn"}
+    assert len(load_profile("paper", ROOT)["runs"]) == 7 * 2 * 2 * 3
+    with pytest.raises(BuildError, match="known profiles"):
+        load_profile("nope", ROOT)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("description: x\nmatrix: {seed: [0]}\nconfig: {finetune: sideways}\n")
+    with pytest.raises(ValueError, match="finetune"):
+        load_profile(str(bad), ROOT)
