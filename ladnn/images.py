@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFile
-from torchvision.transforms import v2
 
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -61,9 +60,9 @@ def decode(data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS) ->
     return img.convert("RGB")
 
 
-def load_resized(data: bytes, size: int, name: str = "<upload>") -> np.ndarray:
+def load_resized(data: bytes, size: int, name: str = "<upload>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode and resize to size x size (the paper's Resize((224, 224))), as HxWx3 uint8."""
-    img = decode(data, name).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    img = decode(data, name, max_pixels).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -103,15 +102,27 @@ class ImageCache:
         return torch.from_numpy(np.stack([self.get(p) for p in paths])).permute(0, 3, 1, 2).contiguous()
 
 
-def augment() -> v2.Compose:
-    """The paper code's augmentation on resized uint8 images: RandomAffine(0, shear=0.2, scale=(0.8, 1.2)) and a
-    horizontal flip. torchvision reads `shear` in degrees, so 0.2 is a very small shear; kept as in the paper code."""
-    return v2.Compose([v2.RandomAffine(degrees=0, shear=0.2, scale=(0.8, 1.2)), v2.RandomHorizontalFlip()])
+def augment(x: torch.Tensor, shear_deg: float = 0.2, scale: tuple[float, float] = (0.8, 1.2)) -> torch.Tensor:
+    """The paper code's augmentation, RandomAffine(0, shear=0.2, scale=(0.8, 1.2)) and a horizontal flip, drawn per
+    image but applied to the whole batch at once on its device (affine_grid + grid_sample, bilinear, zero fill).
+    torchvision reads that shear in degrees, so it is a very small shear; kept as in the paper code.
+    Random parameters come from torch's global CPU generator, so a seed fixes them on any device.
+    x: uint8 or float N x 3 x H x W; returns float32 in the same 0..255 range."""
+    n = len(x)
+    s = torch.empty(n).uniform_(*scale)
+    sh = torch.deg2rad(torch.empty(n).uniform_(-shear_deg, shear_deg))
+    flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 1] = flip / s, -torch.tan(sh) / s, 1 / s
+    theta = theta.to(x.device)
+    xf = x.float()
+    grid = torch.nn.functional.affine_grid(theta, list(xf.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 N x 3 x H x W -> float, normalised with the backbone's own mean/std."""
-    x = x.float().div_(255)
+    """N x 3 x H x W in 0..255 (uint8 or float) -> float, normalised with the backbone's own mean/std."""
+    x = x.float() / 255
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s

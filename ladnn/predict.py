@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ladnn.config import LESIONS, Config
-from ladnn.images import ImageError, load_resized, normalize, read_bytes
+from ladnn.images import MAX_PIXELS, ImageError, load_resized, normalize, read_bytes
 from ladnn.models import LADNN, build_model
 from ladnn.rundir import status
 
@@ -31,9 +31,10 @@ class Predictor:
         self.tasks = self.config.tasks
         self.run_dir = run_dir
 
-    def preprocess(self, data: bytes, name: str = "<upload>") -> tuple[np.ndarray, torch.Tensor]:
+    def preprocess(self, data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS
+                   ) -> tuple[np.ndarray, torch.Tensor]:
         """Decode + resize (uint8 HxWx3, for display) and the normalised 1x3xHxW input."""
-        rgb = load_resized(data, self.size, name)
+        rgb = load_resized(data, self.size, name, max_pixels)
         x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
         return rgb, normalize(x, self.model.data_config["mean"], self.model.data_config["std"]).to(self.device)
 
@@ -45,6 +46,26 @@ class Predictor:
         out = {"p_covid": float(p[0])}
         if len(self.tasks) > 1:
             out.update({f"p_{k}": float(v) for k, v in zip(LESIONS, p[1:])})
+        return out
+
+    def cam_overlays(self, rgb: np.ndarray, x: torch.Tensor, outputs: list[int] | None = None) -> dict[str, str]:
+        """Grad-CAM++ overlays of one image as PNG data URLs, one per output (COVID and, for LA-DNN, each lesion)."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        from ladnn.cam import cam_maps, overlay
+
+        names = ["COVID", *LESIONS][: len(self.tasks)]
+        outputs = list(range(len(names))) if outputs is None else outputs
+        out = {}
+        for k in outputs:
+            with torch.enable_grad():
+                mask = cam_maps(self.model, x, [k])[0]
+            buf = io.BytesIO()
+            Image.fromarray(overlay(rgb, mask)).save(buf, "PNG")
+            out[names[k]] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
         return out
 
     def predict_bytes(self, data: bytes, name: str = "<upload>") -> dict:

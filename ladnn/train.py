@@ -48,19 +48,15 @@ def targets(df: pd.DataFrame, zero: list[str] = ()) -> tuple[torch.Tensor, torch
     return torch.from_numpy(y), torch.from_numpy(df["lesions_known"].to_numpy(dtype=bool).copy())
 
 
-def augmented(x: torch.Tensor, aug) -> torch.Tensor:
-    """Augment each image of a uint8 batch with its own random draw."""
-    return torch.stack([aug(xi) for xi in x])
-
-
 class Prep:
-    """uint8 images -> normalised float on the device (channels-last on GPU)."""
+    """uint8 images -> (augmented,) normalised float on the device (channels-last on GPU)."""
 
-    def __init__(self, model: LADNN, device: torch.device):
-        self.mean, self.std, self.device = model.data_config["mean"], model.data_config["std"], device
+    def __init__(self, model: LADNN, device: torch.device, aug: bool = False):
+        self.mean, self.std, self.device, self.aug = model.data_config["mean"], model.data_config["std"], device, aug
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = normalize(x.to(self.device, non_blocking=True), self.mean, self.std)
+        x = x.to(self.device, non_blocking=True)
+        x = normalize(augment(x) if self.aug else x, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
 
 
@@ -81,10 +77,10 @@ def run_batches(net: torch.nn.Module, xs: torch.Tensor, device, prep=None, batch
     return torch.cat(out)
 
 
-def _feature_cache(cfg: Config, model: LADNN, lower, prep, imgs: dict, device) -> dict[str, torch.Tensor]:
+def _feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[str, torch.Tensor]:
     """Activations of the frozen lower part: `views` augmented views of each training image, one plain view of the
     validation and test images. Stored on disk, keyed by everything they depend on."""
-    key = hashlib.sha256(json.dumps([timm_name(cfg.backbone), model.weights_source, cfg.finetune, cfg.top_blocks,
+    key = hashlib.sha256(json.dumps(["affine_grid-v1", timm_name(cfg.backbone), model.weights_source, cfg.finetune, cfg.top_blocks,
                                      cfg.views, VIEW_SEED, model.data_config, cfg.dataset, cfg.limit,
                                      {s: hashlib.sha256(x.numpy().tobytes()).hexdigest() for s, x in imgs.items()}]
                                     ).encode()).hexdigest()[:24]
@@ -93,13 +89,13 @@ def _feature_cache(cfg: Config, model: LADNN, lower, prep, imgs: dict, device) -
         return torch.load(f, weights_only=True)
     g = torch.get_rng_state()
     torch.manual_seed(VIEW_SEED)
-    aug, feats = augment(), {}
+    feats = {}
     n = len(imgs["train"])
-    views = [run_batches(lower, augmented(imgs["train"], aug), device, prep, desc=f"cache view {v + 1}/{cfg.views}")
+    views = [run_batches(lower, imgs["train"], device, Prep(model, device, aug=True), desc=f"cache view {v + 1}")
              for v in range(cfg.views)]
     feats["train"] = torch.stack(views)  # V, N, ...
     for s in ("val", "test"):
-        feats[s] = run_batches(lower, imgs[s], device, prep, desc=f"cache {s}")
+        feats[s] = run_batches(lower, imgs[s], device, Prep(model, device), desc=f"cache {s}")
     torch.set_rng_state(g)
     assert feats["train"].shape[1] == n
     f.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +162,7 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
     for s, d in data.items():
         Y[s], known[s] = targets(d, cfg.zero_lesions if s == "train" else [])
     ncol = len(cfg.tasks)
-    prep = Prep(model, device)
+    prep, prep_aug = Prep(model, device), Prep(model, device, aug=True)
 
     if cfg.finetune == "full":
         net, trainable = model, model
@@ -175,7 +171,7 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
         lower, net = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
         for p in lower.parameters():
             p.requires_grad_(False)
-        feats = _feature_cache(cfg, model, lower, prep, imgs, device)
+        feats = _feature_cache(cfg, model, lower, imgs, device)
         trainable = net
     seed_everything(cfg.seed)  # the head's init and the batch order do not depend on a feature-cache hit
     for m in model.head.modules():
@@ -184,7 +180,6 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
     opt = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=cfg.lr,
                            weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    aug = augment()
     n = len(data["train"])
     history, best, best_state = [], float("inf"), None
     epochs = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.backbone}/{cfg.method}/seed{cfg.seed}", unit="epoch")
@@ -196,7 +191,7 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
         tot = 0.0
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            x = prep(augmented(imgs["train"][idx], aug)) if feats is None else feats["train"][view[idx], idx].to(device)
+            x = prep_aug(imgs["train"][idx]) if feats is None else feats["train"][view[idx], idx].to(device)
             with _autocast(device):
                 logits = net(x).float()[:, :ncol]
             loss = lesion_attention_loss(logits, Y["train"][idx, :ncol].to(device), known["train"][idx].to(device),

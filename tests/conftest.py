@@ -18,3 +18,17 @@ def data_dir() -> Path:
 def _cache(tmp_path_factory):
     """A cache of the test session's own, so tests never depend on what an earlier run left behind."""
     os.environ["LADNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+TINY = ["--backbone", "efficientnet_lite0", "--dataset", "D0", "--limit", "16", "--epochs", "2", "--views", "2",
+        "--lr", "1e-3", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, data_dir):
+    """A small real LA-DNN run (16 images per split), trained once through the command line."""
+    from ladnn.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "ladnn"
+    assert main(["train", *TINY, "--finetune", "top", "--method", "ladnn", "--out", str(out)]) == 0
+    return out

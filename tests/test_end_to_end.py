@@ -5,20 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY as ARGS
 
 from ladnn.cli import main
 from ladnn.config import Config
 from ladnn.data import load_table
 
-ARGS = ["--backbone", "efficientnet_lite0", "--dataset", "D0", "--limit", "16", "--epochs", "2", "--views", "2",
-        "--lr", "1e-3", "--batch-size", "8"]
 
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "ladnn"
-    assert main(["train", *ARGS, "--finetune", "top", "--method", "ladnn", "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def test_run_directory(run):

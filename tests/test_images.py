@@ -84,3 +84,23 @@ def test_real_images_of_every_kind_decode(data_dir):
     for p in pick["image"]:
         a = load_resized(images.read_bytes(p), 64, p)
         assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+
+
+def test_augment_is_per_image_and_seeded():
+    import torch
+
+    from ladnn.images import augment
+
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(0)
+    plain = augment(x, shear_deg=0, scale=(1, 1))  # only the flip is left
+    for a, b in zip(plain, x.float()):
+        assert torch.allclose(a, b, atol=1e-3) or torch.allclose(a, b.flip(-1), atol=1e-3)
+    flipped = [not torch.allclose(a, b, atol=1e-3) for a, b in zip(plain, x.float())]
+    assert 0 < sum(flipped) < 8  # each image draws its own flip
+    torch.manual_seed(1)
+    a = augment(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, augment(x)) and a.shape == (8, 3, 32, 32) and 0 <= a.min() and a.max() <= 255
+    zoom = augment(x[:1].expand(64, -1, -1, -1))
+    assert len({round(float(z.mean()), 3) for z in zoom}) > 10  # scales differ between images

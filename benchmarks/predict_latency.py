@@ -1,0 +1,51 @@
+"""`ladnn predict` latency for one image: cold (a new process: imports, model load, first call) and warm, with and
+without a Grad-CAM++ map.
+
+    python benchmarks/predict_latency.py RUN_DIR [--repeat 20]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ladnn.data import load_table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run")
+    ap.add_argument("--repeat", type=int, default=20)
+    a = ap.parse_args()
+    img = load_table("D0").query("split == 'test'")["image"].iloc[0]
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ladnn.cli", "predict", a.run, img], check=True, capture_output=True)
+    print(f"cold `ladnn predict` (new process, one image): {time.perf_counter() - t:.2f} s")
+
+    from ladnn.images import read_bytes
+    from ladnn.predict import Predictor
+
+    t = time.perf_counter()
+    pr = Predictor(a.run)
+    print(f"model load in-process: {time.perf_counter() - t:.2f} s")
+    data = read_bytes(img)
+    for cam in (False, True):
+        times = []
+        for i in range(a.repeat + 1):
+            t = time.perf_counter()
+            rgb, x = pr.preprocess(data, img)
+            pr.result(pr.probs(x)[0])
+            if cam:
+                pr.cam_overlays(rgb, x, [0])
+            if i:  # the first call is the warm-up
+                times.append(time.perf_counter() - t)
+        ms = np.array(times) * 1000
+        print(f"warm, one image, {'with' if cam else 'without'} a Grad-CAM++ map: median {np.median(ms):.1f} ms, "
+              f"p95 {np.percentile(ms, 95):.1f} ms ({a.repeat} calls)")
+
+
+if __name__ == "__main__":
+    main()

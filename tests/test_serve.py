@@ -1,0 +1,113 @@
+"""The diagnosis service, in-process: every bad input gets a clear 4xx, valid images of every kind are scored."""
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from ladnn.cli import main
+from ladnn.data import load_table
+from ladnn.serve import create_app
+
+
+@pytest.fixture(scope="module")
+def client(tiny_run):
+    return TestClient(create_app(tiny_run, max_upload_mb=3, max_files=3, max_pixels=4_000_000))
+
+
+def _img(mode, fmt="PNG", size=(64, 48)):
+    if mode == "I;16":
+        img = Image.fromarray(np.arange(size[0] * size[1], dtype=np.uint16).reshape(size[1], size[0]) * 7)
+    else:
+        img = Image.new(mode, size, 90 if mode in ("L", "P") else None)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def post(client, *files, cam=False):
+    return client.post(f"/api/predict?cam={str(cam).lower()}", files=[("files", f) for f in files])
+
+
+def test_health_model_and_page(client, tiny_run):
+    assert client.get("/api/health").json() == {"status": "ok"}
+    m = client.get("/api/model").json()
+    assert m["config"]["backbone"] == "efficientnet_lite0" and m["outputs"][0] == "COVID" and len(m["outputs"]) == 6
+    assert m["test_metrics"]["n"] == 16
+    page = client.get("/").text
+    assert "not a medical device" in page and "only\nknows" in page or "only knows" in page
+    assert 'src="http' not in page and 'href="http' not in page and "cdn" not in page.lower()
+    assert client.get("/openapi.json").json()["paths"]["/api/predict"]
+
+
+def test_matches_ladnn_predict(client, tiny_run, capsys, data_dir):
+    paths = list(load_table("D0")["image"].iloc[[0, 400]])
+    assert main(["predict", str(tiny_run), *paths]) == 0
+    cli = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    files = [(p.rsplit("/", 1)[-1], Path(p).read_bytes()) for p in paths]
+    res = post(client, *files).json()["results"]
+    for a, b in zip(cli, res):
+        for k in ("p_covid", "p_GGO", "p_InSepThi"):
+            assert abs(a[k] - b[k]) < 1e-6
+
+
+def test_cam_overlays_for_every_output(client, data_dir):
+    p = load_table("D0")["image"].iloc[0]
+    r = post(client, ("a.png", Path(p).read_bytes()), cam=True).json()["results"][0]
+    assert set(r["cam"]) == {"COVID", "GGO", "Csld", "CrPa", "AirBr", "InSepThi"}
+    assert r["cam"]["COVID"].startswith("data:image/png;base64,") and r["image"].startswith("data:image/png")
+    assert r["cam"]["COVID"] != r["cam"]["GGO"]
+
+
+@pytest.mark.parametrize("mode,fmt", [("I;16", "PNG"), ("P", "PNG"), ("L", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG")])
+def test_unusual_but_valid_images_are_scored(client, mode, fmt):
+    r = post(client, (f"x.{fmt.lower()}", _img(mode, fmt)))
+    assert r.status_code == 200, r.text
+    assert 0 <= r.json()["results"][0]["p_covid"] <= 1
+
+
+def test_bad_inputs_get_clear_4xx_and_service_keeps_serving(client):
+    png = _img("RGB")
+    cases = [
+        (client.post("/api/predict"), 400, "no image"),
+        (client.post("/api/predict", files=[("other", ("a.png", png))]), 400, "no image"),
+        (post(client, ("evil.png", b"MZ this is not an image")), 415, "not a readable image"),
+        (post(client, ("half.png", _img("RGB", size=(300, 300))[:500])), 400, "truncated"),
+        (post(client, ("zero.png", b"")), 400, "empty file"),
+        (post(client, ("huge.png", _img("L", size=(2100, 2000)))), 413, "exceeds the limit"),
+        (post(client, ("big.png", png + b"\0" * 3_200_000)), 413, "exceeds the limit"),
+        (post(client, *[(f"{i}.png", png) for i in range(4)]), 413, "many"),
+    ]
+    for resp, code, text in cases:
+        assert resp.status_code == code, (resp.status_code, resp.text)
+        assert text in resp.json()["detail"].lower()
+    assert post(client, ("ok.png", png)).status_code == 200
+
+
+def test_uploads_never_touch_disk(client, monkeypatch):
+    import tempfile
+
+    def refuse(*a, **k):
+        raise AssertionError("an upload was written to a temporary file")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 700, 3), dtype=np.uint8)).save(buf, "PNG")
+    assert 1.2e6 < len(buf.getvalue()) < 3e6  # above Starlette's default 1 MB spool, below our limit
+    assert post(client, ("noise.png", buf.getvalue())).status_code == 200
+
+
+def test_warns_when_not_bound_to_localhost(tiny_run, monkeypatch, capsys):
+    import uvicorn
+
+    from ladnn import serve
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: None)
+    serve.serve(tiny_run, "0.0.0.0", 8123)
+    assert "warning" in capsys.readouterr().err
+    serve.serve(tiny_run, "127.0.0.1", 8123)
+    assert capsys.readouterr().err == ""
