@@ -49,7 +49,7 @@ def targets(df: pd.DataFrame, zero: list[str] = ()) -> tuple[torch.Tensor, torch
 
 
 class Prep:
-    """uint8 images -> (augmented,) normalised float on the device (channels-last on GPU)."""
+    """uint8 images -> (augmented,) normalised float on the device, channels-last (faster on CPU and GPU alike)."""
 
     def __init__(self, model: LADNN, device: torch.device, aug: bool = False):
         self.mean, self.std, self.device, self.aug = model.data_config["mean"], model.data_config["std"], device, aug
@@ -57,7 +57,11 @@ class Prep:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         x = normalize(augment(x) if self.aug else x, self.mean, self.std)
-        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def _autocast(device: torch.device):
@@ -69,11 +73,11 @@ def run_batches(net: torch.nn.Module, xs: torch.Tensor, device, prep=None, batch
     """Forward `xs` in batches (eval mode), returning float32 outputs on the CPU."""
     net.eval()
     out = []
-    for i in tqdm(range(0, len(xs), batch), desc=desc, leave=False, disable=not desc):
+    for i in tqdm(range(0, len(xs), batch), desc=desc, leave=False, disable=None if desc else True):
         x = xs[i:i + batch]
         x = prep(x) if prep else x.to(device)
         with _autocast(device):
-            out.append(net(x).float().cpu())
+            out.append(net(_cl(x)).float().cpu())
     return torch.cat(out)
 
 
@@ -153,8 +157,7 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
     device = pick_device(cfg.device)
     data = splits(cfg, data_dir)
     model = build_model(cfg.backbone, cfg.method, cfg.head, cfg.pretrained, cfg.weights).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     size = model.data_config["input_size"][-1]
     cache = ImageCache(size)
     imgs = {s: cache.stack(tqdm(d["image"], desc=f"decode {s}", leave=False)) for s, d in data.items()}
@@ -191,7 +194,7 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
         tot = 0.0
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            x = prep_aug(imgs["train"][idx]) if feats is None else feats["train"][view[idx], idx].to(device)
+            x = prep_aug(imgs["train"][idx]) if feats is None else _cl(feats["train"][view[idx], idx].to(device))
             with _autocast(device):
                 logits = net(x).float()[:, :ncol]
             loss = lesion_attention_loss(logits, Y["train"][idx, :ncol].to(device), known["train"][idx].to(device),
