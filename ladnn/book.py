@@ -19,7 +19,7 @@ import yaml
 
 from ladnn.config import Config
 
-ANALYSIS = ("data", "results", "gradcam", "pairplot", "reproduction")
+ANALYSIS = ("data", "results", "gradcam", "pairplot", "validity", "reproduction")
 
 
 class BuildError(RuntimeError):
@@ -40,6 +40,10 @@ def load_profile(name: str, root: Path) -> dict:
         cfg = Config.from_dict({**prof.get("config", {}), **dict(zip(keys, values))})  # validates every field
         runs.append(cfg)
     prof["runs"] = runs
+    abl = prof.get("ablations") or {}
+    prof["ablation_runs"] = [
+        (f"ablation-{name}-s{seed}", Config.from_dict({**runs[0].to_dict(), **change, "method": "ladnn", "seed": seed}))
+        for name, change in (abl.get("variants") or {}).items() for seed in abl.get("seeds", [0])]
     return prof
 
 
@@ -149,11 +153,10 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     (gen / "train").mkdir(parents=True)
     (gen / "profile.json").write_text(json.dumps({"profile": prof["name"], "description": prof["description"],
                                                   "runs": [run_name(c) for c in prof["runs"]]}, indent=2))
-    n = len(prof["runs"])
-    for i, cfg in enumerate(prof["runs"], 1):
-        name = run_name(cfg)
-        print(f"[book {prof['name']}] run {i}/{n}: {name} ({time.time() - t0:.0f} s)", flush=True)
-        out = runs_dir / name
+    todo = [(run_name(c), c, runs_dir / run_name(c)) for c in prof["runs"]]
+    todo += [(name, c, runs_dir / "ablations" / name) for name, c in prof["ablation_runs"]]
+    for i, (name, cfg, out) in enumerate(todo, 1):
+        print(f"[book {prof['name']}] run {i}/{len(todo)}: {name} ({time.time() - t0:.0f} s)", flush=True)
         execute(root / "notebooks" / "train.ipynb", gen / "train" / f"{name}.ipynb",
                 {**cfg.to_dict(), "out": str(out.relative_to(root))}, root)
         from ladnn.rundir import status

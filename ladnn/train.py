@@ -91,6 +91,9 @@ def _feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict
     f = cache_dir() / "features" / f"{key}.pt"
     if f.exists():
         return torch.load(f, weights_only=True)
+    t = time.time()
+    print(f"caching activations of the frozen part: {cfg.views} augmented views of {len(imgs['train'])} training "
+          f"images, {len(imgs['val'])} validation and {len(imgs['test'])} test images", flush=True)
     g = torch.get_rng_state()
     torch.manual_seed(VIEW_SEED)
     feats = {}
@@ -101,6 +104,7 @@ def _feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict
     for s in ("val", "test"):
         feats[s] = run_batches(lower, imgs[s], device, Prep(model, device), desc=f"cache {s}")
     torch.set_rng_state(g)
+    print(f"cached in {time.time() - t:.0f} s: {f}", flush=True)
     assert feats["train"].shape[1] == n
     f.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
