@@ -1,6 +1,6 @@
 """GPU check (issue: fast on a GPU). For each of the paper's seven backbones and EfficientNet-Lite0 it prints the
-training throughput with our data pipeline (decoded-once uint8 images in host memory, copied per batch, augmented
-and normalised on the GPU) and with synthetic tensors already on the GPU, under bf16 autocast and channels-last, and
+training throughput with our data pipeline (decoded-once uint8 images kept on the GPU, augmented and normalised
+there per batch, as `ladnn train` does) and with synthetic tensors already on the GPU, under bf16 autocast and channels-last, and
 the peak GPU memory. Then it runs one full 15-epoch fine-tuning of Lite0, LA-DNN and baseline, with test metrics.
 
     python benchmarks/gpu_check.py            # on a GPU machine
@@ -30,9 +30,7 @@ def throughput(backbone: str, device: torch.device, imgs: dict, steps: int, batc
         model = model.to(memory_format=torch.channels_last)
     size = model.data_config["input_size"][-1]
     opt = torch.optim.Adam(model.parameters(), lr=5e-5, weight_decay=5e-4)
-    x_host, y_all, known = imgs[size]
-    if device.type == "cuda":
-        x_host = x_host.pin_memory()
+    x_dev, y_all, known = (t.to(device) for t in imgs[size])  # as `ladnn train` keeps them: uint8, on the device
     prep = Prep(model, device, aug=True)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
@@ -63,11 +61,11 @@ def throughput(backbone: str, device: torch.device, imgs: dict, steps: int, batc
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     synthetic = timed(lambda: (xs, ys, ks))
-    n = len(x_host)
+    n = len(x_dev)
 
     def real():
-        idx = torch.randint(0, n, (batch,))
-        return prep(x_host[idx]), y_all[idx].to(device, non_blocking=True), known[idx].to(device, non_blocking=True)
+        idx = torch.randint(0, n, (batch,), device=device)
+        return prep(x_dev[idx]), y_all[idx], known[idx]
 
     pipeline = timed(real)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")

@@ -86,7 +86,7 @@ def _feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict
     validation and test images. Stored on disk, keyed by everything they depend on."""
     key = hashlib.sha256(json.dumps(["affine_grid-v1", timm_name(cfg.backbone), model.weights_source, cfg.finetune, cfg.top_blocks,
                                      cfg.views, VIEW_SEED, model.data_config, cfg.dataset, cfg.limit,
-                                     {s: hashlib.sha256(x.numpy().tobytes()).hexdigest() for s, x in imgs.items()}]
+                                     {s: hashlib.sha256(x.cpu().numpy().tobytes()).hexdigest() for s, x in imgs.items()}]
                                     ).encode()).hexdigest()[:24]
     f = cache_dir() / "features" / f"{key}.pt"
     if f.exists():
@@ -165,6 +165,8 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
     size = model.data_config["input_size"][-1]
     cache = ImageCache(size)
     imgs = {s: cache.stack(tqdm(d["image"], desc=f"decode {s}", leave=False)) for s, d in data.items()}
+    if device.type == "cuda":  # decoded uint8 images live on the GPU (64 MB for D0): no copy per batch
+        imgs = {s: x.to(device) for s, x in imgs.items()}
     Y, known = {}, {}
     for s, d in data.items():
         Y[s], known[s] = targets(d, cfg.zero_lesions if s == "train" else [])
