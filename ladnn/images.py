@@ -114,7 +114,7 @@ def augment(x: torch.Tensor, shear_deg: float = 0.2, scale: tuple[float, float] 
     flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 1] = flip / s, -torch.tan(sh) / s, 1 / s
-    theta = theta.to(x.device)
+    theta = theta.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else theta  # no host-device sync
     xf = x.float()
     grid = torch.nn.functional.affine_grid(theta, list(xf.shape), align_corners=False)
     return torch.nn.functional.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -34,7 +34,10 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
                 cs = c[c["split"] == s]
                 row[f"{s}_images"], row[f"{s}_patients"] = len(cs), _patients(cs)
             rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    cols = [c for c in out if c.endswith("patients")]
+    out[cols] = out[cols].astype("Int64")  # "not known" shows as <NA>, counts as integers
+    return out
 
 
 def _patients(d: pd.DataFrame):
@@ -53,7 +56,8 @@ def table1_comparison(df: pd.DataFrame) -> pd.DataFrame:
                 out.append({"dataset": key[0], "class": key[1], "quantity": col, "paper": int(p),
                             "ours": None if o is None or pd.isna(o) else int(o)})
     t = pd.DataFrame(out)
-    t["agrees"] = t["paper"] == t["ours"]
+    t["ours"] = t["ours"].astype("Int64")
+    t["agrees"] = (t["paper"] == t["ours"]).fillna(False).astype(bool)
     return t
 
 

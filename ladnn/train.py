@@ -169,7 +169,7 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
         imgs = {s: x.to(device) for s, x in imgs.items()}
     Y, known = {}, {}
     for s, d in data.items():
-        Y[s], known[s] = targets(d, cfg.zero_lesions if s == "train" else [])
+        Y[s], known[s] = (t.to(device) for t in targets(d, cfg.zero_lesions if s == "train" else []))
     ncol = len(cfg.tasks)
     prep, prep_aug = Prep(model, device), Prep(model, device, aug=True)
 
@@ -197,22 +197,25 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
         if feats is not None:
             view = torch.randint(0, cfg.views, (n,), generator=g)
         perm = torch.randperm(n, generator=g)
-        tot = 0.0
+        tot = torch.zeros((), device=device)
+        if device.type == "cuda" and feats is None:
+            perm = perm.to(device)  # images and labels live on the GPU: index them there
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
             x = prep_aug(imgs["train"][idx]) if feats is None else _cl(feats["train"][view[idx], idx].to(device))
             with _autocast(device):
                 logits = net(x).float()[:, :ncol]
-            loss = lesion_attention_loss(logits, Y["train"][idx, :ncol].to(device), known["train"][idx].to(device),
-                                         cfg.covid_weight, cfg.lesion_mask)
+            loss = lesion_attention_loss(logits, Y["train"][idx, :ncol], known["train"][idx], cfg.covid_weight,
+                                         cfg.lesion_mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot += loss.item() * len(idx)
+            tot += loss.detach() * len(idx)  # summed on the device: no sync per step
+        tot = float(tot)
         vl = run_batches(net, imgs["val"] if feats is None else feats["val"], device, prep if feats is None else None)
         pv = probabilities(vl[:, 0]).numpy()
-        val_covid = float(torch.nn.functional.binary_cross_entropy_with_logits(vl[:, 0], Y["val"][:, 0]))
-        vm = binary_metrics(Y["val"][:, 0].numpy(), pv)
+        val_covid = float(torch.nn.functional.binary_cross_entropy_with_logits(vl[:, 0], Y["val"][:, 0].cpu()))
+        vm = binary_metrics(Y["val"][:, 0].cpu().numpy(), pv)
         history.append({"epoch": epoch, "train_loss": tot / n, "val_covid_loss": val_covid, "val_auc": vm["auc"],
                         "val_accuracy": vm["accuracy"], "val_f1": vm["f1"], "seconds": round(time.time() - t0, 2)})
         if val_covid < best:
