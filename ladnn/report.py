@@ -402,5 +402,7 @@ def seed_sentence(runs: pd.DataFrame) -> str:
             f"{sd:.1f} points over {int(sv['seeds'].max())} seeds). The paper's single-run AUC gains of LA-DNN over the "
             f"baseline range from {diff.min():.1f} to {diff.max():.1f} points (median {diff.median():.1f}); {small} of "
             f"its {len(diff)} backbone and dataset pairs differ by no more than twice our seed SD, so a single run "
-            "cannot establish them. (Our SD is for EfficientNet-Lite0 with top fine-tuning; other recipes may vary "
-            "more or less.)")
+            "cannot establish them. (Our SD is for EfficientNet-Lite0 with top fine-tuning, whose frozen lower part and "
+            "cached augmented views are shared by all seeds, so only the head's initialisation and the batch order "
+            "change with the seed: it understates the variation of full fine-tuning, where every seed also draws "
+            "its own augmentations.)")
