@@ -19,6 +19,9 @@ import yaml
 
 from ladnn.config import Config
 
+# MathJax for offline reading: one self-contained file (SVG output needs no fonts) from the npm registry, pinned.
+MATHJAX = ("mathjax@3.2.2", "package/es5/tex-svg.js",
+           "d4295dc33744836935c1399feece5159577b34c5c8ffb9f1c6324cd82e03a882")
 ANALYSIS = ("data", "results", "gradcam", "pairplot", "validity", "reproduction")
 
 
@@ -136,6 +139,49 @@ def check_html(root: Path) -> list[str]:
     return problems
 
 
+def local_mathjax(root: Path) -> bool:
+    """Put MathJax into _static/ so the book's equations render without internet; False when npm cannot get it."""
+    import hashlib
+    import tarfile
+    import tempfile
+
+    dst = root / "_static" / "mathjax" / "tex-svg.js"
+    if dst.is_file() and hashlib.sha256(dst.read_bytes()).hexdigest() == MATHJAX[2]:
+        return True
+    npm = shutil.which("npm")
+    if not npm:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            r = subprocess.run([npm, "pack", MATHJAX[0], "--silent"], cwd=tmp, capture_output=True, timeout=180,
+                               check=False)
+        except subprocess.TimeoutExpired:
+            return False
+        tgz = next(Path(tmp).glob("mathjax-*.tgz"), None)
+        if r.returncode or tgz is None:
+            return False
+        with tarfile.open(tgz) as tf:
+            data = tf.extractfile(MATHJAX[1]).read()
+    if hashlib.sha256(data).hexdigest() != MATHJAX[2]:
+        raise BuildError(f"{MATHJAX[0]} {MATHJAX[1]} does not have the pinned SHA-256")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(data)
+    return True
+
+
+def book_config(root: Path) -> Path:
+    """_config.yml, plus the local MathJax when it could be had."""
+    if not local_mathjax(root):
+        print("[book] npm could not fetch MathJax: equations will load MathJax from its CDN when the book is read")
+        return root / "_config.yml"
+    cfg = yaml.safe_load((root / "_config.yml").read_text())
+    cfg.setdefault("sphinx", {}).setdefault("config", {})["mathjax_path"] = "mathjax/tex-svg.js"
+    out = root / "_build" / "_config.local.yml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
 def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool = False) -> Path:
     root = Path(root).resolve()
     prof = load_profile(profile, root)
@@ -174,8 +220,8 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     jb = shutil.which("jupyter-book", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if not jb:
         raise BuildError("jupyter-book is not installed: pip install -e '.[book]'")
-    r = subprocess.run([jb, "build", str(root), "--builder", "html", "-W", "-n", "--keep-going"], cwd=root,
-                       check=False)
+    r = subprocess.run([jb, "build", str(root), "--config", str(book_config(root)), "--builder", "html", "-W", "-n",
+                        "--keep-going"], cwd=root, check=False)
     if r.returncode:
         raise BuildError(f"jupyter-book build failed (exit {r.returncode}); see the messages above")
     problems = check_html(root)

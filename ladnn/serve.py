@@ -14,7 +14,8 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from PIL import Image
-from starlette.formparsers import MultiPartParser
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ladnn.images import MAX_PIXELS, ImageError
 from ladnn.predict import Predictor
@@ -64,8 +65,9 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
             raise HTTPException(413, f"upload of {int(length)} bytes exceeds the limit of {max_upload_mb} MB")
         try:
             form = await request.form(max_files=max_files, max_fields=max_files + 8)
-        except HTTPException as e:
-            raise HTTPException(413 if "many" in str(e.detail).lower() else 400, str(e.detail)) from None
+        except (StarletteHTTPException, MultiPartException) as e:  # Starlette's own 400 for a bad or too large form
+            detail = str(getattr(e, "detail", None) or getattr(e, "message", e))
+            raise HTTPException(413 if "too many" in detail.lower() else 400, detail) from None
         files = [f for f in form.getlist("files") if hasattr(f, "read")]
         if not files:
             raise HTTPException(400, "no image uploaded: send one or more files in the multipart field 'files'")

@@ -9,14 +9,15 @@ import pytest
 from ladnn.book import BuildError, _finish_notebook, build, check_html, load_profile, toc_pages
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles")
+SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles", "_static")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("book")
     for s in SOURCES:
-        (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, root / s)
+        if (ROOT / s).exists():
+            (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, root / s)
     shutil.rmtree(root / "book" / "_generated", ignore_errors=True)
     index = build("smoke", root)
     return root, index
@@ -45,12 +46,14 @@ def test_runs_are_not_trained_twice(built, capsys):
     root, _ = built
     build("smoke", root, only_notebooks=True)
     out = capsys.readouterr().out
-    assert out.count("not training again") == 2
+    prof = load_profile("smoke", root)
+    assert out.count("not training again") == len(prof["runs"]) + len(prof["ablation_runs"]) == 3
 
 
 def test_book_pages_load_in_a_real_browser(built):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
 
     root, _ = built
     shots = Path(os.environ.get("LADNN_SHOTS_DIR", root / "shots"))
@@ -70,6 +73,9 @@ def test_book_pages_load_in_a_real_browser(built):
             broken = driver.execute_script(
                 "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
             assert broken == [], f"{page}: images did not render: {broken}"
+            if page == "book/mtl":  # equations are typeset by the local MathJax, offline
+                WebDriverWait(driver, 20).until(
+                    lambda d: d.execute_script("return document.querySelectorAll('mjx-container svg').length") >= 3)
             n_img = driver.execute_script("return document.images.length")
             if page != "book/intro":
                 assert n_img >= 1 or page.endswith("reproduction"), f"{page}: no figure"
