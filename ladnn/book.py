@@ -18,6 +18,7 @@ import nbformat
 import yaml
 
 from ladnn.config import Config
+from ladnn.rundir import status
 
 # MathJax for offline reading: one self-contained file (SVG output needs no fonts) from the npm registry, pinned.
 MATHJAX = ("mathjax@3.2.2", "package/es5/tex-svg.js",
@@ -65,9 +66,6 @@ def _finish_notebook(path: Path) -> None:
             if out.get("output_type") == "error":
                 raise BuildError(f"{path}: a cell raised {out.get('ename')}: {out.get('evalue')}")
     nbformat.write(nb, path)
-
-
-
 
 
 class _PrintHandler(logging.Handler):
@@ -205,8 +203,6 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
         print(f"[book {prof['name']}] run {i}/{len(todo)}: {name} ({time.time() - t0:.0f} s)", flush=True)
         execute(root / "notebooks" / "train.ipynb", gen / "train" / f"{name}.ipynb",
                 {**cfg.to_dict(), "out": str(out.relative_to(root))}, root)
-        from ladnn.rundir import status
-
         if status(out) != "complete":
             raise BuildError(f"training notebook for {name} finished but {out} is not a complete run")
     for nb in ANALYSIS:
