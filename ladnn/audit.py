@@ -89,8 +89,7 @@ def near_duplicates(df: pd.DataFrame, hashes: list, threshold: int) -> pd.DataFr
     """Pairs of images in different splits whose perceptual hashes differ in at most `threshold` of 64 bits."""
     import numpy as np
 
-    bits = np.array([h.hash.flatten() for h in hashes], dtype=bool)
-    d = (bits[:, None, :] != bits[None, :, :]).sum(-1)
+    d = hash_distances(hashes)
     split = df["split"].to_numpy()
     i, j = np.where((d <= threshold) & np.triu(np.ones_like(d, dtype=bool), 1) & (split[:, None] != split[None, :]))
     names = df["name"].to_numpy()
