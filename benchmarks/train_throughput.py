@@ -2,10 +2,12 @@
 
 - naive: the paper code's pipeline: every epoch each image is decoded from its file with PIL, resized, augmented
   with torchvision's RandomAffine and flip, and the whole network is trained;
-- ours (the quick profile): the lower network runs once over 4 augmented views of the decoded-once images, then each
-  epoch trains only the top two blocks and the head on those cached activations.
+- ours (the quick profile, settings read from profiles/quick.yaml): the lower network runs once over the augmented
+  views of the decoded-once images, then each epoch trains only the top blocks and the head on those cached
+  activations.
 
-It prints images/s, the projected time of a 15-epoch run (425 training images), their ratio, and the achieved
+It prints images/s, the projected time of a 15-epoch run (425 training images) and of the profile's own epoch count,
+their ratio, and the achieved
 FLOP/s of each training step as a fraction of this machine's float32 matrix-multiply rate measured here.
 
     python benchmarks/train_throughput.py [--batches 4]
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms as T
 
+from ladnn.book import load_profile
 from ladnn.config import Config
 from ladnn.images import ImageCache, decode, read_bytes
 from ladnn.loss import lesion_attention_loss
@@ -53,6 +57,7 @@ def main() -> None:
     train = splits(Config())["train"]
     y, k = targets(train)
     n = len(train)
+    q = load_profile("quick", Path(__file__).resolve().parents[1])["runs"][0]
     peak = matmul_peak()
     print(f"float32 matmul rate on this machine: {peak / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
 
@@ -87,7 +92,7 @@ def main() -> None:
 
     # ours
     model = build_model("efficientnet_lite0", "ladnn").to(memory_format=torch.channels_last)
-    lower, upper = split_model(model, 2)
+    lower, upper = split_model(model, q.top_blocks)
     lower.eval()
     imgs = ImageCache(224).stack(paths)
     prep = Prep(model, torch.device("cpu"), aug=True)
@@ -95,8 +100,8 @@ def main() -> None:
     with torch.no_grad():
         feats = torch.cat([lower(prep(imgs[i:i + 64])) for i in range(0, n, 64)])
     view_s = time.perf_counter() - t
-    cache_s = 4 * view_s + (118 + 203) / n * view_s  # 4 views of train + one plain pass over val and test
-    opt = torch.optim.Adam(upper.parameters(), lr=1e-4, weight_decay=5e-4)
+    cache_s = q.views * view_s + (118 + 203) / n * view_s  # views of train + one plain pass over val and test
+    opt = torch.optim.Adam(upper.parameters(), lr=q.lr, weight_decay=q.weight_decay)
     upper.train()
     f_ours = step_flops(upper, _cl(feats[:BATCH]))
     t = time.perf_counter()
@@ -109,8 +114,10 @@ def main() -> None:
     dt = (time.perf_counter() - t) / (a.batches * 4)
     ours_ips = BATCH / dt
     ours_run = cache_s + EPOCHS * n / ours_ips
-    print(f"ours: activation cache {cache_s:.0f} s once, then {ours_ips:.1f} images/s; 15 epochs: {ours_run:.0f} s "
-          f"(cache included); {f_ours / dt / 1e9:.1f} GFLOP/s = {f_ours / dt / peak:.1%} of the matmul rate")
+    print(f"ours (top {q.top_blocks} blocks, {q.views} views): activation cache {cache_s:.0f} s once, then "
+          f"{ours_ips:.1f} images/s; 15 epochs: {ours_run:.0f} s (cache included); the profile's {q.epochs} epochs: "
+          f"{q.epochs * n / ours_ips:.0f} s once the cache exists; "
+          f"{f_ours / dt / 1e9:.1f} GFLOP/s = {f_ours / dt / peak:.1%} of the matmul rate")
     print(f"speed-up of a 15-epoch run: {naive_run / ours_run:.1f}x (training steps alone: {ours_ips / naive_ips:.1f}x "
           "more images/s). Validation passes are left out of both projections.")
 

@@ -144,5 +144,6 @@ def reencoded_auc(run, test: pd.DataFrame, fmt: str = "JPEG") -> dict:
     from ladnn.predict import Predictor
 
     pr = Predictor(run)
-    p = [pr.predict_bytes(reencode(read_bytes(f), fmt), f)["p_covid"] for f in test["image"]]
+    xs = [pr.preprocess(reencode(read_bytes(f), fmt), f)[1] for f in test["image"]]
+    p = pr.probs_batched(xs)[:, 0]
     return {"n": len(p), "auc": float(skm.roc_auc_score(test["covid"], p))}

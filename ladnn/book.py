@@ -69,24 +69,29 @@ def _finish_notebook(path: Path) -> None:
 
 
 class _PrintHandler(logging.Handler):
-    """Print to whatever sys.stdout is now (a StreamHandler would keep the stream it was created with)."""
+    """Print to whatever sys.stdout is now (a StreamHandler would keep the stream it was created with), each line
+    tagged with the notebook it comes from (runs may execute side by side)."""
+
+    tag = ""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), flush=True)
+        print(f"    {self.tag}{self.format(record)}", flush=True)
 
 
-def execute(src: Path, dst: Path, params: dict, root: Path) -> None:
+def execute(src: Path, dst: Path, params: dict, root: Path, tag: str = "") -> None:
     import papermill as pm
 
     log = logging.getLogger("papermill")
     if not log.handlers:  # show the notebook's own output (one line per epoch) while it runs
         h = _PrintHandler()
-        h.setFormatter(logging.Formatter("    %(message)s"))
         h.addFilter(lambda r: not re.match(r"(Executing|Ending) Cell|(In|Out)put Notebook|Working directory",
                                            str(r.msg)))
         log.addHandler(h)
         log.setLevel(logging.INFO)
         log.propagate = False
+    for h in log.handlers:
+        if isinstance(h, _PrintHandler):
+            h.tag = f"[{tag}] " if tag else ""
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -98,6 +103,43 @@ def execute(src: Path, dst: Path, params: dict, root: Path) -> None:
     if not dst.is_file():
         raise BuildError(f"papermill wrote no {dst}")
     _finish_notebook(dst)
+
+
+def _execute_with_threads(threads: int, *args) -> None:
+    """`execute` in a worker process whose kernels use `threads` CPU threads (read by torch when it is imported)."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    execute(*args)
+
+
+def execute_all(jobs: list[tuple[str, Path, Path, dict]], root: Path, workers: int, t0: float, label: str) -> None:
+    """Execute notebooks (name, src, dst, params), the first alone (it fills the image and activation caches the
+    others reuse), the rest `workers` at a time, splitting the CPU cores between them. Two runs side by side, one
+    thread each, train as fast as one after the other on two threads, and each hides the other's kernel start.
+    The first failure stops the build: runs not yet started are cancelled."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    if not jobs:
+        return
+    name, src, dst, params = jobs[0]
+    print(f"[book {label}] {name} ({time.time() - t0:.0f} s)", flush=True)
+    execute(src, dst, params, root)
+    rest = jobs[1:]
+    if workers <= 1:
+        for name, src, dst, params in rest:
+            print(f"[book {label}] {name} ({time.time() - t0:.0f} s)", flush=True)
+            execute(src, dst, params, root)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    print(f"[book {label}] {len(rest)} more, {workers} at a time with {threads} thread(s) each", flush=True)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_execute_with_threads, threads, src, dst, params, root, name): name
+                   for name, src, dst, params in rest}
+        for k, f in enumerate(as_completed(futures), 2):
+            if f.exception() is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise f.exception()
+            print(f"[book {label}] {k}/{len(jobs)} done: {futures[f]} ({time.time() - t0:.0f} s)", flush=True)
 
 
 def toc_pages(root: Path) -> list[str]:
@@ -180,7 +222,7 @@ def book_config(root: Path) -> Path:
     return out
 
 
-def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool = False) -> Path:
+def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool = False, jobs: int = 2) -> Path:
     root = Path(root).resolve()
     prof = load_profile(profile, root)
     from ladnn.data import DataError, data_dir
@@ -199,17 +241,17 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
                                                   "runs": [run_name(c) for c in prof["runs"]]}, indent=2))
     todo = [(run_name(c), c, runs_dir / run_name(c)) for c in prof["runs"]]
     todo += [(name, c, runs_dir / "ablations" / name) for name, c in prof["ablation_runs"]]
-    for i, (name, cfg, out) in enumerate(todo, 1):
-        print(f"[book {prof['name']}] run {i}/{len(todo)}: {name} ({time.time() - t0:.0f} s)", flush=True)
-        execute(root / "notebooks" / "train.ipynb", gen / "train" / f"{name}.ipynb",
-                {**cfg.to_dict(), "out": str(out.relative_to(root))}, root)
+    print(f"[book {prof['name']}] {len(todo)} training runs", flush=True)
+    execute_all([(f"run {name}", root / "notebooks" / "train.ipynb", gen / "train" / f"{name}.ipynb",
+                  {**cfg.to_dict(), "out": str(out.relative_to(root))}) for name, cfg, out in todo],
+                root, jobs, t0, prof["name"])
+    for name, _, out in todo:
         if status(out) != "complete":
             raise BuildError(f"training notebook for {name} finished but {out} is not a complete run")
-    for nb in ANALYSIS:
-        print(f"[book {prof['name']}] notebook {nb} ({time.time() - t0:.0f} s)", flush=True)
-        execute(root / "notebooks" / f"{nb}.ipynb", gen / f"{nb}.ipynb",
-                {"profile": prof["name"], "runs_dir": str(runs_dir.relative_to(root)),
-                 "gradcam_images": prof.get("gradcam_images", 6)}, root)
+    params = {"profile": prof["name"], "runs_dir": str(runs_dir.relative_to(root)),
+              "gradcam_images": prof.get("gradcam_images", 6)}
+    execute_all([(f"notebook {nb}", root / "notebooks" / f"{nb}.ipynb", gen / f"{nb}.ipynb", params)
+                 for nb in ANALYSIS], root, jobs, t0, prof["name"])
     if only_notebooks:
         return gen
     print(f"[book {prof['name']}] jupyter-book build ({time.time() - t0:.0f} s)", flush=True)
@@ -233,9 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="quick", help="profile name in profiles/ or a YAML path (default: quick)")
     ap.add_argument("--root", default=".", help="the repository root (holds _toc.yml)")
     ap.add_argument("--notebooks-only", action="store_true", help="execute the notebooks, skip jupyter-book")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="notebooks executed side by side after the first (default: 2, or 1 on one core)")
     a = ap.parse_args(argv)
     try:
-        build(a.profile, a.root, a.notebooks_only)
+        build(a.profile, a.root, a.notebooks_only, max(1, a.jobs))
     except BuildError as e:
         print(f"book build failed: {e}", file=sys.stderr)
         return 1

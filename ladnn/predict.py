@@ -25,7 +25,7 @@ class Predictor:
         self.model.load_state_dict(ckpt["state_dict"])
         self.model.data_config = ckpt["data_config"]
         self.model.weights_source = ckpt["weights_source"]
-        self.model.eval().to(device)
+        self.model.eval().to(device).to(memory_format=torch.channels_last)  # faster convolutions, CPU and GPU
         self.device = torch.device(device)
         self.size = self.model.data_config["input_size"][-1]
         self.tasks = self.config.tasks
@@ -40,7 +40,11 @@ class Predictor:
 
     @torch.no_grad()
     def probs(self, x: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(self.model(x)).cpu().numpy()
+        return torch.sigmoid(self.model(x.contiguous(memory_format=torch.channels_last))).cpu().numpy()
+
+    def probs_batched(self, xs: list[torch.Tensor], batch: int = 32) -> np.ndarray:
+        """Probabilities of many preprocessed 1x3xHxW inputs, `batch` at a time."""
+        return np.concatenate([self.probs(torch.cat(xs[i:i + batch])) for i in range(0, len(xs), batch)])
 
     def result(self, p: np.ndarray) -> dict:
         out = {"p_covid": float(p[0])}
@@ -83,9 +87,8 @@ class Predictor:
                 out.append({"image": str(p)})
             except (ImageError, OSError) as e:
                 out.append({"image": str(p), "error": str(e)})
-        for i in range(0, len(xs), batch):
-            P = self.probs(torch.cat(xs[i:i + batch]))
-            for j, pr in zip(idx[i:i + batch], P):
+        if xs:
+            for j, pr in zip(idx, self.probs_batched(xs, batch)):
                 out[j].update(self.result(pr))
         return out
 

@@ -406,3 +406,45 @@ def seed_sentence(runs: pd.DataFrame) -> str:
             "cached augmented views are shared by all seeds, so only the head's initialisation and the batch order "
             "change with the seed: it understates the variation of full fine-tuning, where every seed also draws "
             "its own augmentations.)")
+
+
+SELECTION_CSV = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "select_quick_cpu.csv"
+
+
+def selection_table(path: str | Path = SELECTION_CSV) -> pd.DataFrame:
+    """The quick profile's candidate settings as `benchmarks/select_quick.py` measured them, on the validation split
+    only: per candidate and epoch budget, the mean over seeds of the kept epoch's validation COVID loss and AUC, the
+    kept epochs, the fastest seed's seconds per epoch and the training time of the budget (epochs x seconds per epoch)."""
+    df = pd.read_csv(path)
+    keys = ["top_blocks", "lr", "views", "head", "budget"]
+    g = df.groupby(keys)
+    out = g.agg(seeds=("seed", "size"), val_covid_loss=("val_covid_loss", "mean"), val_auc=("val_auc", "mean"),
+                seconds_per_epoch=("seconds_per_epoch", "min"))
+    out["kept_epochs"] = g["kept_epoch"].apply(lambda s: ", ".join(str(int(x)) for x in s))
+    out = out.reset_index()
+    out["train_seconds"] = out["budget"] * out["seconds_per_epoch"]
+    return out.sort_values("val_covid_loss").round({"val_covid_loss": 3, "val_auc": 3, "seconds_per_epoch": 1,
+                                                     "train_seconds": 0}).reset_index(drop=True)
+
+
+def selection_sentence(sel: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """Name the best candidate on validation, the best within this profile's epoch budget, and this profile's own."""
+    def describe(r) -> str:
+        return (f"the top {int(r['top_blocks'])} block(s) at learning rate {r['lr']:g}, {int(r['views'])} views, "
+                f"{r['head']} head, {int(r['budget'])} epochs (validation COVID loss {r['val_covid_loss']:.3f}, AUC "
+                f"{r['val_auc']:.3f}, mean of {int(r['seeds'])} seeds; about {r['train_seconds']:.0f} s of training "
+                f"per run)")
+
+    text = f"Lowest validation loss of all: {describe(sel.iloc[0])}."
+    c = runs.iloc[0]
+    if c["finetune"] != "top":
+        return text + f" This profile fine-tunes with `{c['finetune']}`, which the table does not cover."
+    same = sel[sel["budget"] == c["epochs"]]
+    if not same.empty:
+        text += f" Lowest with {int(c['epochs'])} epochs: {describe(same.iloc[0])}."
+    mine = same[(same["top_blocks"] == c["top_blocks"]) & np.isclose(same["lr"], c["lr"])
+                & (same["views"] == c["views"]) & (same["head"] == c["head"])]
+    if mine.empty:
+        return text + (f" This profile trains the top {int(c['top_blocks'])} block(s) at learning rate {c['lr']:g} "
+                       f"for {int(c['epochs'])} epochs, a setting the table does not hold.")
+    return text + f" This profile uses {describe(mine.iloc[0])}."

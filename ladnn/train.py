@@ -5,6 +5,7 @@ import copy
 import hashlib
 import io
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -109,7 +110,7 @@ def _feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict
     f.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(feats, buf)
-    tmp = f.with_suffix(".tmp")
+    tmp = f.with_suffix(f".{os.getpid()}.tmp")  # runs in parallel may build the same cache: never share a temp file
     tmp.write_bytes(buf.getvalue())
     tmp.replace(f)
     return feats

@@ -42,10 +42,10 @@ def test_injected_parameters_are_hidden(built):
     assert "injected" not in html.lower() and 'out = &quot;runs/smoke' not in html
 
 
-def test_runs_are_not_trained_twice(built, capsys):
+def test_runs_are_not_trained_twice(built, capfd):
     root, _ = built
-    build("smoke", root, only_notebooks=True)
-    out = capsys.readouterr().out
+    build("smoke", root, only_notebooks=True)  # runs after the first execute in worker processes: capture fd 1
+    out = capfd.readouterr().out
     prof = load_profile("smoke", root)
     assert out.count("not training again") == len(prof["runs"]) + len(prof["ablation_runs"]) == 3
 

@@ -2,7 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ladnn.metrics import binary_metrics, bootstrap_ci, evaluate_predictions, lesion_metrics, paired_test
+from ladnn.metrics import (
+    binary_metrics,
+    bootstrap_ci,
+    evaluate_predictions,
+    lesion_metrics,
+    paired_test,
+    resampled_binary,
+)
 
 Y = np.array([1, 1, 1, 0, 0, 0, 1, 0])
 P = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.7, 0.4])
@@ -64,3 +71,29 @@ def test_evaluate_predictions_uses_known_lesions_only():
         pred[f"p_{k}"], pred[f"y_{k}"] = 0.1, 0
     m = evaluate_predictions(pred, n_boot=50)
     assert m["lesions"]["n"] == 3 and m["lesions"]["hamming_loss"] == 0
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_resampled_metrics_equal_scikit_learn(ties):
+    """The vectorised bootstrap scores every resample exactly as binary_metrics (scikit-learn) does."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 60)
+    p = np.clip(y * 0.3 + rng.random(60) * 0.7, 0, 1)
+    if ties:  # rounded scores and a block of one value, as a saturated model gives
+        p = np.round(p, 1)
+        p[:10] = 1.0
+    idx = rng.integers(0, 60, (40, 60))
+    idx = idx[(y[idx].min(1) == 0) & (y[idx].max(1) == 1)]
+    fast = resampled_binary(y, p, idx)
+    for b, i in enumerate(idx):
+        ref = binary_metrics(y[i], p[i])
+        for k in fast:
+            assert fast[k][b] == pytest.approx(ref[k], abs=1e-12), (k, b)
+
+
+def test_resampled_metrics_zero_division_like_scikit_learn():
+    y = np.array([0, 1, 0, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4])  # nothing predicted positive: precision and F1 are 0, not NaN
+    fast = resampled_binary(y, p, np.arange(4)[None])
+    ref = binary_metrics(y, p)
+    assert all(fast[k][0] == pytest.approx(ref[k]) for k in fast)
