@@ -112,34 +112,44 @@ def _execute_with_threads(threads: int, *args) -> None:
 
 
 def execute_all(jobs: list[tuple[str, Path, Path, dict]], root: Path, workers: int, t0: float, label: str) -> None:
-    """Execute notebooks (name, src, dst, params), the first alone (it fills the image and activation caches the
-    others reuse), the rest `workers` at a time, splitting the CPU cores between them. Two runs side by side, one
-    thread each, train as fast as one after the other on two threads, and each hides the other's kernel start.
-    The first failure stops the build: runs not yet started are cancelled."""
+    """Execute notebooks (name, src, dst, params) `workers` at a time, splitting the CPU cores between them. On two
+    cores, two runs side by side with one thread each train as fast as one after the other with two threads, and
+    each hides the other's kernel start. The first failure stops the build: notebooks not yet started are cancelled."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    if not jobs:
-        return
-    name, src, dst, params = jobs[0]
-    print(f"[book {label}] {name} ({time.time() - t0:.0f} s)", flush=True)
-    execute(src, dst, params, root)
-    rest = jobs[1:]
-    if workers <= 1:
-        for name, src, dst, params in rest:
-            print(f"[book {label}] {name} ({time.time() - t0:.0f} s)", flush=True)
+    if workers <= 1 or len(jobs) <= 1:
+        for k, (name, src, dst, params) in enumerate(jobs, 1):
+            print(f"[book {label}] {k}/{len(jobs)}: {name} ({time.time() - t0:.0f} s)", flush=True)
             execute(src, dst, params, root)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    print(f"[book {label}] {len(rest)} more, {workers} at a time with {threads} thread(s) each", flush=True)
+    print(f"[book {label}] {len(jobs)} notebooks, {workers} at a time with {threads} thread(s) each", flush=True)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(_execute_with_threads, threads, src, dst, params, root, name): name
-                   for name, src, dst, params in rest}
-        for k, f in enumerate(as_completed(futures), 2):
+                   for name, src, dst, params in jobs}
+        for k, f in enumerate(as_completed(futures), 1):
             if f.exception() is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise f.exception()
             print(f"[book {label}] {k}/{len(jobs)} done: {futures[f]} ({time.time() - t0:.0f} s)", flush=True)
+
+
+def prepare_caches(todo: list[tuple[str, Config, Path]], data_root, t0: float, label: str) -> None:
+    """Fill the image and activation caches once, in this process with every core, for the runs still to train, so
+    that runs side by side never build the same cache twice."""
+    from ladnn.train import is_done, prepare
+
+    seen = set()
+    for _, cfg, out in todo:
+        key = (cfg.backbone, cfg.dataset, cfg.finetune, cfg.top_blocks, cfg.views, cfg.limit, cfg.pretrained,
+               cfg.weights, cfg.device, None if cfg.pretrained else cfg.seed)
+        if key in seen or is_done(out, cfg):
+            continue
+        seen.add(key)
+        print(f"[book {label}] caches for {cfg.backbone}/{cfg.dataset}/{cfg.finetune} ({time.time() - t0:.0f} s)",
+              flush=True)
+        prepare(cfg, data_root)
 
 
 def toc_pages(root: Path) -> list[str]:
@@ -242,6 +252,8 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     todo = [(run_name(c), c, runs_dir / run_name(c)) for c in prof["runs"]]
     todo += [(name, c, runs_dir / "ablations" / name) for name, c in prof["ablation_runs"]]
     print(f"[book {prof['name']}] {len(todo)} training runs", flush=True)
+    if jobs > 1:
+        prepare_caches(todo, None, t0, prof["name"])
     execute_all([(f"run {name}", root / "notebooks" / "train.ipynb", gen / "train" / f"{name}.ipynb",
                   {**cfg.to_dict(), "out": str(out.relative_to(root))}) for name, cfg, out in todo],
                 root, jobs, t0, prof["name"])
@@ -276,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=".", help="the repository root (holds _toc.yml)")
     ap.add_argument("--notebooks-only", action="store_true", help="execute the notebooks, skip jupyter-book")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="notebooks executed side by side after the first (default: 2, or 1 on one core)")
+                    help="notebooks executed side by side (default: 2, or 1 on one core)")
     a = ap.parse_args(argv)
     try:
         build(a.profile, a.root, a.notebooks_only, max(1, a.jobs))

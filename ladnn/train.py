@@ -85,10 +85,12 @@ def run_batches(net: torch.nn.Module, xs: torch.Tensor, device, prep=None, batch
 def _feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[str, torch.Tensor]:
     """Activations of the frozen lower part: `views` augmented views of each training image, one plain view of the
     validation and test images. Stored on disk, keyed by everything they depend on."""
-    key = hashlib.sha256(json.dumps(["affine_grid-v1", timm_name(cfg.backbone), model.weights_source, cfg.finetune, cfg.top_blocks,
-                                     cfg.views, VIEW_SEED, model.data_config, cfg.dataset, cfg.limit,
-                                     {s: hashlib.sha256(x.cpu().numpy().tobytes()).hexdigest() for s, x in imgs.items()}]
-                                    ).encode()).hexdigest()[:24]
+    parts = ["affine_grid-v1", timm_name(cfg.backbone), model.weights_source, cfg.finetune, cfg.top_blocks, cfg.views,
+             VIEW_SEED, model.data_config, cfg.dataset, cfg.limit,
+             {s: hashlib.sha256(x.cpu().numpy().tobytes()).hexdigest() for s, x in imgs.items()}]
+    if not cfg.pretrained:  # a randomly initialised lower part differs from seed to seed
+        parts.append(cfg.seed)
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
     f = cache_dir() / "features" / f"{key}.pt"
     if f.exists():
         return torch.load(f, weights_only=True)
@@ -156,18 +158,33 @@ def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) 
         raise
 
 
-def _train(cfg: Config, run: RunDir, data_dir) -> dict:
-    t0 = time.time()
+def _inputs(cfg: Config, data_dir, device: torch.device):
+    """The splits, the model (channels-last on `device`) and every image decoded once (uint8, cached on disk)."""
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
     data = splits(cfg, data_dir)
     model = build_model(cfg.backbone, cfg.method, cfg.head, cfg.pretrained, cfg.weights).to(device)
     model = model.to(memory_format=torch.channels_last)
-    size = model.data_config["input_size"][-1]
-    cache = ImageCache(size)
+    cache = ImageCache(model.data_config["input_size"][-1])
     imgs = {s: cache.stack(tqdm(d["image"], desc=f"decode {s}", leave=False)) for s, d in data.items()}
     if device.type == "cuda":  # decoded uint8 images live on the GPU (64 MB for D0): no copy per batch
         imgs = {s: x.to(device) for s, x in imgs.items()}
+    return data, model, imgs
+
+
+def prepare(cfg: Config, data_dir=None) -> None:
+    """Fill the caches a run reads first, as `train` would: the decoded images and, for `head`/`top`, the frozen
+    part's activations. The book calls it once before runs train side by side, so they do not each build them."""
+    device = pick_device(cfg.device)
+    _, model, imgs = _inputs(cfg, data_dir, device)
+    if cfg.finetune != "full":
+        lower, _ = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
+        _feature_cache(cfg, model, lower, imgs, device)
+
+
+def _train(cfg: Config, run: RunDir, data_dir) -> dict:
+    t0 = time.time()
+    device = pick_device(cfg.device)
+    data, model, imgs = _inputs(cfg, data_dir, device)
     Y, known = {}, {}
     for s, d in data.items():
         Y[s], known[s] = (t.to(device) for t in targets(d, cfg.zero_lesions if s == "train" else []))

@@ -90,3 +90,20 @@ def test_bad_config_is_rejected(tmp_path, capsys):
     assert main(["train", "--zero-lesions", "GGO", "--lesion-mask", "none", "--epochs", "0",
                  "--out", str(tmp_path / "z")]) == 2
     assert "epochs" in capsys.readouterr().err
+
+
+def test_prepare_fills_the_cache_a_run_reads(tmp_path, monkeypatch, capsys):
+    """The book fills the caches once (`prepare`) before runs train side by side: a run must then find its
+    activations cached, not compute them again; an untrained lower part gets a cache per seed."""
+    from ladnn.train import prepare, train
+
+    monkeypatch.setenv("LADNN_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = Config(dataset="D0", limit=8, epochs=1, views=1, batch_size=8, finetune="top", top_blocks=1)
+    prepare(cfg)
+    assert "caching activations" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 1
+    train(cfg, tmp_path / "run")
+    assert "caching activations" not in capsys.readouterr().out
+    for seed in (0, 1):
+        prepare(Config(**{**cfg.to_dict(), "pretrained": False, "seed": seed}))
+    assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 3
