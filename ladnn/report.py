@@ -448,3 +448,29 @@ def selection_sentence(sel: pd.DataFrame, runs: pd.DataFrame) -> str:
         return text + (f" This profile trains the top {int(c['top_blocks'])} block(s) at learning rate {c['lr']:g} "
                        f"for {int(c['epochs'])} epochs, a setting the table does not hold.")
     return text + f" This profile uses {describe(mine.iloc[0])}."
+
+
+def selection_figure(sel: pd.DataFrame, runs: pd.DataFrame):
+    """Validation COVID loss against training seconds per run, one line per candidate through its epoch budgets; the
+    profile's own setting is starred."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    keys = ["top_blocks", "lr", "views", "head"]
+    for k, g in sel.groupby(keys):
+        g = g.sort_values("budget")
+        line, = ax.plot(g["train_seconds"], g["val_covid_loss"], marker="o", ms=4,
+                        label=f"top {k[0]}, lr {k[1]:g}, {k[2]} views, {k[3]}")
+        for _, r in g.iterrows():
+            ax.annotate(f"{int(r['budget'])}", (r["train_seconds"], r["val_covid_loss"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points", color=line.get_color())
+    c = runs.iloc[0]
+    if c["finetune"] == "top":
+        mine = sel[(sel["top_blocks"] == c["top_blocks"]) & np.isclose(sel["lr"], c["lr"]) &
+                   (sel["views"] == c["views"]) & (sel["head"] == c["head"]) & (sel["budget"] == c["epochs"])]
+        if not mine.empty:
+            ax.plot(mine["train_seconds"], mine["val_covid_loss"], "k*", ms=14, label="this profile")
+    ax.set_xlabel("training seconds per run on this CPU (epochs x seconds per epoch; numbers: epochs)")
+    ax.set_ylabel("validation COVID loss (mean over seeds)")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
