@@ -179,6 +179,9 @@ def prepare(cfg: Config, data_dir=None) -> None:
     if cfg.finetune != "full":
         lower, _ = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
         _feature_cache(cfg, model, lower, imgs, device)
+    del model, imgs
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the runs that follow need the GPU's memory, not this process
 
 
 def _train(cfg: Config, run: RunDir, data_dir) -> dict:
