@@ -47,7 +47,7 @@ def main() -> None:
         train_or_load(cfg, out)
         h = pd.read_csv(out / "history.csv")
         spe = round(float(h["seconds"].diff().median()), 2)
-        for budget in [b for b in BUDGETS if b <= a.epochs]:  # the run cut short after `budget` epochs keeps the best epoch within it
+        for budget in [b for b in BUDGETS if b <= a.epochs]:  # a run cut short keeps its best epoch within budget
             hb = h[h["epoch"] <= budget]
             best = hb.loc[hb["val_covid_loss"].idxmin()]
             rows.append({"top_blocks": tb, "lr": lr, "views": views, "head": head, "seed": seed, "budget": budget,

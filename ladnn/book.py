@@ -135,21 +135,20 @@ def execute_all(jobs: list[tuple[str, Path, Path, dict]], root: Path, workers: i
             print(f"[book {label}] {k}/{len(jobs)} done: {futures[f]} ({time.time() - t0:.0f} s)", flush=True)
 
 
-def prepare_caches(todo: list[tuple[str, Config, Path]], data_root, t0: float, label: str) -> None:
+def prepare_caches(todo: list[tuple[str, Config, Path]], t0: float, label: str) -> None:
     """Fill the image and activation caches once, in this process with every core, for the runs still to train, so
     that runs side by side never build the same cache twice."""
-    from ladnn.train import is_done, prepare
+    from ladnn.train import cache_fields, is_done, prepare
 
     seen = set()
     for _, cfg, out in todo:
-        key = (cfg.backbone, cfg.dataset, cfg.finetune, cfg.top_blocks, cfg.views, cfg.limit, cfg.pretrained,
-               cfg.weights, cfg.device, None if cfg.pretrained else cfg.seed)
+        key = cache_fields(cfg)
         if key in seen or is_done(out, cfg):
             continue
         seen.add(key)
         print(f"[book {label}] caches for {cfg.backbone}/{cfg.dataset}/{cfg.finetune} ({time.time() - t0:.0f} s)",
               flush=True)
-        prepare(cfg, data_root)
+        prepare(cfg)
 
 
 def toc_pages(root: Path) -> list[str]:
@@ -253,7 +252,7 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     todo += [(name, c, runs_dir / "ablations" / name) for name, c in prof["ablation_runs"]]
     print(f"[book {prof['name']}] {len(todo)} training runs", flush=True)
     if jobs > 1:
-        prepare_caches(todo, None, t0, prof["name"])
+        prepare_caches(todo, t0, prof["name"])
     execute_all([(f"run {name}", root / "notebooks" / "train.ipynb", gen / "train" / f"{name}.ipynb",
                   {**cfg.to_dict(), "out": str(out.relative_to(root))}) for name, cfg, out in todo],
                 root, jobs, t0, prof["name"])

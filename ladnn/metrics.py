@@ -87,13 +87,17 @@ def resampled_binary(y: np.ndarray, p: np.ndarray, idx: np.ndarray, threshold: f
             "accuracy": (yy == hat).mean(1)}
 
 
+def two_class_resamples(y: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """`n_boot` bootstrap resamples of the indices (B x N), keeping those that hold both classes."""
+    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
+    return idx[(y[idx].min(1) == 0) & (y[idx].max(1) == 1)]
+
+
 def bootstrap_ci(y, p, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, threshold: float = 0.5) -> dict:
     """Percentile bootstrap intervals over test images for each binary metric (resamples holding one class only are
     dropped)."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
-    idx = idx[(y[idx].min(1) == 0) & (y[idx].max(1) == 1)]
-    draws = resampled_binary(y, p, idx, threshold)
+    draws = resampled_binary(y, p, two_class_resamples(y, n_boot, seed), threshold)
     return {k: [float(np.quantile(draws[k], alpha / 2)), float(np.quantile(draws[k], 1 - alpha / 2))] for k in BINARY}
 
 
@@ -103,8 +107,7 @@ def paired_test(y, p_a, p_b, n_boot: int = 2000, seed: int = 0, threshold: float
     y, p_a, p_b = (np.asarray(a, dtype=float) for a in (y, p_a, p_b))
     y = y.astype(int)
     d0 = skm.roc_auc_score(y, p_a) - skm.roc_auc_score(y, p_b)
-    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
-    idx = idx[(y[idx].min(1) == 0) & (y[idx].max(1) == 1)]
+    idx = two_class_resamples(y, n_boot, seed)
     ds = resampled_auc(y, p_a, idx) - resampled_auc(y, p_b, idx)
     p_boot = float(min(1.0, 2 * min((ds <= 0).mean(), (ds >= 0).mean())))
     ra, rb = (p_a >= threshold) == y, (p_b >= threshold) == y

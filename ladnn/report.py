@@ -427,6 +427,15 @@ def selection_table(path: str | Path = SELECTION_CSV) -> pd.DataFrame:
                                                      "train_seconds": 0}).reset_index(drop=True)
 
 
+def _profile_rows(sel: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the selection table with this profile's own settings and epoch budget (none unless it uses `top`)."""
+    c = runs.iloc[0]
+    if c["finetune"] != "top":
+        return sel.iloc[:0]
+    return sel[(sel["top_blocks"] == c["top_blocks"]) & np.isclose(sel["lr"], c["lr"]) & (sel["views"] == c["views"])
+               & (sel["head"] == c["head"]) & (sel["budget"] == c["epochs"])]
+
+
 def selection_sentence(sel: pd.DataFrame, runs: pd.DataFrame) -> str:
     """Name the best candidate on validation, the best within this profile's epoch budget, and this profile's own."""
     def describe(r) -> str:
@@ -442,8 +451,7 @@ def selection_sentence(sel: pd.DataFrame, runs: pd.DataFrame) -> str:
     same = sel[sel["budget"] == c["epochs"]]
     if not same.empty:
         text += f" Lowest with {int(c['epochs'])} epochs: {describe(same.iloc[0])}."
-    mine = same[(same["top_blocks"] == c["top_blocks"]) & np.isclose(same["lr"], c["lr"])
-                & (same["views"] == c["views"]) & (same["head"] == c["head"])]
+    mine = _profile_rows(sel, runs)
     if mine.empty:
         return text + (f" This profile trains the top {int(c['top_blocks'])} block(s) at learning rate {c['lr']:g} "
                        f"for {int(c['epochs'])} epochs, a setting the table does not hold.")
@@ -462,12 +470,9 @@ def selection_figure(sel: pd.DataFrame, runs: pd.DataFrame):
         for _, r in g.iterrows():
             ax.annotate(f"{int(r['budget'])}", (r["train_seconds"], r["val_covid_loss"]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points", color=line.get_color())
-    c = runs.iloc[0]
-    if c["finetune"] == "top":
-        mine = sel[(sel["top_blocks"] == c["top_blocks"]) & np.isclose(sel["lr"], c["lr"]) &
-                   (sel["views"] == c["views"]) & (sel["head"] == c["head"]) & (sel["budget"] == c["epochs"])]
-        if not mine.empty:
-            ax.plot(mine["train_seconds"], mine["val_covid_loss"], "k*", ms=14, label="this profile")
+    mine = _profile_rows(sel, runs)
+    if not mine.empty:
+        ax.plot(mine["train_seconds"], mine["val_covid_loss"], "k*", ms=14, label="this profile")
     ax.set_xlabel("training seconds per run on this CPU (epochs x seconds per epoch; numbers: epochs)")
     ax.set_ylabel("validation COVID loss (mean over seeds)")
     ax.legend(fontsize=7, loc="upper right")

@@ -171,6 +171,12 @@ def _inputs(cfg: Config, data_dir, device: torch.device):
     return data, model, imgs
 
 
+def cache_fields(cfg: Config) -> tuple:
+    """The config fields the image and activation caches depend on: runs that agree on them share one cache."""
+    return (cfg.backbone, cfg.dataset, cfg.finetune, cfg.top_blocks, cfg.views, cfg.limit, cfg.pretrained,
+            cfg.weights, cfg.device, None if cfg.pretrained else cfg.seed)
+
+
 def prepare(cfg: Config, data_dir=None) -> None:
     """Fill the caches a run reads first, as `train` would: the decoded images and, for `head`/`top`, the frozen
     part's activations. The book calls it once before runs train side by side, so they do not each build them."""
