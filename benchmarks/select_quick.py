@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ladnn.config import Config
+from ladnn.rundir import Run
 from ladnn.train import train_or_load
 
 BUDGETS = (5, 8, 10, 15)  # epoch budgets read off each 15-epoch run
@@ -35,7 +36,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--method", default="ladnn")
-    ap.add_argument("--csv", default="benchmarks/results/select_quick_cpu.csv",
+    ap.add_argument("--csv", default="ladnn/resources/select_quick_cpu.csv",
                     help="append the rows here (a row with the same candidate and seed is replaced)")
     a = ap.parse_args()
     rows = []
@@ -45,7 +46,7 @@ def main() -> None:
         out = Path(a.out) / f"top{tb}-lr{lr:g}-v{views}{'' if head == 'linear' else '-' + head}-{a.method}-s{seed}"
         t = time.time()
         train_or_load(cfg, out)
-        h = pd.read_csv(out / "history.csv")
+        h = Run(out).history
         spe = round(float(h["seconds"].diff().median()), 2)
         for budget in [b for b in BUDGETS if b <= a.epochs]:  # a run cut short keeps its best epoch within budget
             hb = h[h["epoch"] <= budget]

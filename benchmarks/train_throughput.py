@@ -25,9 +25,8 @@ from torchvision import transforms as T
 from ladnn.book import load_profile
 from ladnn.config import Config
 from ladnn.images import ImageCache, decode, read_bytes
-from ladnn.loss import lesion_attention_loss
 from ladnn.models import build_model, split_model
-from ladnn.train import Prep, _cl, splits, targets
+from ladnn.train import Prep, channels_last, splits, targets, train_step
 
 EPOCHS, BATCH = 15, 32
 
@@ -80,10 +79,7 @@ def main() -> None:
     t = time.perf_counter()
     for i in range(a.batches):
         x, yy, kk = naive_batch(i + 1)
-        loss = lesion_attention_loss(model(x), yy, kk)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, yy, kk, Config(), torch.device("cpu"))
     dt = (time.perf_counter() - t) / a.batches
     naive_ips = BATCH / dt
     naive_run = EPOCHS * n / naive_ips
@@ -103,14 +99,11 @@ def main() -> None:
     cache_s = q.views * view_s + (118 + 203) / n * view_s  # views of train + one plain pass over val and test
     opt = torch.optim.Adam(upper.parameters(), lr=q.lr, weight_decay=q.weight_decay)
     upper.train()
-    f_ours = step_flops(upper, _cl(feats[:BATCH]))
+    f_ours = step_flops(upper, channels_last(feats[:BATCH]))
     t = time.perf_counter()
     for i in range(a.batches * 4):
         idx = torch.randint(0, n, (BATCH,))
-        loss = lesion_attention_loss(upper(_cl(feats[idx])), y[idx], k[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(upper, opt, channels_last(feats[idx]), y[idx], k[idx], q, torch.device("cpu"))
     dt = (time.perf_counter() - t) / (a.batches * 4)
     ours_ips = BATCH / dt
     ours_run = cache_s + EPOCHS * n / ours_ips

@@ -138,11 +138,12 @@ def execute_all(jobs: list[tuple[str, Path, Path, dict]], root: Path, workers: i
 def prepare_caches(todo: list[tuple[str, Config, Path]], t0: float, label: str) -> None:
     """Fill the image and activation caches once, in this process with every core, for the runs still to train, so
     that runs side by side never build the same cache twice."""
-    from ladnn.train import cache_fields, is_done, prepare
+    from ladnn.rundir import is_done
+    from ladnn.train import cache_key, prepare
 
     seen = set()
     for _, cfg, out in todo:
-        key = cache_fields(cfg)
+        key = cache_key(cfg)
         if key in seen or is_done(out, cfg):
             continue
         seen.add(key)

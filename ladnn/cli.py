@@ -6,8 +6,9 @@ import dataclasses
 import json
 import os
 import sys
+import typing
 
-from ladnn.config import DATASETS, FINETUNE, LESION_MASKS, LESIONS, METHODS, Config
+from ladnn.config import Config
 
 NOTICE = "Research software, not a medical device: never use it to diagnose anyone."
 
@@ -29,29 +30,7 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one run into a run directory",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--backbone", default="efficientnet_lite0", help="short name (vgg16, resnet18, resnet50, "
-                   "densenet121, densenet169, efficientnet_b0, efficientnet_b1, efficientnet_lite0) or any timm name")
-    t.add_argument("--method", choices=METHODS, default="ladnn", help="ladnn: COVID + 5 lesion outputs; baseline: COVID")
-    t.add_argument("--dataset", choices=DATASETS, default="D0", help="D0 (paper split) or D0+D1 (with new data found)")
-    t.add_argument("--seed", type=int, default=0, help="random seed (init, batch order, augmentation)")
-    t.add_argument("--epochs", type=int, default=15, help="training epochs")
-    t.add_argument("--batch-size", type=int, default=32, help="batch size")
-    t.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate")
-    t.add_argument("--weight-decay", type=float, default=5e-4, help="Adam weight decay")
-    t.add_argument("--finetune", choices=FINETUNE, default="full",
-                   help="full: whole network (paper code); head: frozen backbone (paper text); top: last N blocks")
-    t.add_argument("--top-blocks", type=int, default=2, help="blocks trained with --finetune top")
-    t.add_argument("--views", type=int, default=4, help="augmented views per image cached for head/top")
-    t.add_argument("--head", choices=("linear", "fc3"), default="linear", help="linear (paper code) or fc3 (Fig. 2)")
-    t.add_argument("--covid-weight", type=float, default=5.0, help="weight of the COVID loss term")
-    t.add_argument("--lesion-mask", choices=LESION_MASKS, default="any_lesion",
-                   help="which samples get lesion loss terms (any_lesion = the paper code's rule)")
-    t.add_argument("--zero-lesions", nargs="*", default=[], choices=LESIONS, metavar="LESION",
-                   help="ablation: train with these lesion labels set to 0")
-    t.add_argument("--no-pretrained", action="store_true", help="random initialisation (recorded in config.json)")
-    t.add_argument("--weights", help="ImageNet weights file for the backbone")
-    t.add_argument("--limit", type=int, help="at most this many images per split (quick tests)")
-    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_config_options(t)
     t.add_argument("--out", required=True, help="run directory to create")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     _data_arg(t)
@@ -74,11 +53,27 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """One option per `Config` field: the name with dashes, the default and choices from the dataclass, the help
+    from the field's metadata; booleans get --x/--no-x, lists take several values."""
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        kind = hints[f.name]
+        args = typing.get_args(kind)
+        kw = {"help": f.metadata["help"], "default": getattr(Config(), f.name)}
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is list:
+            kw.update(nargs="*", type=args[0], metavar=f.name.upper().rstrip("S"))
+        else:
+            kw["type"] = next((t for t in args if t is not type(None)), kind)  # X | None -> X
+        if f.metadata["choices"]:
+            kw["choices"] = f.metadata["choices"]
+        p.add_argument(f"--{f.name.replace('_', '-')}", **kw)
+
+
 def _config(a: argparse.Namespace) -> Config:
-    fields = {f.name for f in dataclasses.fields(Config)}
-    kw = {k: v for k, v in vars(a).items() if k in fields}
-    kw["pretrained"] = not a.no_pretrained
-    return Config(**kw)
+    return Config.from_namespace(vars(a))
 
 
 def main(argv: list[str] | None = None) -> int:

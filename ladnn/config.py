@@ -1,51 +1,64 @@
-"""One flat config for a training run; mirrors the `parameters` cell of notebooks/train.ipynb."""
+"""One flat config for a training run. The command line's `train` options and the `parameters` cell of
+notebooks/train.ipynb are both derived from these fields (`python -m ladnn.config` rewrites that cell)."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LESIONS = ("GGO", "Csld", "CrPa", "AirBr", "InSepThi")
 TASKS = ("COVID",) + LESIONS  # output column order of an LA-DNN model
 METHODS = ("ladnn", "baseline")
 DATASETS = ("D0", "D0+D1")
 FINETUNE = ("full", "head", "top")
+HEADS = ("linear", "fc3")
 LESION_MASKS = ("any_lesion", "positives", "none")
+PAPER_COVID_WEIGHT = 5.0  # the paper code's weight of the COVID term (Section 2.2; Code/train.py)
+SHORT_BACKBONES = ("vgg16, resnet18, resnet50, densenet121, densenet169, efficientnet_b0, efficientnet_b1, "
+                   "efficientnet_lite0")
+
+
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
+    """A config field with its help text (and allowed values) as metadata, for the command line and the notebook."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
 class Config:
     """Defaults follow the paper's released code (Code/train.py): Adam, lr 5e-5, wd 5e-4, 15 epochs, batch 32."""
 
-    backbone: str = "efficientnet_lite0"
-    method: str = "ladnn"  # ladnn: 6 outputs (COVID + 5 lesions); baseline: COVID only
-    dataset: str = "D0"
-    seed: int = 0
-    epochs: int = 15
-    batch_size: int = 32
-    lr: float = 5e-5
-    weight_decay: float = 5e-4
-    finetune: str = "full"  # full (paper code) | head (paper text) | top (last `top_blocks` blocks + head)
-    top_blocks: int = 2
-    views: int = 4  # augmented views per training image cached for head/top fine-tuning
-    head: str = "linear"  # linear (paper code) | fc3 (paper Figure 2)
-    covid_weight: float = 5.0
-    lesion_mask: str = "any_lesion"  # any_lesion (paper code) | positives | none
-    zero_lesions: list[str] = field(default_factory=list)  # ablation: lesions forced to 0 in training
-    pretrained: bool = True
-    weights: str | None = None  # explicit weights file
-    limit: int | None = None  # use at most this many images per split (tests, smoke runs)
-    device: str = "auto"
+    backbone: str = _f("efficientnet_lite0", f"short name ({SHORT_BACKBONES}) or any timm model name")
+    method: str = _f("ladnn", "ladnn: COVID + 5 lesion outputs; baseline: COVID only", METHODS)
+    dataset: str = _f("D0", "D0 (the paper's split) or D0+D1 (with the new data found)", DATASETS)
+    seed: int = _f(0, "random seed (initialisation, batch order, augmentation)")
+    epochs: int = _f(15, "training epochs")
+    batch_size: int = _f(32, "batch size")
+    lr: float = _f(5e-5, "Adam learning rate")
+    weight_decay: float = _f(5e-4, "Adam weight decay")
+    finetune: str = _f("full", "full: whole network (paper code); head: frozen backbone (paper text); top: the last "
+                               "`top_blocks` blocks and the head", FINETUNE)
+    top_blocks: int = _f(2, "blocks trained with finetune=top")
+    views: int = _f(4, "augmented views per training image cached for finetune=head/top")
+    head: str = _f("linear", "linear (paper code) or fc3 (three FC layers, paper Figure 2)", HEADS)
+    covid_weight: float = _f(PAPER_COVID_WEIGHT, "weight w of the COVID loss term (paper Section 2.2)")
+    lesion_mask: str = _f("any_lesion", "which samples get lesion loss terms (any_lesion = the paper code's rule)",
+                          LESION_MASKS)
+    zero_lesions: list[str] = field(default_factory=list, metadata={
+        "help": "ablation: train with these lesion labels set to 0", "choices": LESIONS})
+    pretrained: bool = _f(True, "start from ImageNet weights (no: random initialisation)")
+    weights: str | None = _f(None, "ImageNet weights file for the backbone")
+    limit: int | None = _f(None, "use at most this many images per split (tests, smoke runs)")
+    device: str = _f("auto", "auto, cpu or cuda")
 
     def __post_init__(self) -> None:
-        for name, allowed in [("method", METHODS), ("dataset", DATASETS), ("finetune", FINETUNE),
-                              ("lesion_mask", LESION_MASKS), ("head", ("linear", "fc3"))]:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"config field {name!r}: {getattr(self, name)!r} is not one of {allowed}")
-        bad = [x for x in self.zero_lesions if x not in LESIONS]
-        if bad:
-            raise ValueError(f"config field 'zero_lesions': unknown lesion(s) {bad}; known: {LESIONS}")
+        for f in dataclasses.fields(self):
+            allowed, value = f.metadata["choices"], getattr(self, f.name)
+            bad = [v for v in (value if isinstance(value, list) else [value]) if allowed and v not in allowed]
+            if bad:
+                raise ValueError(f"config field {f.name!r}: {bad[0]!r} is not one of {allowed}")
         if self.epochs < 1 or self.batch_size < 1 or self.views < 1:
             raise ValueError("config fields 'epochs', 'batch_size' and 'views' must be >= 1")
 
@@ -58,12 +71,44 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        unknown = set(d) - set(field_names())
         if unknown:
             raise ValueError(f"unknown config field(s): {sorted(unknown)}")
         return cls(**d)
 
     @classmethod
+    def from_namespace(cls, ns: dict) -> Config:
+        """The fields found in a namespace, such as a notebook's globals after papermill filled the parameters."""
+        return cls(**{k: ns[k] for k in field_names() if k in ns})
+
+    @classmethod
     def load(cls, path: str | Path) -> Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def parameters_cell() -> str:
+    """The `parameters` cell of notebooks/train.ipynb: every field with its default and help, then the run folder."""
+    lines = [f"{f.name} = {getattr(Config(), f.name)!r}  # {f.metadata['help']}" for f in dataclasses.fields(Config)]
+    return "\n".join(lines + ['out = "runs/notebook/efficientnet_lite0-D0-ladnn-s0"  # run directory to write'])
+
+
+def sync_notebook(path: str | Path) -> bool:
+    """Rewrite the `parameters` cell of a notebook from `Config`; True when it changed."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    if cell.source == parameters_cell():
+        return False
+    cell.source = parameters_cell()
+    nbformat.write(nb, path)
+    return True
+
+
+if __name__ == "__main__":  # python -m ladnn.config [NOTEBOOK]: after adding a field, update the training notebook
+    nb_path = sys.argv[1] if len(sys.argv) > 1 else "notebooks/train.ipynb"
+    print(f"{nb_path}: parameters cell {'rewritten' if sync_notebook(nb_path) else 'already matches Config'}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ladnn.config import PAPER_COVID_WEIGHT
+
 
 def lesion_mask(y: torch.Tensor, known: torch.Tensor, rule: str) -> torch.Tensor:
     """Which samples get the five lesion terms.
@@ -19,7 +21,7 @@ def lesion_mask(y: torch.Tensor, known: torch.Tensor, rule: str) -> torch.Tensor
 
 
 def lesion_attention_loss(logits: torch.Tensor, y: torch.Tensor, known: torch.Tensor | None = None,
-                          covid_weight: float = 5.0, rule: str = "any_lesion") -> torch.Tensor:
+                          covid_weight: float = PAPER_COVID_WEIGHT, rule: str = "any_lesion") -> torch.Tensor:
     """Mean over the batch of  w * BCE(COVID)  +  m_i * sum_k BCE(lesion_k),  where m_i is the lesion mask.
     With one logit column (the baseline) only the COVID term is used, unweighted."""
     y = y.to(logits.dtype)

@@ -128,3 +128,13 @@ def evaluate_predictions(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 0) 
                                         k[[f"p_{x}" for x in LESIONS]].to_numpy())
         out["lesions"]["images"] = "test images with known lesion labels (the COVID-positive, annotated ones)"
     return out
+
+
+def mean_ci(x) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds (the interval is nan for a single seed)."""
+    x = np.asarray(x, dtype=float)
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, float("nan"), float("nan")
+    h = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return m, m - h, m + h

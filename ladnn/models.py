@@ -8,9 +8,11 @@ import timm
 import torch
 from torch import nn
 
+from ladnn.config import TASKS
 from ladnn.images import cache_dir
 
-# The paper's seven backbones, mapped to the timm weights closest to what it used (shared/paper/table2.csv).
+# The paper's seven backbones, mapped to the timm weights closest to what it used (our guess, recorded in the column
+# `suggested_timm_name` of ladnn/resources/paper_table2.csv; the paper names no weights).
 PAPER_BACKBONES = {
     "vgg16": "vgg16.tv_in1k",
     "resnet18": "resnet18.tv_in1k",
@@ -106,7 +108,7 @@ class LADNN(nn.Module):
 def build_model(backbone: str, method: str = "ladnn", head: str = "linear", pretrained: bool = True,
                 weights: str | None = None) -> LADNN:
     """Any timm model name (or one of SHORT_NAMES) as the backbone; no per-backbone code."""
-    n_out = {"ladnn": 6, "baseline": 1}[method]
+    n_out = {"ladnn": len(TASKS), "baseline": 1}[method]
     name = timm_name(backbone)
     overlay, source = resolve_weights(backbone, weights) if pretrained else (None, "none (random init)")
     kw = {"pretrained": pretrained, "num_classes": 0}

@@ -6,20 +6,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ladnn.config import LESIONS, Config
+from ladnn.config import LESIONS, TASKS, Config
 from ladnn.images import MAX_PIXELS, ImageError, load_resized, normalize, read_bytes
 from ladnn.models import LADNN, build_model
-from ladnn.rundir import status
+from ladnn.rundir import P_COVID, P_LESIONS, Run, predictions_table
 
 
 class Predictor:
     """A trained model loaded once; `predict_bytes` scores images given as bytes."""
 
     def __init__(self, run_dir: str | Path, device: str = "cpu"):
-        run_dir = Path(run_dir)
-        if status(run_dir) != "complete":
-            raise FileNotFoundError(f"{run_dir}: not a finished run (status: {status(run_dir)})")
-        ckpt = torch.load(run_dir / "model.pt", map_location=device, weights_only=False)
+        self.run = Run(run_dir)  # refuses a run that is not complete
+        ckpt = self.run.checkpoint(device)
         self.config = Config.from_dict(ckpt["config"])
         self.model: LADNN = build_model(self.config.backbone, self.config.method, self.config.head, pretrained=False)
         self.model.load_state_dict(ckpt["state_dict"])
@@ -29,7 +27,7 @@ class Predictor:
         self.device = torch.device(device)
         self.size = self.model.data_config["input_size"][-1]
         self.tasks = self.config.tasks
-        self.run_dir = run_dir
+        self.run_dir = self.run.path
 
     def preprocess(self, data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS
                    ) -> tuple[np.ndarray, torch.Tensor]:
@@ -47,10 +45,8 @@ class Predictor:
         return np.concatenate([self.probs(torch.cat(xs[i:i + batch])) for i in range(0, len(xs), batch)])
 
     def result(self, p: np.ndarray) -> dict:
-        out = {"p_covid": float(p[0])}
-        if len(self.tasks) > 1:
-            out.update({f"p_{k}": float(v) for k, v in zip(LESIONS, p[1:])})
-        return out
+        """Probabilities by column name of predictions.csv."""
+        return {col: float(v) for col, v in zip((P_COVID, *P_LESIONS)[:len(self.tasks)], p)}
 
     def cam_overlays(self, rgb: np.ndarray, x: torch.Tensor, outputs: list[int] | None = None) -> dict[str, str]:
         """Grad-CAM++ overlays of one image as PNG data URLs, one per output (COVID and, for LA-DNN, each lesion)."""
@@ -61,7 +57,7 @@ class Predictor:
 
         from ladnn.cam import cam_maps, overlay
 
-        names = ["COVID", *LESIONS][: len(self.tasks)]
+        names = TASKS[: len(self.tasks)]
         outputs = list(range(len(names))) if outputs is None else outputs
         out = {}
         for k in outputs:
@@ -113,27 +109,27 @@ def external_table(folder: str | Path):
     return pd.DataFrame(rows)
 
 
-def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir=None, device: str = "cpu") -> dict:
-    """Score the run's test split (or an external folder) with the saved model; write `eval[-NAME]/` in the run."""
-    import json
-
+def score_table(pr: Predictor, df) -> tuple:
+    """Predictions (the columns of predictions.csv) of a sample table, and its metrics; nothing is written."""
     from ladnn.metrics import evaluate_predictions
-    from ladnn.rundir import write_atomic
-    from ladnn.train import predictions_table, splits
 
-    pr = Predictor(run_dir, device)
-    df = external_table(images) if images else splits(pr.config, data_dir)["test"]
     res = pr.predict_files(df["image"])
     bad = [r for r in res if "error" in r]
     if bad:
         raise ValueError(f"{len(bad)} image(s) could not be read, e.g. {bad[0]['error']}")
-    cols = ["p_covid"] + ([f"p_{k}" for k in LESIONS] if len(pr.tasks) > 1 else [])
+    cols = (P_COVID, *P_LESIONS)[:len(pr.tasks)]
     pred = predictions_table(df, np.array([[r[c] for c in cols] for r in res]), pr.tasks)
-    metrics = evaluate_predictions(pred, seed=pr.config.seed)
+    return pred, evaluate_predictions(pred, seed=pr.config.seed)
+
+
+def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir=None, device: str = "cpu") -> dict:
+    """Score the run's test split (or an external folder) with the saved model; write `eval[-NAME]/` in the run."""
+    from ladnn.train import splits
+
+    pr = Predictor(run_dir, device)
+    df = external_table(images) if images else splits(pr.config, data_dir)["test"]
+    pred, metrics = score_table(pr, df)
     metrics["evaluated_on"] = str(images) if images else f"{pr.config.dataset} test split"
-    out = Path(run_dir) / (f"eval-{Path(images).name}" if images else "eval")
-    out.mkdir(exist_ok=True)
-    write_atomic(out / "predictions.csv", pred.to_csv(index=False))
-    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    out = pr.run.write_evaluation(f"eval-{Path(images).name}" if images else "eval", pred, metrics)
     metrics["written_to"] = str(out)
     return metrics

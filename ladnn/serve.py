@@ -30,8 +30,7 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     lock = threading.Lock()  # one model, shared: Grad-CAM++ hooks must not interleave
     limit = int(max_upload_mb * 1024 * 1024)
     MultiPartParser.spool_max_size = limit + 1  # keep every upload in memory (the default spills to disk at 1 MB)
-    metrics_file = Path(run_dir) / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics = pred.run.metrics
     info = {"run": str(run_dir), "config": pred.config.to_dict(), "outputs": ["COVID", *pred.tasks[1:]],
             "weights_source": pred.model.weights_source, "test_metrics": metrics.get("covid"),
             "test_metrics_ci95": metrics.get("covid_ci95"), "limits": {"max_upload_mb": max_upload_mb,

@@ -9,7 +9,7 @@ import pytest
 from ladnn.book import BuildError, _finish_notebook, build, check_html, load_profile, toc_pages
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles", "_static")
+SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles", "_static", "ladnn")  # ladnn: literalinclude
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,12 @@ def test_every_backbone_builds_splits_and_has_a_cam_layer(backbone):
     assert build_model(backbone, "baseline", head="fc3", pretrained=False)(torch.zeros(1, 3, 64, 64)).shape == (1, 1)
     _lower, upper = split_model(m, 1)
     assert sum(p.numel() for p in upper.parameters()) < sum(p.numel() for p in m.parameters())
-    assert cam_layer(m) is not None
+    layer, seen = cam_layer(m), []
+    hook = layer.register_forward_hook(lambda mod, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        m(torch.zeros(1, 3, size, size))
+    hook.remove()
+    assert len(seen[-1]) == 4 and seen[-1][-1] * seen[-1][-2] > 1  # a spatial map: what Grad-CAM++ needs
 
 
 def test_lite0_offline_weights_are_real_and_stable():

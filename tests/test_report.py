@@ -1,32 +1,184 @@
+"""The functions that turn runs into the book's numbers, on small hand-built runs whose answers are known."""
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics as skm
 
-from ladnn import report
+from ladnn.config import LESIONS, Config
+from ladnn.metrics import evaluate_predictions, mean_ci
+from ladnn.report import (
+    fmt_ci,
+    maps,
+    paper_table,
+    recipe,
+    reproduction,
+    results,
+    runs_overview,
+    selection,
+    validity,
+)
+from ladnn.rundir import RunDir, predictions_table, runs_table
+
+N = 40  # test images of every hand-built run: 20 positive, 20 negative
 
 
-def test_mean_ci_is_a_t_interval():
-    m, lo, hi = report.mean_ci([1.0, 2.0, 3.0])
-    half = 4.302652729911275 * 1.0 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
-    assert m == 2 and lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
-    assert np.isnan(report.mean_ci([0.5])[1])
+def _samples() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], N // 2)
+    df = pd.DataFrame({"name": [f"img{i:02d}.png" for i in range(N)], "covid": y,
+                       "lesions_known": y.astype(bool)})
+    for k in LESIONS:
+        df[k] = (y & (rng.random(N) < 0.4)).astype(int)
+    return df
 
 
-def test_table2_puts_the_papers_number_beside_ours():
-    runs = pd.DataFrame({"backbone": "vgg16", "dataset": "D0", "method": "ladnn", "seed": [0, 1, 2],
-                         "auc": [0.88, 0.90, 0.92], "sensitivity": 0.8, "f1": 0.8, "accuracy": 0.8})
-    t = report.table2(runs).set_index("metric")
-    assert t.loc["auc", "paper"] == 89.8 and t.loc["auc", "ours_mean"] == pytest.approx(90.0)
-    assert t.loc["auc", "ours"].startswith("90.0 [")
-    other = runs.assign(backbone="efficientnet_lite0")
-    assert report.table2(other)["paper"].isna().all()  # not in the paper: no number is invented
+def make_run(path, method="ladnn", seed=0, backbone="vgg16", dataset="D0", shift=0.0, **cfg):
+    """A complete run whose COVID score is the label plus noise (plus `shift` for positives)."""
+    rng = np.random.default_rng(100 + seed + (7 if method == "ladnn" else 0))
+    df = _samples()
+    p = np.clip(0.5 + (df["covid"] - 0.5) * (0.4 + shift) + rng.normal(0, 0.25, N), 0.001, 0.999)
+    probs = np.column_stack([p] + [rng.random(N) for _ in LESIONS])
+    c = Config(backbone=backbone, method=method, seed=seed, dataset=dataset, **cfg)
+    pred = predictions_table(df, probs, c.tasks)
+    m = evaluate_predictions(pred, n_boot=200, seed=seed)
+    m["run"] = {"best_epoch": 2, "seconds": 10.0 + seed, "weights_source": "none (random init)"}
+    h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [3.0, 2.0, 1.5], "val_covid_loss": [0.7, 0.5, 0.6],
+                      "val_auc": [0.6, 0.8, 0.7], "val_accuracy": [0.5, 0.7, 0.6], "val_f1": [0.5, 0.7, 0.6],
+                      "seconds": [1, 2, 3]})
+    r = RunDir(path)
+    r.start(c.to_dict())
+    r.write_results(h, pred, {"config": c.to_dict()}, m)
+    return path
 
 
-def test_seed_sentence_compares_with_the_papers_gains():
-    runs = pd.DataFrame({"backbone": "x", "dataset": "D0", "method": "ladnn", "seed": [0, 1, 2],
-                         "auc": [0.80, 0.81, 0.82]})
-    s = report.seed_sentence(runs)
-    assert "up to 2.0 points" in s and "from 0.0 to 8.5 points" in s
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """Two backbones x two methods x three seeds on D0, and ablations of the first backbone."""
+    root = tmp_path_factory.mktemp("grid")
+    for bb in ("vgg16", "efficientnet_lite0"):
+        for method in ("baseline", "ladnn"):
+            for seed in range(3):
+                make_run(root / f"{bb}-{method}-s{seed}", method, seed, bb, finetune="top")
+    for seed in range(3):
+        make_run(root / "ablations" / f"w1-s{seed}", "ladnn", seed, "vgg16", finetune="top", covid_weight=1.0)
+    return root
+
+
+def test_runs_table_reads_only_complete_runs(grid, tmp_path, capsys):
+    make_run(tmp_path / "done")
+    failed = RunDir(tmp_path / "failed")
+    failed.start(Config().to_dict())
+    failed.fail(RuntimeError("out of memory"))
+    assert list(runs_table(tmp_path)["path"]) == [str(tmp_path / "done")]
+    assert "skipping" in capsys.readouterr().out
+    runs = runs_table(grid)
+    assert len(runs) == 12 and set(runs["backbone"]) == {"vgg16", "efficientnet_lite0"}
+    over = runs_overview(runs)
+    assert list(over.columns[-4:]) == ["auc %", "sensitivity %", "f1 %", "accuracy %"]
+    assert over["auc %"].iloc[0] == round(100 * runs.sort_values(["backbone", "dataset", "method", "seed"])["auc"]
+                                          .iloc[0], 1)
+
+
+def test_table2_puts_the_papers_number_beside_ours(grid):
+    runs = runs_table(grid)
+    t = results.table2(runs).set_index(["backbone", "method", "metric"])
+    vgg = runs[(runs["backbone"] == "vgg16") & (runs["method"] == "ladnn")]["auc"]
+    assert t.loc[("vgg16", "ladnn", "auc"), "ours_mean"] == pytest.approx(100 * vgg.mean())
+    assert t.loc[("vgg16", "ladnn", "auc"), "paper"] == 89.8
+    assert t.loc[("vgg16", "ladnn", "auc"), "ours"] == fmt_ci(*mean_ci(vgg))
+    assert pd.isna(t.loc[("efficientnet_lite0", "ladnn", "auc"), "paper"])  # not in the paper: nothing invented
+
+
+def test_one_table_holds_ours_and_the_papers(grid):
+    wide = results.table2_with_paper(runs_table(grid))
+    assert list(wide.columns) == [("baseline", "ours"), ("baseline", "paper"), ("LA-DNN", "ours"), ("LA-DNN", "paper")]
+    assert wide.index.get_level_values("backbone")[0] in ("vgg16", "efficientnet_lite0")  # ours first
+    assert wide.loc[("vgg16", "D0", "auc"), ("LA-DNN", "paper")] == "89.8"
+    assert wide.loc[("resnet18", "D0", "auc"), ("LA-DNN", "ours")] == ""  # a paper backbone we did not run
+    assert wide.loc[("efficientnet_lite0", "D0", "auc"), ("LA-DNN", "paper")] == ""
+    assert len(wide) == 2 * 4 + 6 * 2 * 4 + 4  # our 2 on D0; the paper's 6 others on D0, D0+D1; vgg16 on D0+D1
+
+
+def test_mean_auc_sentence_and_paired_tests(grid):
+    runs = runs_table(grid)
+    s = results.mean_auc_sentence(runs)
+    assert s.count("baseline") == 2 and "efficientnet_lite0 on D0" in s
+    t = results.paired_tests(runs, n_boot=200)
+    assert len(t) == 6 and set(t["seed"]) == {0, 1, 2}
+    r = runs.set_index(["backbone", "method", "seed"])
+    want = r.loc[("vgg16", "ladnn", 0), "auc"] - r.loc[("vgg16", "baseline", 0), "auc"]
+    assert t.query("backbone == 'vgg16' and seed == 0")["auc_diff"].iloc[0] == pytest.approx(want)
+    assert "Over 6 paired comparison(s)" in results.paired_sentence(t)
+    assert results.paired_table(t)["95% interval"].str.match(r"\[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]").all()
+
+
+def test_table3_and_curves_per_backbone(grid):
+    runs = runs_table(grid)
+    t3 = results.table3(runs)
+    assert len(t3) == 2 and (t3["seeds"] == 3).all() and "paper" in t3.attrs
+    fig = results.plot_curves(runs, "efficientnet_lite0", "D0")
+    assert fig._suptitle.get_text() == "efficientnet_lite0 on D0"
+    assert len(fig.axes[0].lines) == 7  # 3 seeds x 2 methods + the chance line
+
+
+def test_history_and_summary_of_one_run(grid):
+    run = grid / "vgg16-ladnn-s0"
+    fig = results.plot_history(run)
+    assert any("kept epoch (2)" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    s = results.run_summary(run)
+    assert s.loc["auc", "95% bootstrap interval"].startswith("[") and 0 <= s.loc["auc", "value"] <= 1
+
+
+def test_ablations_and_seeds(grid):
+    runs = runs_table(grid)
+    vgg = runs[runs["backbone"] == "vgg16"]
+    t = validity.ablation_table(vgg, validity.ablation_runs(grid))
+    assert list(t.index) == ["LA-DNN (profile)", "baseline (profile)", "covid_weight=1.0"]
+    assert t.loc["LA-DNN (profile)", "auc"] == fmt_ci(*mean_ci(vgg[vgg["method"] == "ladnn"]["auc"]))
+    sv = validity.seed_variation(runs)
+    assert sv.loc[("vgg16", "D0", "ladnn"), "seeds"] == 3
+    s = validity.seed_sentence(vgg)
+    assert "vgg16 with top fine-tuning" in s and "EfficientNet-Lite0" not in s
+
+
+def test_recipe_names_what_the_profile_ran(grid):
+    runs = runs_table(grid)
+    assert recipe(runs) == "efficientnet_lite0 with top fine-tuning, vgg16 with top fine-tuning"
+    assert "whole network" not in validity.seed_sentence(runs.assign(finetune="full"))
+    assert "every seed draws its own" in validity.seed_sentence(runs.assign(finetune="full"))
+
+
+def test_lesion_outputs_and_first_runs(grid):
+    runs = runs_table(grid)
+    first = maps.first_runs(runs)
+    assert first.loc[("vgg16", "D0"), "ladnn"].endswith("vgg16-ladnn-s0")
+    lg = maps.lesion_logits(first.loc[("vgg16", "D0"), "ladnn"])
+    assert list(lg.columns) == [*LESIONS, "COVID label"] and len(lg) == N
+    sep = maps.lesion_separation(first.loc[("vgg16", "D0"), "ladnn"])
+    best = sep["AUC for COVID vs non-COVID"].idxmax()
+    assert f"the {best} output separates" in maps.separation_sentence(sep)
+
+
+def test_thresholded_auc_is_balanced_accuracy(grid):
+    t = reproduction.thresholded_auc_table(runs_table(grid))
+    assert np.allclose(t["AUC of 0/1 decisions (paper code)"], t["balanced accuracy"])
+
+
+def test_rescored_subsets_match_scikit_learn(grid):
+    runs = runs_table(grid).head(2)
+    names = pd.Series([f"img{i:02d}.png" for i in range(0, N, 2)])
+    t = validity.rescored(runs, {"even": names})
+    pred = pd.read_csv(grid / runs["path"].iloc[0] / "predictions.csv")
+    even = pred[pred["image"].isin(names)]
+    assert t["AUC (even)"].iloc[0] == pytest.approx(skm.roc_auc_score(even["y_true"], even["p_covid"]))
+    assert t["n (even)"].iloc[0] == N // 2
+
+
+def test_paper_tables_ship_with_the_package():
+    t2 = paper_table(2)
+    assert set(t2["backbone"]) == {"vgg16", "resnet18", "resnet50", "densenet121", "densenet169", "efficientnet_b0",
+                                   "efficientnet_b1"}
+    assert len(paper_table(1)) and len(paper_table(3))
 
 
 def test_selection_table_and_sentence(tmp_path):
@@ -39,14 +191,23 @@ def test_selection_table_and_sentence(tmp_path):
                              "val_auc": 0.8, "seconds_per_epoch": spe + seed})
     csv = tmp_path / "sel.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
-    sel = report.selection_table(csv)
+    sel = selection.selection_table(csv)
     best = sel.iloc[0]
     assert (best["top_blocks"], best["budget"], best["seeds"]) == (3, 15, 2)
     assert best["val_covid_loss"] == pytest.approx(0.455) and best["train_seconds"] == 90  # fastest seed: 6 s
     assert best["kept_epochs"] == "4, 5"
     runs = pd.DataFrame({"finetune": ["top"], "top_blocks": [2], "lr": [2e-4], "views": [4], "head": ["linear"],
                          "epochs": [5]})
-    text = report.selection_sentence(sel, runs)
+    text = selection.selection_sentence(sel, runs)
     assert "Lowest with 5 epochs: the top 3 block(s)" in text and "This profile uses the top 2 block(s)" in text
     assert "validation COVID loss 0.505" in text
-    assert report.selection_figure(sel, runs).axes[0].lines[-1].get_label() == "this profile"
+    assert selection.selection_figure(sel, runs).axes[0].lines[-1].get_label() == "this profile"
+    assert len(selection.selection_table()) > 0  # the shipped CSV reads from the installed package
+
+
+def test_mean_ci_is_a_t_interval():
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    half = 4.302652729911275 * 1.0 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert m == 2 and lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
+    assert np.isnan(mean_ci([0.5])[1])
+    assert fmt_ci(0.5, float("nan"), float("nan")) == "50.0" and fmt_ci(0.5, 0.4, 0.6) == "50.0 [40.0, 60.0]"

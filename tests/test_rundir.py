@@ -36,3 +36,31 @@ def test_refuses_foreign_folder(tmp_path):
     with pytest.raises(RunExistsError, match="not a ladnn run"):
         RunDir(tmp_path).start({})
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_reader_refuses_unfinished_runs_and_reads_finished_ones(tmp_path):
+    import pandas as pd
+
+    from ladnn.config import Config
+    from ladnn.rundir import P_COVID, IncompleteRunError, Run, is_done, predictions_table
+
+    r = RunDir(tmp_path / "run")
+    r.start(Config().to_dict())
+    with pytest.raises(IncompleteRunError, match="running"):
+        Run(r.path)
+    df = pd.DataFrame({"name": ["a.png", "b.png"], "covid": [1, 0], "lesions_known": [True, False],
+                       **{k: [1, 0] for k in ("GGO", "Csld", "CrPa", "AirBr", "InSepThi")}})
+    import numpy as np
+
+    pred = predictions_table(df, np.array([[0.9] * 6, [0.2] * 6]), Config().tasks)
+    metrics = {"covid": {"auc": 1.0}, "run": {"best_epoch": 1}}
+    r.write_results(pd.DataFrame({"epoch": [1]}), pred, {"config": {}}, metrics)
+    run = Run(r.path)
+    assert run.config == Config() and run.metrics == metrics and run.has_lesions
+    assert list(run.predictions[P_COVID]) == [0.9, 0.2] and list(run.history["epoch"]) == [1]
+    assert is_done(r.path, Config()) and not is_done(r.path, Config(seed=1))
+    out = run.write_evaluation("eval", pred, metrics)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    RunDir(r.path).start(Config().to_dict(), overwrite=True)
+    with pytest.raises(IncompleteRunError):
+        Run(r.path)

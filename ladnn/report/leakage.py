@@ -1,57 +1,20 @@
-"""Checks of the paper's code and numbers, run on our own data and predictions (book: Reproduction notes)."""
+"""The Validity chapter's data checks: leakage across the official split (patients, sources, near-duplicate images)
+and shortcuts (what file metadata alone can tell)."""
 from __future__ import annotations
 
-import csv
-from pathlib import Path
+import io
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 from sklearn import metrics as skm
-from sklearn.preprocessing import MultiLabelBinarizer
 
-from ladnn.config import LESIONS
-from ladnn.data import SPLIT_DIR, data_dir
-
-# Code/train.py's label classes, as described in shared/paper/README.md (its binarizer spells two lesions otherwise)
-PAPER_CODE_CLASSES = ["CVD19", "GGO", "Csld", "CrPa", "Aibr", "InSep"]
+from ladnn.images import decode, read_bytes
+from ladnn.rundir import IMAGE, P_COVID, Y_TRUE
 
 
-def paper_binarizer_counts(root=None) -> pd.DataFrame:
-    """Positive labels per lesion in the training split: read by our parser vs by a MultiLabelBinarizer with the
-    paper code's class names (unknown tokens are silently ignored there, which is what dropped two lesions)."""
-    import warnings
-
-    path = Path(data_dir(root)) / SPLIT_DIR / "train_meta.csv"
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))[1:]
-    tokens = [[t for t in r[1:] if t] for r in rows]
-    mlb = MultiLabelBinarizer(classes=PAPER_CODE_CLASSES)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the paper's code hid this same warning ("unknown class(es) ... ignored")
-        paper = pd.DataFrame(mlb.fit_transform(tokens), columns=["COVID", *LESIONS]).sum()
-    from ladnn.data import parse_label_csv
-
-    ours = parse_label_csv(path)[["covid", *LESIONS]].sum()
-    ours.index = ["COVID", *LESIONS]
-    return pd.DataFrame({"ours (strict parser)": ours, "paper code's binarizer": paper})
-
-
-def thresholded_auc(pred: pd.DataFrame) -> dict:
-    """AUC from probabilities, the paper code's AUC of 0/1 decisions, and balanced accuracy (which the latter equals)."""
-    y, p = pred["y_true"], pred["p_covid"]
-    return {"AUC (probabilities)": skm.roc_auc_score(y, p),
-            "AUC of 0/1 decisions (paper code)": skm.roc_auc_score(y, (p >= 0.5).astype(int)),
-            "balanced accuracy": skm.balanced_accuracy_score(y, (p >= 0.5).astype(int))}
-
-
-# ---------------------------------------------------------------- validity: leakage and shortcuts
 def image_meta(df: pd.DataFrame) -> pd.DataFrame:
     """File metadata a shortcut could use: format, colour mode, width, height, file size (read from the files)."""
-    import io
-
-    from PIL import Image
-
-    from ladnn.images import read_bytes
-
     rows = []
     for p in df["image"]:
         data = read_bytes(p)
@@ -80,15 +43,11 @@ def phashes(df: pd.DataFrame, size: int = 8) -> list:
     """Perceptual hashes (imagehash.phash, 64 bits) of the decoded images, in table order."""
     import imagehash
 
-    from ladnn.images import decode, read_bytes
-
     return [imagehash.phash(decode(read_bytes(p), p).convert("L"), hash_size=size) for p in df["image"]]
 
 
 def near_duplicates(df: pd.DataFrame, hashes: list, threshold: int) -> pd.DataFrame:
     """Pairs of images in different splits whose perceptual hashes differ in at most `threshold` of 64 bits."""
-    import numpy as np
-
     d = hash_distances(hashes)
     split = df["split"].to_numpy()
     i, j = np.where((d <= threshold) & np.triu(np.ones_like(d, dtype=bool), 1) & (split[:, None] != split[None, :]))
@@ -98,8 +57,6 @@ def near_duplicates(df: pd.DataFrame, hashes: list, threshold: int) -> pd.DataFr
 
 
 def hash_distances(hashes: list):
-    import numpy as np
-
     bits = np.array([h.hash.flatten() for h in hashes], dtype=bool)
     return (bits[:, None, :] != bits[None, :, :]).sum(-1)
 
@@ -122,25 +79,20 @@ def clean_test(df: pd.DataFrame, dups: pd.DataFrame) -> pd.Series:
 
 def reencode(data: bytes, fmt: str = "JPEG", quality: int = 90) -> bytes:
     """The same pixels written in one format (RGB), so the file format no longer tells the classes apart."""
-    import io
-
-    from ladnn.images import decode
-
     buf = io.BytesIO()
     decode(data).save(buf, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
 def subset_auc(pred: pd.DataFrame, names) -> dict:
-    p = pred[pred["image"].isin(set(names))]
-    ok = p["y_true"].nunique() == 2
-    return {"n": len(p), "n_pos": int(p["y_true"].sum()),
-            "auc": float(skm.roc_auc_score(p["y_true"], p["p_covid"])) if ok else None}
+    p = pred[pred[IMAGE].isin(set(names))]
+    ok = p[Y_TRUE].nunique() == 2
+    return {"n": len(p), "n_pos": int(p[Y_TRUE].sum()),
+            "auc": float(skm.roc_auc_score(p[Y_TRUE], p[P_COVID])) if ok else None}
 
 
 def reencoded_auc(run, test: pd.DataFrame, fmt: str = "JPEG") -> dict:
     """Test AUC of a run when every test image is re-encoded to one format before scoring."""
-    from ladnn.images import read_bytes
     from ladnn.predict import Predictor
 
     pr = Predictor(run)

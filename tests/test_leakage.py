@@ -1,4 +1,4 @@
-"""The validity audit on small constructed cases, and the paper-code checks."""
+"""The Validity chapter's data checks on small constructed cases, and the Reproduction notes' paper-code checks."""
 import io
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ladnn import audit
+from ladnn.report import leakage, reproduction
 
 
 def _write(path, arr, fmt="PNG"):
@@ -27,17 +27,17 @@ def images(tmp_path):
 
 
 def test_near_duplicates_finds_the_copy_only(images):
-    h = audit.phashes(images)
-    dups = audit.near_duplicates(images, h, threshold=6)
+    h = leakage.phashes(images)
+    dups = leakage.near_duplicates(images, h, threshold=6)
     assert list(zip(dups["a"], dups["b"])) == [("a.png", "a_copy.png")]
-    assert audit.hash_distances(h)[0, 2] > 20
+    assert leakage.hash_distances(h)[0, 2] > 20
 
 
 def test_cross_split_sources_and_clean_test(images):
-    src = audit.cross_split(images, "source")
+    src = leakage.cross_split(images, "source")
     assert list(src.index) == ["docA"] and src.loc["docA", "train"] == 1 and src.loc["docA", "test"] == 1
-    dups = audit.near_duplicates(images, audit.phashes(images), 6)
-    clean = audit.clean_test(images, dups)
+    dups = leakage.near_duplicates(images, leakage.phashes(images), 6)
+    clean = leakage.clean_test(images, dups)
     # a_copy: near-duplicate of a training image; b: same source as a training image -> nothing clean
     assert clean.sum() == 0 and len(clean) == 2
 
@@ -53,28 +53,28 @@ def _meta_df(shortcut: bool, n: int = 200, seed: int = 0):
 
 
 def test_metadata_classifier_sees_a_shortcut_only_when_there_is_one():
-    assert audit.metadata_classifier(*_meta_df(True))["test_auc"] > 0.99
-    assert audit.metadata_classifier(*_meta_df(False))["test_auc"] < 0.7
+    assert leakage.metadata_classifier(*_meta_df(True))["test_auc"] > 0.99
+    assert leakage.metadata_classifier(*_meta_df(False))["test_auc"] < 0.7
 
 
 def test_reencode_changes_format_not_content():
     buf = io.BytesIO()
     arr = np.full((32, 32, 3), 120, np.uint8)
     Image.fromarray(arr).save(buf, "PNG")
-    out = audit.reencode(buf.getvalue(), "JPEG")
+    out = leakage.reencode(buf.getvalue(), "JPEG")
     img = Image.open(io.BytesIO(out))
     assert img.format == "JPEG" and abs(np.asarray(img).astype(int) - 120).max() <= 2
 
 
 def test_paper_code_auc_equals_balanced_accuracy():
     pred = pd.DataFrame({"y_true": [1, 1, 1, 0, 0, 0, 1, 0], "p_covid": [0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.7, 0.4]})
-    r = audit.thresholded_auc(pred)
+    r = reproduction.thresholded_auc(pred)
     assert r["AUC of 0/1 decisions (paper code)"] == pytest.approx(r["balanced accuracy"])
     assert r["AUC (probabilities)"] == pytest.approx(14 / 16)
 
 
 def test_paper_binarizer_drops_two_lesions(data_dir):
-    c = audit.paper_binarizer_counts()
+    c = reproduction.paper_binarizer_counts()
     assert c.loc["AirBr", "paper code's binarizer"] == 0 and c.loc["AirBr", "ours (strict parser)"] == 8
     assert c.loc["InSepThi", "paper code's binarizer"] == 0 and c.loc["InSepThi", "ours (strict parser)"] == 12
     assert (c.loc[["COVID", "GGO", "Csld", "CrPa"]].diff(axis=1).iloc[:, 1] == 0).all()

@@ -1,0 +1,55 @@
+"""Tables, figures and sentences of the book, one module per chapter (notebooks only call these):
+`dataset` (the Data chapter), `results` (Results, Training runs), `selection` (how the quick profile was chosen),
+`maps` (Grad-CAM++ and the auxiliary outputs), `leakage` and `validity` (Validity), `reproduction` (Reproduction
+notes). This module holds what they share: the paper's tables (package data) and number formatting."""
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+NOTICE = "Research software, not a medical device: these numbers must not be used to diagnose anyone."
+METRICS = ("sensitivity", "auc", "f1", "accuracy")  # the paper's Table 2, in its order
+# The paper's backbone names (its Table 2) and our short names for them.
+PAPER_BACKBONES = {"VGG-16": "vgg16", "ResNet-18": "resnet18", "ResNet-50": "resnet50",
+                   "DenseNet-121": "densenet121", "DenseNet-169": "densenet169",
+                   "EfficientNet-b0": "efficientnet_b0", "EfficientNet-b1": "efficientnet_b1"}
+METHOD_NAMES = {"baseline": "baseline", "ladnn": "LA-DNN"}
+
+
+def resource(name: str):
+    """A file shipped inside the package (ladnn/resources/), readable from any install."""
+    return resources.files("ladnn") / "resources" / name
+
+
+def paper_table(n: int) -> pd.DataFrame:
+    """The paper's Table n as typed in from its text (Table 2 in percent), with our short backbone names."""
+    t = pd.read_csv(resource(f"paper_table{n}.csv"))
+    if "backbone" in t:
+        t["backbone"] = t["backbone"].map(PAPER_BACKBONES).fillna(t["backbone"])
+    return t
+
+
+def fmt_ci(m: float, lo: float, hi: float, scale: float = 100, digits: int = 1) -> str:
+    """'m [lo, hi]' (the interval left out when it is nan), scaled (percent by default)."""
+    f = f"{{:.{digits}f}}"
+    return f.format(scale * m) if np.isnan(lo) else (f"{f} [{f}, {f}]").format(scale * m, scale * lo, scale * hi)
+
+
+def recipe(runs: pd.DataFrame) -> str:
+    """The runs' backbones and fine-tuning modes in words, e.g. 'efficientnet_lite0 with top fine-tuning'."""
+    parts = [f"{bb} with {ft} fine-tuning" for (bb, ft), _ in runs.groupby(["backbone", "finetune"])]
+    return ", ".join(parts)
+
+
+def runs_overview(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table for people: one row per run, the recipe's key fields, test metrics in percent (one decimal)."""
+    cols = ["backbone", "dataset", "method", "seed", "finetune", "epochs", "best_epoch", "seconds"]
+    runs = runs.sort_values(["backbone", "dataset", "method", "seed"])
+    out = runs[cols].copy()
+    for k in ("auc", "sensitivity", "f1", "accuracy"):
+        out[f"{k} %"] = (100 * runs[k]).round(1)
+    out["method"] = out["method"].map(METHOD_NAMES)
+    out["seconds"] = runs["seconds"].round(0).astype(int)
+    return out.reset_index(drop=True)

@@ -1,0 +1,92 @@
+"""The Data chapter: the paper's Table 1 and Figure 3 recomputed from the data, and a sample of images."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ladnn.config import LESIONS
+from ladnn.report import paper_table
+
+
+def table1(df: pd.DataFrame) -> pd.DataFrame:
+    """Images (and patients, where known) per dataset, class and split: the paper's Table 1 from our data."""
+    rows = []
+    for ds, d in (("D0", df[df["dataset"] == "D0"]), ("D1", df[df["dataset"] == "D1"]), ("D0+D1", df)):
+        for cls, c in (("positive", d[d["covid"] == 1]), ("negative", d[d["covid"] == 0])):
+            row = {"dataset": ds, "class": cls, "images": len(c), "patients": _patients(c)}
+            for s in ("train", "val", "test"):
+                cs = c[c["split"] == s]
+                row[f"{s}_images"], row[f"{s}_patients"] = len(cs), _patients(cs)
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    cols = [c for c in out if c.endswith("patients")]
+    out[cols] = out[cols].astype("Int64")  # "not known" shows as <NA>, counts as integers
+    return out
+
+
+def _patients(d: pd.DataFrame):
+    known = d[d["patient"] != ""]
+    return int(known["patient"].nunique()) if len(known) == len(d) and len(d) else None
+
+
+def table1_comparison(df: pd.DataFrame) -> pd.DataFrame:
+    ours = table1(df).set_index(["dataset", "class"])
+    paper = paper_table(1).set_index(["dataset", "class"])
+    out = []
+    for key in paper.index:
+        for col in ("images", "train_images", "val_images", "test_images", "patients"):
+            p, o = paper.loc[key, col], ours.loc[key, col] if key in ours.index else None
+            if pd.notna(p):
+                out.append({"dataset": key[0], "class": key[1], "quantity": col, "paper": int(p),
+                            "ours": None if o is None or pd.isna(o) else int(o)})
+    t = pd.DataFrame(out)
+    t["ours"] = t["ours"].astype("Int64")
+    t["agrees"] = (t["paper"] == t["ours"]).fillna(False).astype(bool)
+    return t
+
+
+def lesion_figure(df: pd.DataFrame):
+    """Figure 3 (a)-(d): lesion counts, lesion labels per positive image, co-occurrence, negatives by source."""
+    import seaborn as sns
+
+    pos = df[(df["covid"] == 1) & df["lesions_known"]]
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4.2))
+    counts = pos[list(LESIONS)].sum()
+    sns.barplot(x=list(LESIONS), y=counts.values, ax=ax[0], color="C0")
+    ax[0].set(title="(a) images with each lesion", ylabel="images")
+    per = pos[list(LESIONS)].sum(axis=1).value_counts().sort_index()
+    sns.barplot(x=per.index.astype(str), y=per.values, ax=ax[1], color="C1")
+    ax[1].set(title="(b) lesion labels per positive image", xlabel="number of lesion labels", ylabel="images")
+    co = pos[list(LESIONS)].T.dot(pos[list(LESIONS)])
+    sns.heatmap(co, annot=True, fmt="d", cmap="Blues", ax=ax[2], cbar=False)
+    ax[2].set(title="(c) lesion co-occurrence (images)")
+    comp = negative_composition(df)
+    ax[3].barh(comp.index, comp.values, color="C2")
+    ax[3].set(title="(d) negative images by origin", xlabel="images")
+    ax[3].tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def negative_composition(df: pd.DataFrame) -> pd.Series:
+    """Negatives by where they come from: D0 non-COVID by file format (its sources are not recorded per file),
+    D1 by the collection named in the file name."""
+    neg = df[df["covid"] == 0]
+    lab = np.where(neg["dataset"] == "D0", "COVID-CT non-COVID (" + neg["name"].str.rsplit(".", n=1).str[-1] + ")",
+                   "new: " + neg["source"].str.split("_").str[-1])
+    return pd.Series(lab).value_counts().sort_values()
+
+
+def sample_grid(df: pd.DataFrame, n: int = 6, seed: int = 0):
+    from ladnn.images import decode, read_bytes
+
+    fig, ax = plt.subplots(2, n, figsize=(2.3 * n, 5))
+    for r, (cls, label) in enumerate(((1, "COVID"), (0, "non-COVID"))):
+        pick = df[df["covid"] == cls].sample(n, random_state=seed)
+        for c, (_, row) in enumerate(pick.iterrows()):
+            ax[r, c].imshow(decode(read_bytes(row["image"]), row["image"]))
+            ax[r, c].set_title(f"{label}\n{row['name'][:22]}", fontsize=7)
+            ax[r, c].axis("off")
+    fig.tight_layout()
+    return fig
