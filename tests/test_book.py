@@ -66,7 +66,8 @@ def test_book_pages_load_in_a_real_browser(built):
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
     try:
         for page in ["book/intro", "book/mtl", "book/_generated/data", "book/_generated/results",
-                     "book/_generated/gradcam", "book/_generated/pairplot", "book/_generated/reproduction"]:
+                     "book/_generated/gradcam", "book/_generated/pairplot", "book/_generated/validity",
+                     "book/_generated/reproduction"]:
             driver.get((root / "_build/html" / f"{page}.html").as_uri())
             titles = [e.text for e in driver.find_elements("css selector", "main h1") if e.is_displayed()]
             assert any(t.strip() for t in titles), f"{page}: no visible title"
@@ -76,13 +77,21 @@ def test_book_pages_load_in_a_real_browser(built):
             if page == "book/mtl":  # equations are typeset by the local MathJax, offline
                 WebDriverWait(driver, 20).until(
                     lambda d: d.execute_script("return document.querySelectorAll('mjx-container svg').length") >= 3)
+            if page == "book/mtl":  # the library's own code, included when the book is built
+                code = driver.execute_script("return document.querySelector('main').innerText")
+                assert "def lesion_attention_loss" in code and "class LADNN" in code and "def train_step" in code
+            if page.endswith("results"):  # ours beside the paper's in one table
+                heads = driver.execute_script("return Array.from(document.querySelectorAll('th')).map(t => t.innerText)")
+                assert "LA-DNN" in heads and heads.count("paper") >= 2
+            try_boxes = driver.find_elements("css selector", "div.admonition.tip")
+            assert any("Try it" in b.text for b in try_boxes), f"{page}: no 'Try it' box"
             n_img = driver.execute_script("return document.images.length")
             if page != "book/intro":
                 assert n_img >= 1 or page.endswith("reproduction"), f"{page}: no figure"
             driver.save_screenshot(str(shots / f"{page.replace('/', '_')}.png"))
     finally:
         driver.quit()
-    assert len(list(shots.glob("*.png"))) == 7
+    assert len(list(shots.glob("*.png"))) == 8
 
 
 def test_failed_notebook_fails_the_build(tmp_path):

@@ -44,12 +44,13 @@ def recipe(runs: pd.DataFrame) -> str:
 
 
 def runs_overview(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs table for people: one row per run, the recipe's key fields, test metrics in percent (one decimal)."""
-    cols = ["backbone", "dataset", "method", "seed", "finetune", "epochs", "best_epoch", "seconds"]
+    """The runs table for people, narrow enough for the page: indexed by backbone, dataset, method and seed, with
+    the kept epoch, the training seconds and the test metrics in percent (one decimal)."""
     runs = runs.sort_values(["backbone", "dataset", "method", "seed"])
-    out = runs[cols].copy()
-    for k in ("auc", "sensitivity", "f1", "accuracy"):
-        out[f"{k} %"] = (100 * runs[k]).round(1)
-    out["method"] = out["method"].map(METHOD_NAMES)
-    out["seconds"] = runs["seconds"].round(0).astype(int)
-    return out.reset_index(drop=True)
+    out = pd.DataFrame({"kept epoch": runs["best_epoch"].to_numpy(),
+                        "seconds": runs["seconds"].round(0).astype(int).to_numpy()})
+    for k, name in (("auc", "AUC"), ("sensitivity", "sens."), ("f1", "F1"), ("accuracy", "acc.")):
+        out[f"{name} %"] = (100 * runs[k]).round(1).to_numpy()
+    out.index = pd.MultiIndex.from_arrays([runs["backbone"], runs["dataset"], runs["method"].map(METHOD_NAMES),
+                                           runs["seed"]], names=["backbone", "dataset", "method", "seed"])
+    return out
