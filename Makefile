@@ -5,7 +5,7 @@ PROFILE ?= quick
 PYTHON ?= python3
 export LADNN_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install book test lint clean gpu-check
+.PHONY: install browser book test lint clean gpu-check plan
 
 install:
 	$(PYTHON) -m pip install -q torch==2.14.1 torchvision==0.29.1
@@ -14,12 +14,27 @@ install:
 book: install
 	$(PYTHON) -m ladnn.book --profile $(PROFILE)
 
-test: install
+# The browser tests need Debian's chromium and chromium-driver: installed here when missing and we may (root, apt),
+# else one line says what to install.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "make test needs Chromium for its browser tests: run 'sudo apt-get install chromium chromium-driver' (Debian)" >&2; \
+	    exit 1; \
+	  fi; }
+
+test: install browser
 	$(PYTHON) -m ruff check ladnn tests
 	$(PYTHON) -m pytest -q tests
 
 lint:
 	$(PYTHON) -m ruff check ladnn tests
+
+plan:
+	@$(PYTHON) -m ladnn.book --profile $(PROFILE) --plan
 
 gpu-check:
 	$(PYTHON) benchmarks/gpu_check.py

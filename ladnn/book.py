@@ -30,25 +30,52 @@ class BuildError(RuntimeError):
     pass
 
 
-def load_profile(name: str, root: Path) -> dict:
-    """A profile YAML: `matrix` (lists crossed into runs), `config` (shared Config fields), notebook options."""
+def load_profile(name: str, root: Path, overrides: dict | None = None) -> dict:
+    """A profile YAML: `matrix` (lists crossed into runs), `config` (Config fields shared by every run),
+    `backbone_config` (fields for one backbone only, such as `pretrained: false`), `optional_backbones` (joined to the
+    matrix only where their ImageNet weights resolve), `ablations` and notebook options. `overrides` (the runner's
+    `--set`) replace fields of every run, ablations included."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else root / "profiles" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
         raise BuildError(f"no profile {name!r} ({path}); known profiles: {known}")
     prof = yaml.safe_load(path.read_text())
     prof["name"] = path.stem
-    keys = list(prof["matrix"])
+    matrix = dict(prof["matrix"])
+    optional = prof.get("optional_backbones") or []
+    if optional:
+        from ladnn.models import weights_available
+
+        found = {b: weights_available(b) for b in optional}
+        prof["left_out"] = {b: why for b, (ok, why) in found.items() if not ok}
+        matrix["backbone"] = list(matrix["backbone"]) + [b for b, (ok, _) in found.items() if ok]
+    keys = list(matrix)
+    per_backbone = prof.get("backbone_config") or {}
     runs = []
-    for values in itertools.product(*(prof["matrix"][k] for k in keys)):
-        cfg = Config.from_dict({**prof.get("config", {}), **dict(zip(keys, values))})  # validates every field
-        runs.append(cfg)
+    for values in itertools.product(*(matrix[k] for k in keys)):
+        point = dict(zip(keys, values))
+        cfg = {**prof.get("config", {}), **per_backbone.get(point.get("backbone"), {}), **point, **(overrides or {})}
+        runs.append(Config.from_dict(cfg))  # validates every field
     prof["runs"] = runs
     abl = prof.get("ablations") or {}
     prof["ablation_runs"] = [
-        (f"ablation-{name}-s{seed}", Config.from_dict({**runs[0].to_dict(), **change, "method": "ladnn", "seed": seed}))
+        (f"ablation-{name}-s{seed}", Config.from_dict({**runs[0].to_dict(), **change, "method": "ladnn", "seed": seed,
+                                                       **(overrides or {})}))
         for name, change in (abl.get("variants") or {}).items() for seed in abl.get("seeds", [0])]
     return prof
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`KEY=VALUE` strings (VALUE read as YAML: 8, 1e-3, false, [AirBr]) into Config fields."""
+    from ladnn.config import field_names
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in field_names():
+            raise BuildError(f"--set {item!r}: expected FIELD=VALUE with a Config field ({', '.join(field_names())})")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def run_name(cfg: Config) -> str:
@@ -105,10 +132,19 @@ def execute(src: Path, dst: Path, params: dict, root: Path, tag: str = "") -> No
     _finish_notebook(dst)
 
 
-def _execute_with_threads(threads: int, *args) -> None:
-    """`execute` in a worker process whose kernels use `threads` CPU threads (read by torch when it is imported)."""
+def gpu_count() -> int:
+    """GPUs this process may use (none without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _worker_init(threads: int, gpus) -> None:
+    """A worker process: its kernels use `threads` CPU threads, and one GPU of their own when there are several
+    (taken from the queue `gpus`; CUDA_VISIBLE_DEVICES is inherited by the kernels it starts)."""
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-    execute(*args)
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
 
 
 def execute_all(jobs: list[tuple[str, Path, Path, dict]], root: Path, workers: int, t0: float, label: str) -> None:
@@ -124,10 +160,17 @@ def execute_all(jobs: list[tuple[str, Path, Path, dict]], root: Path, workers: i
             execute(src, dst, params, root)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    print(f"[book {label}] {len(jobs)} notebooks, {workers} at a time with {threads} thread(s) each", flush=True)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_execute_with_threads, threads, src, dst, params, root, name): name
-                   for name, src, dst, params in jobs}
+    ctx = get_context("spawn")
+    n_gpu, gpus = gpu_count(), None
+    if n_gpu > 1:  # one GPU per worker, round robin when there are more workers than GPUs
+        gpus = ctx.Manager().Queue()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(n_gpu)))).split(",")
+        for k in range(workers):
+            gpus.put(visible[k % n_gpu])
+    print(f"[book {label}] {len(jobs)} notebooks, {workers} at a time with {threads} thread(s)"
+          + (f" and one of {n_gpu} GPUs" if gpus is not None else "") + " each", flush=True)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, gpus)) as pool:
+        futures = {pool.submit(execute, src, dst, params, root, name): name for name, src, dst, params in jobs}
         for k, f in enumerate(as_completed(futures), 1):
             if f.exception() is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -232,9 +275,33 @@ def book_config(root: Path) -> Path:
     return out
 
 
-def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool = False, jobs: int = 2) -> Path:
+def training_runs(prof: dict, root: Path) -> list[tuple[str, Config, Path]]:
+    """(name, config, run folder) of every run of a profile, ablations included."""
+    runs_dir = root / "runs" / prof["name"]
+    todo = [(run_name(c), c, runs_dir / run_name(c)) for c in prof["runs"]]
+    return todo + [(name, c, runs_dir / "ablations" / name) for name, c in prof["ablation_runs"]]
+
+
+def plan(profile: str, root: str | Path = ".", overrides: dict | None = None) -> list[str]:
+    """One self-contained `ladnn train` command per run of the profile that is not complete yet, to run from the
+    repository root on any machine that shares the `runs/` folder (a SLURM job array, say)."""
+    import shlex
+
+    from ladnn.cli import config_args
+    from ladnn.rundir import is_done
+
     root = Path(root).resolve()
-    prof = load_profile(profile, root)
+    prof = load_profile(profile, root, overrides)
+    return [shlex.join(["ladnn", "train", *config_args(cfg), "--out", str(out.relative_to(root)), "--overwrite"])
+            for _, cfg, out in training_runs(prof, root) if not is_done(out, cfg)]
+
+
+def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool = False, jobs: int = 2,
+          overrides: dict | None = None) -> Path:
+    root = Path(root).resolve()
+    prof = load_profile(profile, root, overrides)
+    for backbone, why in (prof.get("left_out") or {}).items():
+        print(f"[book {prof['name']}] {backbone} left out: {why}", flush=True)
     from ladnn.data import DataError, data_dir
 
     try:
@@ -249,8 +316,7 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     (gen / "train").mkdir(parents=True)
     (gen / "profile.json").write_text(json.dumps({"profile": prof["name"], "description": prof["description"],
                                                   "runs": [run_name(c) for c in prof["runs"]]}, indent=2))
-    todo = [(run_name(c), c, runs_dir / run_name(c)) for c in prof["runs"]]
-    todo += [(name, c, runs_dir / "ablations" / name) for name, c in prof["ablation_runs"]]
+    todo = training_runs(prof, root)
     print(f"[book {prof['name']}] {len(todo)} training runs", flush=True)
     if jobs > 1:
         prepare_caches(todo, t0, prof["name"])
@@ -288,10 +354,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=".", help="the repository root (holds _toc.yml)")
     ap.add_argument("--notebooks-only", action="store_true", help="execute the notebooks, skip jupyter-book")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="notebooks executed side by side (default: 2, or 1 on one core)")
+                    help="notebooks executed side by side (default: 2, or 1 on one core); on a machine with several "
+                         "GPUs each gets one of its own")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="replace a Config field in every run, e.g. --set device=cpu --set limit=8 (a dry run)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print one `ladnn train` command per run not yet complete, for a scheduler; train nothing")
     a = ap.parse_args(argv)
     try:
-        build(a.profile, a.root, a.notebooks_only, max(1, a.jobs))
+        if a.plan:
+            print("\n".join(plan(a.profile, a.root, parse_overrides(a.set))))
+            return 0
+        build(a.profile, a.root, a.notebooks_only, max(1, a.jobs), parse_overrides(a.set))
     except BuildError as e:
         print(f"book build failed: {e}", file=sys.stderr)
         return 1

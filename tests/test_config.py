@@ -65,3 +65,11 @@ def test_bad_values_name_the_field():
         Config(zero_lesions=["GGO", "Lungs"])
     with pytest.raises(ValueError, match="unknown config field"):
         Config.from_dict({"sed": 1})
+
+
+def test_config_args_give_back_the_config():
+    from ladnn.cli import _config, config_args
+
+    for cfg in (Config(), Config(backbone="resnet18", pretrained=False, zero_lesions=["AirBr"], limit=8, lr=2e-4,
+                                 dataset="D0+D1", finetune="top", top_blocks=3, device="cpu")):
+        assert _config(_train_parser().parse_args([*config_args(cfg), "--out", "x"])) == cfg

