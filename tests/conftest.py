@@ -32,3 +32,17 @@ def tiny_run(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("runs") / "ladnn"
     assert main(["train", *TINY, "--finetune", "top", "--method", "ladnn", "--out", str(out)]) == 0
     return out
+
+
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles", "_static", "ladnn")  # ladnn: literalinclude
+
+
+def book_copy(root: Path) -> Path:
+    """The book's sources copied into `root` (no generated pages), so a test build never touches the checkout."""
+    import shutil
+
+    for s in BOOK_SOURCES:
+        if (ROOT / s).exists():
+            (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, root / s)
+    shutil.rmtree(root / "book" / "_generated", ignore_errors=True)
+    return root

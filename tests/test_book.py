@@ -5,20 +5,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import book_copy
 
 from ladnn.book import BuildError, _finish_notebook, build, check_html, load_profile, toc_pages
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles", "_static", "ladnn")  # ladnn: literalinclude
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("book")
-    for s in SOURCES:
-        if (ROOT / s).exists():
-            (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, root / s)
-    shutil.rmtree(root / "book" / "_generated", ignore_errors=True)
+    book_copy(root)
     index = build("smoke", root)
     return root, index
 

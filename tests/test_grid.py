@@ -7,21 +7,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import book_copy
 
 from ladnn.book import BuildError, _worker_init, build, load_profile, parse_overrides, plan, training_runs
 from ladnn.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles", "_static", "ladnn")
 
 
 @pytest.fixture(scope="module")
 def grid_book(tmp_path_factory):
     root = tmp_path_factory.mktemp("grid")
-    for s in SOURCES:
-        if (ROOT / s).exists():
-            (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, root / s)
-    shutil.rmtree(root / "book" / "_generated", ignore_errors=True)
+    book_copy(root)
     build("grid-smoke", root)
     return root
 
