@@ -111,3 +111,12 @@ def test_profiles(tmp_path):
     bad.write_text("description: x\nmatrix: {seed: [0]}\nconfig: {finetune: sideways}\n")
     with pytest.raises(ValueError, match="finetune"):
         load_profile(str(bad), ROOT)
+
+
+def test_virtual_environments_in_the_repository_are_not_read_as_pages():
+    """Sphinx reads every Markdown file under the root that exclude_patterns does not name; packages in a .venv
+    ship README.md files whose front matter breaks the build (seen with `{{ card_data }}`)."""
+    import yaml
+
+    excluded = yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"]
+    assert {".venv", "venv", "env", "_build", "runs"} <= set(excluded)
