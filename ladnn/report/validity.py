@@ -41,7 +41,7 @@ def near_duplicate_figure(df: pd.DataFrame, dist: np.ndarray, distances=range(7)
             a = ax.flat[2 * p + q]
             a.imshow(decode(read_bytes(df["image"].iloc[k])))
             cls = "COVID" if df["covid"].iloc[k] else "non-COVID"
-            a.set_title(f"d={d} ({n} pairs): {df['split'].iloc[k]}, {cls}" if q == 0 else
+            a.set_title(f"d={d} ({n} pair{'s' if n != 1 else ''}): {df['split'].iloc[k]}, {cls}" if q == 0 else
                         f"{df['split'].iloc[k]}, {cls}", fontsize=7, loc="left")
     if empty:
         fig.suptitle(f"no cross-split pair at distance(s) {', '.join(map(str, empty))}", fontsize=8)
