@@ -56,11 +56,11 @@ def parser() -> argparse.ArgumentParser:
 def add_config_options(p: argparse.ArgumentParser) -> None:
     """One option per `Config` field: the name with dashes, the default and choices from the dataclass, the help
     from the field's metadata; booleans get --x/--no-x, lists take several values."""
-    hints = typing.get_type_hints(Config)
+    hints, default = typing.get_type_hints(Config), Config()
     for f in dataclasses.fields(Config):
         kind = hints[f.name]
         args = typing.get_args(kind)
-        kw = {"help": f.metadata["help"], "default": getattr(Config(), f.name)}
+        kw = {"help": f.metadata["help"], "default": getattr(default, f.name)}
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is list:

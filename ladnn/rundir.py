@@ -175,11 +175,11 @@ def find_runs(folder: str | Path) -> list[Run]:
     line saying so: a failed or interrupted run is never read as a result."""
     runs = []
     for p in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
-        if p.is_dir() and (p / STATUS).is_file():
-            if status(p) == "complete":
+        if (p / STATUS).is_file():
+            try:
                 runs.append(Run(p))
-            else:
-                print(f"skipping {p}: not a finished run (status: {status(p)})")
+            except IncompleteRunError as e:
+                print(f"skipping {e}")
     return runs
 
 

@@ -91,11 +91,10 @@ def subset_auc(pred: pd.DataFrame, names) -> dict:
             "auc": float(skm.roc_auc_score(p[Y_TRUE], p[P_COVID])) if ok else None}
 
 
-def reencoded_auc(run, test: pd.DataFrame, fmt: str = "JPEG") -> dict:
-    """Test AUC of a run when every test image is re-encoded to one format before scoring."""
+def reencoded_auc(run, images: list[tuple[bytes, str]], y) -> dict:
+    """Test AUC of a run on images given as (bytes, name), such as the test split re-encoded once by `reencode`."""
     from ladnn.predict import Predictor
 
     pr = Predictor(run)
-    xs = [pr.preprocess(reencode(read_bytes(f), fmt), f)[1] for f in test["image"]]
-    p = pr.probs_batched(xs)[:, 0]
-    return {"n": len(p), "auc": float(skm.roc_auc_score(test["covid"], p))}
+    p = pr.probs_batched([pr.preprocess(data, name)[1] for data, name in images])[:, 0]
+    return {"n": len(p), "auc": float(skm.roc_auc_score(y, p))}
