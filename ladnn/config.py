@@ -16,6 +16,7 @@ DATASETS = ("D0", "D0+D1")
 FINETUNE = ("full", "head", "top")
 HEADS = ("linear", "fc3")
 LESION_MASKS = ("any_lesion", "positives", "none")
+REDUCTIONS = ("mean", "per_image")
 PAPER_COVID_WEIGHT = 5.0  # the paper code's weight of the COVID term (Section 2.2; Code/train.py)
 SHORT_BACKBONES = ("vgg16, resnet18, resnet50, densenet121, densenet169, efficientnet_b0, efficientnet_b1, "
                    "efficientnet_lite0")
@@ -42,10 +43,14 @@ class Config:
                                "`top_blocks` blocks and the head", FINETUNE)
     top_blocks: int = _f(2, "blocks trained with finetune=top")
     views: int = _f(4, "augmented views per training image cached for finetune=head/top")
+    tta: int = _f(1, "test-time augmentation: average the logits of the plain image and tta - 1 augmented views "
+                     "(validation and test)")
     head: str = _f("linear", "linear (paper code) or fc3 (three FC layers, paper Figure 2)", HEADS)
     covid_weight: float = _f(PAPER_COVID_WEIGHT, "weight w of the COVID loss term (paper Section 2.2)")
     lesion_mask: str = _f("any_lesion", "which samples get lesion loss terms (any_lesion = the paper code's rule)",
                           LESION_MASKS)
+    loss_reduction: str = _f("mean", "mean: the loss divided by N x 6 entries (paper code); per_image: by N",
+                             REDUCTIONS)
     zero_lesions: list[str] = field(default_factory=list, metadata={
         "help": "ablation: train with these lesion labels set to 0", "choices": LESIONS})
     pretrained: bool = _f(True, "start from ImageNet weights (no: random initialisation)")
@@ -59,8 +64,8 @@ class Config:
             bad = [v for v in (value if isinstance(value, list) else [value]) if allowed and v not in allowed]
             if bad:
                 raise ValueError(f"config field {f.name!r}: {bad[0]!r} is not one of {allowed}")
-        if self.epochs < 1 or self.batch_size < 1 or self.views < 1:
-            raise ValueError("config fields 'epochs', 'batch_size' and 'views' must be >= 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.views < 1 or self.tta < 1:
+            raise ValueError("config fields 'epochs', 'batch_size', 'views' and 'tta' must be >= 1")
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -21,9 +21,11 @@ def lesion_mask(y: torch.Tensor, known: torch.Tensor, rule: str) -> torch.Tensor
 
 
 def lesion_attention_loss(logits: torch.Tensor, y: torch.Tensor, known: torch.Tensor | None = None,
-                          covid_weight: float = PAPER_COVID_WEIGHT, rule: str = "any_lesion") -> torch.Tensor:
-    """Mean over the batch of  w * BCE(COVID)  +  m_i * sum_k BCE(lesion_k),  where m_i is the lesion mask.
-    With one logit column (the baseline) only the COVID term is used, unweighted."""
+                          covid_weight: float = PAPER_COVID_WEIGHT, rule: str = "any_lesion",
+                          reduction: str = "mean") -> torch.Tensor:
+    """The per-image terms  w * BCE(COVID)  +  m_i * sum_k BCE(lesion_k)  (m_i: the lesion mask), summed over the
+    batch and divided by N x 6 (`mean`: the paper code's `BCELoss` mean over every entry) or by N (`per_image`).
+    With one logit column (the baseline) only the COVID term is used, unweighted, and both reductions agree."""
     y = y.to(logits.dtype)
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits[:, 0], y[:, 0])
@@ -31,4 +33,9 @@ def lesion_attention_loss(logits: torch.Tensor, y: torch.Tensor, known: torch.Te
         known = torch.ones(len(y), dtype=torch.bool, device=y.device)
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     m = lesion_mask(y, known, rule).to(bce.dtype)
-    return (covid_weight * bce[:, 0] + m * bce[:, 1:].sum(axis=1)).mean()
+    per_image = covid_weight * bce[:, 0] + m * bce[:, 1:].sum(axis=1)
+    if reduction == "mean":
+        return per_image.sum() / bce.numel()
+    if reduction == "per_image":
+        return per_image.mean()
+    raise ValueError(f"unknown loss reduction {reduction!r}")

@@ -1,5 +1,6 @@
-"""Metrics on predictions (pure functions over arrays). Point metrics come from scikit-learn; the bootstrap
-resamples are scored all at once with numpy, checked against scikit-learn in the tests."""
+"""Metrics on predictions (pure functions over arrays). Point metrics come from scikit-learn. A bootstrap resample is
+a row of image weights (how often each image was drawn, whole patients or source documents at a time), and all rows
+are scored at once with numpy; the tests check them against scikit-learn's `sample_weight` and a hand-enumerated case."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,105 +29,178 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
     }
 
 
+def labelled(Y: np.ndarray) -> np.ndarray:
+    """Images that carry lesion labels: at least one of the five is 1. The rest (negatives, and positives whose
+    caption named no lesion) are not evidence of "no lesion"; the default loss leaves them out too (`any_lesion`)."""
+    return np.asarray(Y).sum(axis=1) > 0
+
+
 def lesion_metrics(Y: np.ndarray, P: np.ndarray, threshold: float = 0.5) -> dict:
-    """Multi-label metrics on the five lesions, for the images passed in (we pass test images whose lesion labels
-    are known). `label_accuracy` = 1 - Hamming loss (the relation the paper's Table 3 numbers satisfy); `exact_match`
-    = all five right. Per-lesion AUC is None, with a reason, when that lesion has no positive (or no negative)."""
+    """Multi-label metrics on the five lesions for the images passed in (`evaluate_predictions` passes the labelled
+    ones): per-lesion AUC and average precision first, then `label_accuracy` = 1 - Hamming loss (the relation the
+    paper's Table 3 numbers satisfy) and `exact_match` (all five right). A lesion's AUC and AP are None, with a
+    reason, when it has no positive (or no negative) among these images."""
     Y, P = np.asarray(Y).astype(int), np.asarray(P, dtype=float)
     if len(Y) == 0:
-        return {"n": 0, "note": "no test image with known lesion labels"}
+        return {"n": 0, "note": "no test image carries a lesion label"}
     Yhat = (P >= threshold).astype(int)
     per = {}
     for k, name in enumerate(LESIONS):
         npos = int(Y[:, k].sum())
         ok = 0 < npos < len(Y)
         per[name] = {"n_pos": npos, "auc": float(skm.roc_auc_score(Y[:, k], P[:, k])) if ok else None,
+                     "ap": float(skm.average_precision_score(Y[:, k], P[:, k])) if ok else None,
                      "note": None if ok else f"AUC undefined: {npos} positives among {len(Y)} images"}
+    aucs = [v["auc"] for v in per.values() if v["auc"] is not None]
+    aps = [v["ap"] for v in per.values() if v["ap"] is not None]
     h = float(skm.hamming_loss(Y, Yhat))
-    return {"n": len(Y), "hamming_loss": h, "label_accuracy": 1 - h,
+    return {"n": len(Y), "mean_auc": float(np.mean(aucs)) if aucs else None,
+            "mean_ap": float(np.mean(aps)) if aps else None, "hamming_loss": h, "label_accuracy": 1 - h,
             "exact_match": float(skm.accuracy_score(Y, Yhat)), "per_lesion": per}
 
 
-def resampled_auc(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """ROC AUC of each resample `idx` (B x N indices), all at once: the Mann-Whitney statistic on average ranks, which
-    is what `roc_auc_score` computes (ties count one half). NaN where a resample holds one class only."""
-    yy, ranks = y[idx], stats.rankdata(p[idx], axis=1)
-    n1 = yy.sum(axis=1)
-    n0 = yy.shape[1] - n1
+def lesion_prevalence(Y: np.ndarray) -> list[float]:
+    """Each lesion's share among the labelled images of `Y` (the constant predictor's scores)."""
+    Y = np.asarray(Y)[labelled(Y)]
+    return Y.mean(axis=0).tolist() if len(Y) else [0.0] * len(LESIONS)
+
+
+def clusters(groups, y) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster index of each image and the stratum of each cluster (its class; 2 where a cluster holds both)."""
+    codes, uniq = pd.factorize(pd.Series(np.asarray(groups, dtype=str)), sort=True)
+    y = np.asarray(y).astype(int)
+    lo, hi = np.full(len(uniq), 1), np.full(len(uniq), 0)
+    np.minimum.at(lo, codes, y)
+    np.maximum.at(hi, codes, y)
+    return codes, np.where(lo == hi, lo, 2)
+
+
+def resample_weights(y, groups=None, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """B x N bootstrap weights: how many times each image is drawn when whole clusters (`groups`: patient, source
+    document or image) are drawn with replacement, as many as there are, separately within each class (a cluster
+    holding both classes forms a stratum of its own). Without `groups` every image is its own cluster."""
+    y = np.asarray(y).astype(int)
+    groups = np.arange(len(y)) if groups is None else groups
+    codes, stratum = clusters(groups, y)
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_boot, len(stratum)))
+    for s in np.unique(stratum):
+        members = np.flatnonzero(stratum == s)
+        counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=n_boot)
+    return counts[:, codes]
+
+
+def _by_score(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted positives and negatives at each distinct score, ascending (B x U each)."""
+    _, inv = np.unique(p, return_inverse=True)
+    onehot = np.zeros((len(p), inv.max() + 1))
+    onehot[np.arange(len(p)), inv] = 1
+    return (w * y) @ onehot, (w * (1 - y)) @ onehot
+
+
+def weighted_auc(y, p, w) -> np.ndarray:
+    """ROC AUC under each row of image weights `w` (B x N): the Mann-Whitney statistic, ties counting one half, as
+    `roc_auc_score(..., sample_weight=w)`. NaN where a row weighs one class only."""
+    pos, neg = _by_score(np.asarray(y, float), np.asarray(p, float), np.atleast_2d(w))
+    below = np.cumsum(neg, axis=1) - neg
     with np.errstate(invalid="ignore", divide="ignore"):
-        return ((ranks * yy).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+        return (pos * (below + neg / 2)).sum(1) / (pos.sum(1) * neg.sum(1))
 
 
-def resampled_ap(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Average precision of each resample, as `average_precision_score` defines it: the sum over distinct thresholds
-    of (recall step) x precision, tied scores forming one threshold. NaN where a resample has no positive."""
-    order = np.argsort(-p[idx], axis=1, kind="stable")
-    ps, ys = np.take_along_axis(p[idx], order, 1), np.take_along_axis(y[idx], order, 1)
-    tp = np.cumsum(ys, axis=1)
-    precision = tp / np.arange(1, ys.shape[1] + 1)
-    end = np.ones_like(ys, dtype=bool)
-    end[:, :-1] = ps[:, :-1] != ps[:, 1:]  # the last position of each run of tied scores
-    tp_end = np.where(end, tp, 0)
-    before = np.zeros_like(tp)
-    before[:, 1:] = np.maximum.accumulate(tp_end, axis=1)[:, :-1]  # true positives at the previous threshold
+def weighted_ap(y, p, w) -> np.ndarray:
+    """Average precision under each row of image weights, as `average_precision_score(..., sample_weight=w)`: the sum
+    over distinct thresholds (descending) of the recall step times the precision there. NaN without a positive."""
+    pos, neg = _by_score(np.asarray(y, float), np.asarray(p, float), np.atleast_2d(w))
+    pos, neg = pos[:, ::-1], neg[:, ::-1]
+    tp, cnt = np.cumsum(pos, 1), np.cumsum(pos + neg, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.where(end, (tp - before) * precision, 0)).sum(axis=1) / ys.sum(axis=1)
+        prec = np.where(cnt > 0, tp / np.where(cnt > 0, cnt, 1), 0)
+        return (pos * prec).sum(1) / pos.sum(1)
 
 
-def resampled_binary(y: np.ndarray, p: np.ndarray, idx: np.ndarray, threshold: float = 0.5) -> dict[str, np.ndarray]:
-    """Every metric of `binary_metrics` for each resample `idx` (B x N), vectorised; the thresholded ones from the
-    confusion counts with scikit-learn's zero_division=0. tests/test_metrics.py checks them against scikit-learn."""
-    yy, hat = y[idx].astype(bool), p[idx] >= threshold
-    tp, fp, fn = (yy & hat).sum(1), (~yy & hat).sum(1), (yy & ~hat).sum(1)
+def weighted_binary(y, p, w, threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """Every metric of `binary_metrics` under each row of image weights (B x N), vectorised; the thresholded ones
+    from weighted confusion counts with scikit-learn's zero_division=0. The tests compare them with scikit-learn."""
+    y, p, w = np.asarray(y).astype(bool), np.asarray(p, float), np.atleast_2d(w)
+    hat = p >= threshold
+    tp, fp, fn, tn = (w @ (y & hat), w @ (~y & hat), w @ (y & ~hat), w @ (~y & ~hat))
 
     def ratio(a, b):
         return np.divide(a, b, out=np.zeros(len(a)), where=b > 0)
 
-    return {"auc": resampled_auc(y, p, idx), "ap": resampled_ap(y, p, idx), "sensitivity": ratio(tp, tp + fn),
+    return {"auc": weighted_auc(y, p, w), "ap": weighted_ap(y, p, w), "sensitivity": ratio(tp, tp + fn),
             "precision": ratio(tp, tp + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn),
-            "accuracy": (yy == hat).mean(1)}
+            "accuracy": ratio(tp + tn, tp + fp + fn + tn)}
 
 
-def two_class_resamples(y: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """`n_boot` bootstrap resamples of the indices (B x N), keeping those that hold both classes."""
-    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
-    return idx[(y[idx].min(1) == 0) & (y[idx].max(1) == 1)]
-
-
-def bootstrap_ci(y, p, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, threshold: float = 0.5) -> dict:
-    """Percentile bootstrap intervals over test images for each binary metric (resamples holding one class only are
-    dropped)."""
+def bootstrap_ci(y, p, groups=None, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05,
+                 threshold: float = 0.5) -> dict:
+    """Percentile bootstrap intervals of each binary metric, resampling whole clusters (`groups`) within each class."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    draws = resampled_binary(y, p, two_class_resamples(y, n_boot, seed), threshold)
-    return {k: [float(np.quantile(draws[k], alpha / 2)), float(np.quantile(draws[k], 1 - alpha / 2))] for k in BINARY}
+    draws = weighted_binary(y, p, resample_weights(y, groups, n_boot, seed), threshold)
+    return {k: [float(np.nanquantile(draws[k], alpha / 2)), float(np.nanquantile(draws[k], 1 - alpha / 2))]
+            for k in BINARY}
 
 
-def paired_test(y, p_a, p_b, n_boot: int = 2000, seed: int = 0, threshold: float = 0.5) -> dict:
-    """Method A against method B on the same images: paired bootstrap of the AUC difference (two-sided p-value,
-    95% interval) and McNemar's exact test on the 0/1 decisions."""
-    y, p_a, p_b = (np.asarray(a, dtype=float) for a in (y, p_a, p_b))
-    y = y.astype(int)
-    d0 = skm.roc_auc_score(y, p_a) - skm.roc_auc_score(y, p_b)
-    idx = two_class_resamples(y, n_boot, seed)
-    ds = resampled_auc(y, p_a, idx) - resampled_auc(y, p_b, idx)
-    p_boot = float(min(1.0, 2 * min((ds <= 0).mean(), (ds >= 0).mean())))
+def paired_difference(y, p_a, p_b, groups=None, n_boot: int = 2000, seed: int = 0) -> dict:
+    """AUC(A) - AUC(B), averaged over paired runs: `p_a` and `p_b` are N (one pair) or S x N (S pairs, such as seeds,
+    on the same images). The bootstrap draws whole clusters within each class and, with several pairs, the pairs
+    too (a two-level bootstrap), and applies the same draw to both methods. Returns the estimate, its 95% percentile
+    interval, the two-sided bootstrap p-value, the standard error and the smallest difference detectable with 80%
+    power at the 5% level, (z_0.975 + z_0.8) x SE (the normal approximation)."""
+    y = np.asarray(y).astype(int)
+    pa, pb = np.atleast_2d(np.asarray(p_a, float)), np.atleast_2d(np.asarray(p_b, float))
+    if pa.shape != pb.shape or pa.shape[1] != len(y):
+        raise ValueError(f"paired predictions must have the same shape (S x {len(y)}): {pa.shape} and {pb.shape}")
+    d_runs = np.array([skm.roc_auc_score(y, a) - skm.roc_auc_score(y, b) for a, b in zip(pa, pb)])
+    w = resample_weights(y, groups, n_boot, seed)
+    ds = np.stack([weighted_auc(y, a, w) - weighted_auc(y, b, w) for a, b in zip(pa, pb)], axis=1)  # B x S
+    if len(pa) > 1:  # draw the pairs with replacement as well
+        pick = np.random.default_rng(seed + 1).integers(0, len(pa), ds.shape)
+        ds = np.take_along_axis(ds, pick, 1)
+    ds = ds.mean(1)
+    se = float(np.std(ds, ddof=1))
+    return {"auc_diff": float(d_runs.mean()), "auc_diff_ci": [float(np.quantile(ds, 0.025)),
+                                                            float(np.quantile(ds, 0.975))],
+            "p_auc": float(min(1.0, 2 * min((ds <= 0).mean(), (ds >= 0).mean()))), "se": se,
+            "detectable_80": float((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * se),
+            "pairs": len(pa), "per_pair": d_runs.tolist(), "n": len(y),
+            "clusters": len(np.unique(np.asarray(groups if groups is not None else np.arange(len(y)), str)))}
+
+
+def paired_test(y, p_a, p_b, groups=None, n_boot: int = 2000, seed: int = 0, threshold: float = 0.5) -> dict:
+    """Method A against method B on the same images: the clustered paired bootstrap of the AUC difference
+    (`paired_difference`) and McNemar's exact test on the 0/1 decisions."""
+    y, p_a, p_b = np.asarray(y).astype(int), np.asarray(p_a, float), np.asarray(p_b, float)
+    out = paired_difference(y, p_a, p_b, groups, n_boot, seed)
     ra, rb = (p_a >= threshold) == y, (p_b >= threshold) == y
     b, c = int((ra & ~rb).sum()), int((~ra & rb).sum())
     p_mc = float(stats.binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
-    return {"auc_diff": float(d0), "auc_diff_ci": [float(np.quantile(ds, 0.025)), float(np.quantile(ds, 0.975))],
-            "p_auc": p_boot, "a_right_b_wrong": b, "a_wrong_b_right": c, "p_mcnemar": p_mc, "n": len(y)}
+    return {**out, "a_right_b_wrong": b, "a_wrong_b_right": c, "p_mcnemar": p_mc}
 
 
-def evaluate_predictions(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
-    """All test metrics from a predictions table (columns y_true, p_covid, and for LA-DNN p_<lesion>, y_<lesion>,
-    lesions_known)."""
+def evaluate_predictions(pred: pd.DataFrame, train_prevalence: list[float] | None = None, n_boot: int = 2000,
+                         seed: int = 0) -> dict:
+    """All test metrics from a predictions table (`ladnn.rundir.predictions_table`). COVID metrics come with 95%
+    intervals that resample whole clusters (column `group`: patient, else source document, else the image).
+    Lesion metrics use only the images that carry lesion labels, beside two predictors the head must beat: every
+    lesion scored by its training prevalence (`train_prevalence`), and every lesion scored by the COVID probability."""
+    groups = pred.get("group")
     out = {"covid": binary_metrics(pred["y_true"], pred["p_covid"]),
-           "covid_ci95": bootstrap_ci(pred["y_true"], pred["p_covid"], n_boot=n_boot, seed=seed)}
+           "covid_ci95": bootstrap_ci(pred["y_true"], pred["p_covid"], groups, n_boot=n_boot, seed=seed),
+           "clusters": int(pred["group"].nunique()) if groups is not None else len(pred)}
     if f"p_{LESIONS[0]}" in pred:
-        k = pred[pred["lesions_known"].astype(bool)]
-        out["lesions"] = lesion_metrics(k[[f"y_{x}" for x in LESIONS]].to_numpy(),
-                                        k[[f"p_{x}" for x in LESIONS]].to_numpy())
-        out["lesions"]["images"] = "test images with known lesion labels (the COVID-positive, annotated ones)"
+        Y = pred[[f"y_{x}" for x in LESIONS]].to_numpy()
+        k = labelled(Y) & pred["lesions_known"].astype(bool).to_numpy()
+        Yk = Y[k]
+        out["lesions"] = lesion_metrics(Yk, pred.loc[k, [f"p_{x}" for x in LESIONS]].to_numpy())
+        out["lesions"]["images"] = (f"{int(k.sum())} test images that carry at least one lesion label; "
+                                    f"{int((pred['y_true'] == 1).sum() - k.sum())} positives without one are left out")
+        base = {"covid_score": lesion_metrics(Yk, np.repeat(pred.loc[k, ["p_covid"]].to_numpy(), len(LESIONS), 1))}
+        if train_prevalence is not None:
+            base["constant"] = lesion_metrics(Yk, np.tile(np.asarray(train_prevalence, float), (len(Yk), 1)))
+            base["constant"]["scores"] = list(train_prevalence)
+        out["lesions"]["baselines"] = base
     return out
 
 

@@ -21,6 +21,7 @@ FILES = (CONFIG, HISTORY, MODEL, PREDICTIONS, METRICS)
 
 # Columns of predictions.csv: one row per test image.
 IMAGE, Y_TRUE, P_COVID, LESIONS_KNOWN = "image", "y_true", "p_covid", "lesions_known"
+GROUP = "group"  # the resampling cluster: patient, else source document, else the image
 P_LESIONS = tuple(f"p_{k}" for k in LESIONS)  # LA-DNN only
 Y_LESIONS = tuple(f"y_{k}" for k in LESIONS)
 
@@ -45,9 +46,16 @@ def status(run: str | Path) -> str:
     return json.loads(p.read_text())["status"] if p.is_file() else "absent"
 
 
+def groups_of(df: pd.DataFrame) -> list[str]:
+    """The resampling cluster of each image: its patient, else its source document, else the image itself."""
+    cols = [df[c] if c in df else pd.Series([""] * len(df), index=df.index) for c in ("patient", "source")]
+    return [str(p or s or n) for p, s, n in zip(*cols, df["name"])]
+
+
 def predictions_table(df: pd.DataFrame, probs: np.ndarray, tasks: tuple[str, ...]) -> pd.DataFrame:
     """predictions.csv from a sample table (`ladnn.data` columns) and the probabilities of each task."""
     out = pd.DataFrame({IMAGE: df["name"], Y_TRUE: df["covid"].astype(int), P_COVID: probs[:, 0]})
+    out[GROUP] = groups_of(df)
     if len(tasks) > 1:
         for k, col in enumerate(P_LESIONS):
             out[col] = probs[:, k + 1]
@@ -141,7 +149,9 @@ class Run:
         return torch.load(self.path / MODEL, map_location=device, weights_only=False)
 
     def matches(self, cfg: Config) -> bool:
-        return self.config.to_dict() == cfg.to_dict()
+        """Trained with exactly `cfg`: the saved fields, read as written (a run saved before a field existed was
+        trained without it and matches no config that has it)."""
+        return json.loads((self.path / CONFIG).read_text()) == cfg.to_dict()
 
     def summary(self) -> dict:
         """One row of the runs table: the config, the test metrics, and how the run went."""
@@ -151,9 +161,10 @@ class Run:
                "seconds": m["run"]["seconds"], "best_epoch": m["run"]["best_epoch"],
                "weights_source": m["run"]["weights_source"]}
         if m.get("lesions", {}).get("n"):
-            row["lesion_label_accuracy"] = m["lesions"]["label_accuracy"]
-            row["hamming_loss"] = m["lesions"]["hamming_loss"]
-            row["lesion_exact_match"] = m["lesions"]["exact_match"]
+            les = m["lesions"]
+            row.update({"lesion_label_accuracy": les["label_accuracy"], "hamming_loss": les["hamming_loss"],
+                        "lesion_exact_match": les["exact_match"], "lesion_auc": les.get("mean_auc"),
+                        "lesion_ap": les.get("mean_ap"), "lesion_images": les["n"]})
         return row
 
     def write_evaluation(self, name: str, predictions: pd.DataFrame, metrics: dict) -> Path:

@@ -24,13 +24,15 @@ from ladnn.config import LESIONS, Config
 from ladnn.data import load_table, subset
 from ladnn.images import ImageCache, augment, cache_dir, normalize
 from ladnn.loss import lesion_attention_loss
-from ladnn.metrics import binary_metrics, evaluate_predictions
+from ladnn.metrics import binary_metrics, evaluate_predictions, lesion_prevalence
 from ladnn.models import LADNN, build_model, split_model, timm_name
 from ladnn.rundir import Run, RunDir, is_done, predictions_table
 
 VIEW_SEED = 1234  # augmented views cached for head/top are drawn once, shared by every seed and method
 # The config fields the image and activation caches depend on: runs that agree on them share one cache.
-CACHE_FIELDS = ("backbone", "dataset", "finetune", "top_blocks", "views", "limit", "pretrained", "weights", "device")
+CACHE_FIELDS = ("backbone", "dataset", "finetune", "top_blocks", "views", "tta", "limit", "pretrained", "weights",
+                "device")
+TTA_SEED = 4321  # the test-time views are drawn once, the same for every run
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -94,8 +96,8 @@ def run_batches(net: torch.nn.Module, xs: torch.Tensor, device, prep=None, batch
 class ImageBatches:
     """finetune=full: the network sees decoded images, augmented afresh in every batch (the paper's pipeline)."""
 
-    def __init__(self, model: LADNN, imgs: dict[str, torch.Tensor], device: torch.device):
-        self.imgs, self.device = imgs, device
+    def __init__(self, model: LADNN, imgs: dict[str, torch.Tensor], device: torch.device, tta: int = 1):
+        self.imgs, self.device, self.tta = imgs, device, tta
         self.prep, self.prep_aug = Prep(model, device), Prep(model, device, aug=True)
 
     def epoch(self, batch_size: int, g: torch.Generator):
@@ -108,7 +110,13 @@ class ImageBatches:
             yield idx, self.prep_aug(self.imgs["train"][idx])
 
     def outputs(self, net: torch.nn.Module, split: str) -> torch.Tensor:
-        return run_batches(net, self.imgs[split], self.device, self.prep)
+        """Logits of the plain images, averaged with those of `tta - 1` augmented views (drawn with TTA_SEED)."""
+        plain = run_batches(net, self.imgs[split], self.device, self.prep)
+        if self.tta == 1:
+            return plain
+        with fixed_rng(TTA_SEED):
+            views = [run_batches(net, self.imgs[split], self.device, self.prep_aug) for _ in range(self.tta - 1)]
+        return torch.stack([plain, *views]).mean(0)
 
 
 class FeatureBatches:
@@ -127,12 +135,32 @@ class FeatureBatches:
             yield idx, channels_last(self.feats["train"][view[idx], idx].to(self.device))
 
     def outputs(self, net: torch.nn.Module, split: str) -> torch.Tensor:
-        return run_batches(net, self.feats[split], self.device)
+        """Logits of the plain view, averaged with those of the cached test-time views (`<split>_tta`) if any."""
+        plain = run_batches(net, self.feats[split], self.device)
+        extra = self.feats.get(f"{split}_tta")
+        if extra is None:
+            return plain
+        return torch.stack([plain, *(run_batches(net, v, self.device) for v in extra)]).mean(0)
+
+
+class fixed_rng:
+    """Draw from torch's global generator with a fixed seed inside the block, restoring its state after."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        self.state = torch.get_rng_state()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        torch.set_rng_state(self.state)
 
 
 def feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[str, torch.Tensor]:
     """Activations of the frozen lower part: `views` augmented views of each training image, one plain view of the
-    validation and test images. Stored on disk, keyed by everything they depend on."""
+    validation and test images and, with `tta` > 1, `tta - 1` augmented views of them (`val_tta`, `test_tta`).
+    Stored on disk, keyed by everything they depend on."""
     parts = ["affine_grid-v1", timm_name(cfg.backbone), model.weights_source, cache_key(cfg), VIEW_SEED,
              model.data_config, {s: hashlib.sha256(x.cpu().numpy().tobytes()).hexdigest() for s, x in imgs.items()}]
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
@@ -142,14 +170,16 @@ def feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[
     t = time.time()
     print(f"caching activations of the frozen part: {cfg.views} augmented views of {len(imgs['train'])} training "
           f"images, {len(imgs['val'])} validation and {len(imgs['test'])} test images", flush=True)
-    g = torch.get_rng_state()
-    torch.manual_seed(VIEW_SEED)
-    views = [run_batches(lower, imgs["train"], device, Prep(model, device, aug=True), desc=f"cache view {v + 1}")
-             for v in range(cfg.views)]
+    aug = Prep(model, device, aug=True)
+    with fixed_rng(VIEW_SEED):
+        views = [run_batches(lower, imgs["train"], device, aug, desc=f"cache view {v + 1}") for v in range(cfg.views)]
     feats = {"train": torch.stack(views)}  # V, N, ...
     for s in ("val", "test"):
         feats[s] = run_batches(lower, imgs[s], device, Prep(model, device), desc=f"cache {s}")
-    torch.set_rng_state(g)
+        if cfg.tta > 1:
+            with fixed_rng(TTA_SEED):
+                feats[f"{s}_tta"] = torch.stack([run_batches(lower, imgs[s], device, aug, desc=f"cache {s} TTA")
+                                                 for _ in range(cfg.tta - 1)])
     print(f"cached in {time.time() - t:.0f} s: {f}", flush=True)
     f.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -169,7 +199,7 @@ def batch_source(cfg: Config, model: LADNN, imgs: dict, device) -> tuple[ImageBa
     """The batches and the trainable network of a fine-tuning mode: the whole model on images (`full`), or the part
     above a frozen lower part on its cached activations (`head`: the head alone; `top`: the last `top_blocks`)."""
     if cfg.finetune == "full":
-        return ImageBatches(model, imgs, device), model
+        return ImageBatches(model, imgs, device, cfg.tta), model
     lower, upper = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
     for p in lower.parameters():
         p.requires_grad_(False)
@@ -182,7 +212,8 @@ def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor
     """One optimiser step on the lesion-attention loss (eq. in Section 2.2); returns the batch loss (no sync)."""
     with autocast(device):
         logits = net(x).float()[:, :len(cfg.tasks)]
-    loss = lesion_attention_loss(logits, y[:, :len(cfg.tasks)], known, cfg.covid_weight, cfg.lesion_mask)
+    loss = lesion_attention_loss(logits, y[:, :len(cfg.tasks)], known, cfg.covid_weight, cfg.lesion_mask,
+                                cfg.loss_reduction)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -277,7 +308,7 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
                   f"val AUC {h['val_auc'] or float('nan'):.4f} ({time.time() - t0:.0f} s)", flush=True)
     model.load_state_dict(best_state)
     pred = predictions_table(data["test"], torch.sigmoid(source.outputs(net, "test")).numpy(), cfg.tasks)
-    metrics = evaluate_predictions(pred, seed=cfg.seed)
+    metrics = evaluate_predictions(pred, lesion_prevalence(data["train"][list(LESIONS)].to_numpy()), seed=cfg.seed)
     metrics["run"] = {"best_epoch": min(history, key=lambda h: h["val_covid_loss"])["epoch"],
                       "seconds": round(time.time() - t0, 1), "device": str(device),
                       "timm_name": timm_name(cfg.backbone), "weights_source": model.weights_source,

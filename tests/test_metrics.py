@@ -7,8 +7,11 @@ from ladnn.metrics import (
     bootstrap_ci,
     evaluate_predictions,
     lesion_metrics,
+    paired_difference,
     paired_test,
-    resampled_binary,
+    resample_weights,
+    weighted_auc,
+    weighted_binary,
 )
 
 Y = np.array([1, 1, 1, 0, 0, 0, 1, 0])
@@ -65,35 +68,110 @@ def test_paired_test_detects_a_real_difference_and_not_a_null_one():
     assert same["auc_diff"] == 0 and same["p_mcnemar"] == 1.0
 
 
-def test_evaluate_predictions_uses_known_lesions_only():
-    pred = pd.DataFrame({"y_true": Y, "p_covid": P, "lesions_known": [1, 1, 1, 0, 0, 0, 0, 0]})
+def test_lesion_metrics_ignore_unlabelled_images():
+    """Positives 0-2 carry lesion labels, positive 6 has none (its caption named no lesion), the rest are negatives.
+    The head's confident "GGO" on the unlabelled positive and on the negatives must not count as errors."""
+    pred = pd.DataFrame({"y_true": Y, "p_covid": P, "lesions_known": [1, 1, 1, 0, 0, 0, 1, 0]})
     for k in ("GGO", "Csld", "CrPa", "AirBr", "InSepThi"):
         pred[f"p_{k}"], pred[f"y_{k}"] = 0.1, 0
-    m = evaluate_predictions(pred, n_boot=50)
+    pred["p_GGO"], pred.loc[[0, 1, 2], "y_GGO"] = 0.9, 1
+    pred.loc[1, "y_Csld"], pred.loc[1, "p_Csld"] = 1, 0.8
+    m = evaluate_predictions(pred, train_prevalence=[0.7, 0.4, 0.1, 0.1, 0.1], n_boot=50)
     assert m["lesions"]["n"] == 3 and m["lesions"]["hamming_loss"] == 0
+    assert "3 test images" in m["lesions"]["images"] and "1 positives without one" in m["lesions"]["images"]
+    const = m["lesions"]["baselines"]["constant"]
+    assert const["n"] == 3 and const["hamming_loss"] == pytest.approx(1 / 15)  # GGO predicted yes (0.7): Csld missed
+    assert const["per_lesion"]["Csld"]["auc"] == 0.5
+    cov = m["lesions"]["baselines"]["covid_score"]  # p_covid 0.9, 0.8, 0.3 as every lesion's score
+    assert cov["per_lesion"]["Csld"]["auc"] == pytest.approx(0.5)  # its 0.8 lies between the others' 0.9 and 0.3
+    # rows 0 and 1 say "all five" (p >= 0.5): 4 + 3 errors; row 2 says "none": GGO missed -> 8 of 15
+    assert cov["hamming_loss"] == pytest.approx(8 / 15)
 
 
 @pytest.mark.parametrize("ties", [False, True])
-def test_resampled_metrics_equal_scikit_learn(ties):
-    """The vectorised bootstrap scores every resample exactly as binary_metrics (scikit-learn) does."""
+def test_weighted_metrics_equal_scikit_learn(ties):
+    """A bootstrap resample is a row of image weights; each is scored exactly as binary_metrics (scikit-learn) scores
+    the images repeated that many times."""
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 60)
     p = np.clip(y * 0.3 + rng.random(60) * 0.7, 0, 1)
     if ties:  # rounded scores and a block of one value, as a saturated model gives
         p = np.round(p, 1)
         p[:10] = 1.0
-    idx = rng.integers(0, 60, (40, 60))
-    idx = idx[(y[idx].min(1) == 0) & (y[idx].max(1) == 1)]
-    fast = resampled_binary(y, p, idx)
-    for b, i in enumerate(idx):
+    w = resample_weights(y, n_boot=30, seed=1)
+    fast = weighted_binary(y, p, w)
+    for b, row in enumerate(w):
+        i = np.repeat(np.arange(60), row.astype(int))
         ref = binary_metrics(y[i], p[i])
         for k in fast:
             assert fast[k][b] == pytest.approx(ref[k], abs=1e-12), (k, b)
 
 
-def test_resampled_metrics_zero_division_like_scikit_learn():
+def test_weighted_metrics_zero_division_like_scikit_learn():
     y = np.array([0, 1, 0, 1])
     p = np.array([0.1, 0.2, 0.3, 0.4])  # nothing predicted positive: precision and F1 are 0, not NaN
-    fast = resampled_binary(y, p, np.arange(4)[None])
+    fast = weighted_binary(y, p, np.ones((1, 4)))
     ref = binary_metrics(y, p)
     assert all(fast[k][0] == pytest.approx(ref[k]) for k in fast)
+
+
+def test_clustered_resamples_keep_clusters_whole_and_classes_apart():
+    y = np.array([1, 1, 1, 0, 0, 0, 0])
+    groups = ["a", "a", "b", "c", "c", "d", "e"]
+    w = resample_weights(y, groups, n_boot=500, seed=0)
+    assert (w[:, 0] == w[:, 1]).all() and (w[:, 3] == w[:, 4]).all()  # a patient is drawn whole
+    # two positive clusters drawn twice, three negative clusters drawn three times, in every resample
+    assert ((w[:, [0, 2]] > 0) * [[0.5, 1]]).sum(1).max() <= 2
+    counts_pos = w[:, 0] + w[:, 2]  # draws of a plus draws of b
+    assert (counts_pos == 2).all()
+    assert (w[:, 3] + w[:, 5] + w[:, 6] == 3).all()
+
+
+def test_clustered_bootstrap_matches_the_hand_enumerated_distribution():
+    """Positives: patient A (scores 0.9, 0.8) and patient B (0.3). Negatives: images 0.6 and 0.2. Drawing two
+    positive and two negative clusters with replacement gives 3 x 3 outcomes; by hand:
+      positives AA (p 1/4): AUC 1;            AB (1/2): pairs 0.9, 0.8 > both, 0.3 > 0.2 only -> 5/6;
+      BB (1/4): 0.3 > 0.2 only -> 1/2 with both negatives, 0 with 0.6 twice, 1 with 0.2 twice.
+      negatives: {0.6, 0.2} (1/2), {0.6, 0.6} (1/4), {0.2, 0.2} (1/4).
+    With AB and {0.6, 0.6}: 0.9, 0.8 beat 0.6, 0.3 does not -> 2/3; AB and {0.2, 0.2}: 1.
+    So the mean AUC is 1/4 (1) + 1/2 (1/2 * 5/6 + 1/4 * 2/3 + 1/4 * 1) + 1/4 (1/2 * 1/2 + 1/4 * 0 + 1/4 * 1)."""
+    y = np.array([1, 1, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.3, 0.6, 0.2])
+    groups = ["A", "A", "B", "n1", "n2"]
+    exact_mean = 1 / 4 + 1 / 2 * (5 / 12 + 1 / 6 + 1 / 4) + 1 / 4 * (1 / 4 + 1 / 4)
+    exact_values = {1.0, 5 / 6, 2 / 3, 0.5, 0.0}
+    w = resample_weights(y, groups, n_boot=20000, seed=0)
+    aucs = weighted_auc(y, p, w)
+    assert set(np.round(np.unique(aucs), 9)) == {round(v, 9) for v in exact_values}
+    assert aucs.mean() == pytest.approx(exact_mean, abs=0.01)
+    assert (aucs == 0).mean() == pytest.approx(1 / 16, abs=0.01)  # BB with 0.6 drawn twice
+    # an image-level bootstrap of the same data gives other outcomes (B alone is one of three positive draws)
+    assert not np.allclose(weighted_auc(y, p, resample_weights(y, None, 20000, 0)).mean(), exact_mean, atol=0.01)
+
+
+def test_clustering_widens_the_interval_when_clusters_are_alike():
+    """Ten images per patient with near-identical scores: an image bootstrap pretends there are 200 observations,
+    the clustered one knows there are 20."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(rng.integers(0, 2, 20), 10)
+    p = np.repeat(np.clip(rng.normal(0.5, 0.2, 20), 0, 1), 10) + rng.normal(0, 1e-3, 200) + 0.15 * y
+    groups = np.repeat(np.arange(20), 10)
+    wide, narrow = bootstrap_ci(y, p, groups, n_boot=1000)["auc"], bootstrap_ci(y, p, None, n_boot=1000)["auc"]
+    assert wide[1] - wide[0] > 2 * (narrow[1] - narrow[0])
+
+
+def test_pooled_paired_difference_over_seeds():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 150)
+    groups = np.arange(150) // 3
+    better = [np.clip(y * 0.5 + rng.random(150) * 0.6, 0, 1) for _ in range(3)]
+    worse = [np.clip(y * 0.2 + rng.random(150) * 0.6, 0, 1) for _ in range(3)]
+    d = paired_difference(y, better, worse, groups, n_boot=1000)
+    per_seed = [binary_metrics(y, a)["auc"] - binary_metrics(y, b)["auc"] for a, b in zip(better, worse)]
+    assert d["auc_diff"] == pytest.approx(np.mean(per_seed)) and d["pairs"] == 3 and d["clusters"] == 50
+    assert d["auc_diff_ci"][0] > 0 and d["p_auc"] < 0.01
+    assert d["detectable_80"] == pytest.approx(2.8016 * d["se"], rel=1e-3)
+    null = paired_difference(y, better, better, groups, n_boot=300)
+    assert null["auc_diff"] == 0 and null["p_auc"] == 1.0
+    with pytest.raises(ValueError, match="same shape"):
+        paired_difference(y, better, worse[:2], groups)

@@ -64,3 +64,32 @@ def test_reader_refuses_unfinished_runs_and_reads_finished_ones(tmp_path):
     RunDir(r.path).start(Config().to_dict(), overwrite=True)
     with pytest.raises(IncompleteRunError):
         Run(r.path)
+
+
+def test_predictions_carry_the_resampling_cluster():
+    import numpy as np
+    import pandas as pd
+
+    from ladnn.rundir import GROUP, predictions_table
+
+    df = pd.DataFrame({"name": ["a.png", "b.png", "c.png"], "covid": [1, 1, 0], "lesions_known": [True, True, False],
+                       "patient": ["Patient 7", "", ""], "source": ["2020.03.01", "2020.03.01", ""]})
+    pred = predictions_table(df, np.array([[0.9], [0.8], [0.1]]), ("COVID",))
+    assert list(pred[GROUP]) == ["Patient 7", "2020.03.01", "c.png"]  # patient, else source document, else image
+    bare = predictions_table(df[["name", "covid", "lesions_known"]], np.array([[0.9], [0.8], [0.1]]), ("COVID",))
+    assert list(bare[GROUP]) == ["a.png", "b.png", "c.png"]  # a folder of images: each image its own cluster
+
+
+def test_a_run_saved_before_a_config_field_existed_is_not_reused(tmp_path):
+    import pandas as pd
+
+    from ladnn.config import Config
+    from ladnn.rundir import is_done
+
+    r = RunDir(tmp_path / "old")
+    old = Config().to_dict()
+    del old["loss_reduction"]  # trained before the field existed, with the loss then in use
+    r.start(old)
+    r.write_results(pd.DataFrame({"epoch": [1]}), pd.DataFrame({"image": ["a"], "y_true": [1], "p_covid": [0.5]}),
+                    {"config": old}, {"covid": {"auc": 1.0}, "run": {"best_epoch": 1}})
+    assert not is_done(r.path, Config())

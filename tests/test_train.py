@@ -43,3 +43,22 @@ def test_steps_lower_the_loss_on_a_separable_problem():
     assert ev["val_auc"] > 0.9 and set(ev) == {"val_covid_loss", "val_auc", "val_accuracy", "val_f1"}
     loss = train_step(net, opt, x[0, :8], y[:8], known[:8], cfg, torch.device("cpu"))
     assert loss.dim() == 0 and not loss.requires_grad
+
+
+def test_test_time_augmentation_averages_the_views():
+    """tta > 1: the outputs are the mean logits of the plain view and the augmented ones; tta = 1 is the plain view."""
+    net = nn.Linear(8, 6)
+    plain, extra = torch.randn(5, 8), torch.randn(2, 5, 8)
+    f = FeatureBatches({"train": torch.randn(1, 4, 8), "val": plain, "val_tta": extra}, torch.device("cpu"))
+    with torch.no_grad():
+        want = (net(plain) + net(extra[0]) + net(extra[1])) / 3
+    assert torch.allclose(f.outputs(net, "val"), want, atol=1e-6)
+    assert torch.allclose(FeatureBatches({"val": plain}, torch.device("cpu")).outputs(net, "val"), net(plain).detach())
+    model = build_model("resnet18", "ladnn", pretrained=False)
+    imgs = {"val": torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)}
+    one, four = ImageBatches(model, imgs, torch.device("cpu")), ImageBatches(model, imgs, torch.device("cpu"), tta=4)
+    a, b, b2 = one.outputs(model, "val"), four.outputs(model, "val"), four.outputs(model, "val")
+    assert not torch.allclose(a, b) and torch.equal(b, b2)  # the views differ from the plain image, but are fixed
+    state = torch.get_rng_state()
+    four.outputs(model, "val")
+    assert torch.equal(state, torch.get_rng_state())  # drawing the views leaves the training's random stream alone

@@ -35,7 +35,8 @@ def table1_comparison(df: pd.DataFrame) -> pd.DataFrame:
     paper = paper_table(1).set_index(["dataset", "class"])
     out = []
     for key in paper.index:
-        for col in ("images", "train_images", "val_images", "test_images", "patients"):
+        for col in ("images", "train_images", "val_images", "test_images", "patients", "train_patients",
+                    "val_patients", "test_patients"):
             p, o = paper.loc[key, col], ours.loc[key, col] if key in ours.index else None
             if pd.notna(p):
                 out.append({"dataset": key[0], "class": key[1], "quantity": col, "paper": int(p),
@@ -44,6 +45,26 @@ def table1_comparison(df: pd.DataFrame) -> pd.DataFrame:
     t["ours"] = t["ours"].astype("Int64")
     t["agrees"] = (t["paper"] == t["ours"]).fillna(False).astype(bool)
     return t
+
+
+def differences_sentence(df: pd.DataFrame) -> str:
+    """Why our Table 1 differs from the paper's, with every number read from the data and the paper's table."""
+    paper = paper_table(1).set_index(["dataset", "class"])
+    d0 = df[df["dataset"] == "D0"]
+    pos, neg = int(d0["covid"].sum()), int((d0["covid"] == 0).sum())
+    p_pos, p_neg = int(paper.loc[("D0", "positive"), "images"]), int(paper.loc[("D0", "negative"), "images"])
+    d1 = df[df["dataset"] == "D1"]
+    p_d1 = int(paper.loc[("D1", "positive"), "images"] + paper.loc[("D1", "negative"), "images"])
+    ours_pat = table1(df).set_index(["dataset", "class"]).loc[("D0", "positive")]
+    split_pat = "/".join(str(ours_pat[f"{s}_patients"]) for s in ("train", "val", "test"))
+    paper_pat = "/".join(str(int(paper.loc[("D0", "positive"), f"{s}_patients"])) for s in ("train", "val", "test"))
+    return (f"The main reasons. (1) The released split files list {pos} positives and {neg} negatives in D0; the "
+            f"paper counts {p_pos} and {p_neg}, because, its footnote says, {pos - p_pos} of the positives should "
+            f"have been negatives, and it relabelled them (the split files were not changed). (2) Only {len(d1)} of "
+            f"D1's {p_d1} images are in this data copy (see its README for the missing archives). (3) The COVID-CT "
+            f"non-COVID images carry no patient ids, so their patients cannot be counted. (4) Per split, our D0 "
+            f"positives come from {split_pat} patients (training/validation/test) against the paper's {paper_pat}: "
+            f"the patient ids in the metadata file do not reproduce the paper's counts exactly.")
 
 
 def lesion_figure(df: pd.DataFrame):

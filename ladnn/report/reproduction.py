@@ -51,6 +51,6 @@ def thresholded_auc_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def recipe_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The fine-tuning settings of a profile's runs, one row per distinct recipe."""
-    cols = ["backbone", "method", "finetune", "top_blocks", "head", "lr", "epochs", "views", "covid_weight",
-            "lesion_mask"]
+    cols = ["backbone", "method", "finetune", "top_blocks", "head", "lr", "epochs", "views", "tta", "covid_weight",
+            "lesion_mask", "loss_reduction"]
     return runs[cols].drop_duplicates(subset=["backbone", "method", "finetune", "head", "lr"]).reset_index(drop=True)

@@ -1,48 +1,66 @@
-"""How the quick profile's settings were chosen: the validation-only search of benchmarks/select_quick.py."""
+"""How the quick profile's settings were chosen: the validation-only search of benchmarks/select_quick.py, run for
+the baseline and LA-DNN alike; the chosen setting has the lowest validation COVID loss averaged over both methods."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ladnn.report import resource
+from ladnn.report import METHOD_NAMES, resource
 
 SELECTION_CSV = "select_quick_cpu.csv"  # package data, written by benchmarks/select_quick.py
+SETTING = ["backbone", "top_blocks", "lr", "views", "tta", "head"]  # one candidate setting
 
 
 def selection_table(path=None) -> pd.DataFrame:
-    """The quick profile's candidate settings as `benchmarks/select_quick.py` measured them, on the validation split
-    only: per candidate and epoch budget, the mean over seeds of the kept epoch's validation COVID loss and AUC, the
-    kept epochs, the fastest seed's seconds per epoch and the training time of the budget (epochs x seconds per epoch)."""
+    """The candidate settings as `benchmarks/select_quick.py` measured them on the validation split only: per setting
+    and epoch budget, the validation COVID loss and AUC of the kept epoch for each method (mean over seeds) and both
+    together (the criterion), the kept epochs, the fastest run's seconds per epoch and the training seconds of the
+    budget. Sorted by the criterion; a setting is compared only when both methods have the same seeds."""
     df = pd.read_csv(path or resource(SELECTION_CSV))
-    keys = ["top_blocks", "lr", "views", "head", "budget"]
+    keys = SETTING + ["budget"]
+    per = df.groupby(keys + ["method"]).agg(loss=("val_covid_loss", "mean"), auc=("val_auc", "mean"),
+                                            seeds=("seed", "size")).unstack("method")
     g = df.groupby(keys)
-    out = g.agg(seeds=("seed", "size"), val_covid_loss=("val_covid_loss", "mean"), val_auc=("val_auc", "mean"),
+    out = g.agg(seeds=("seed", "nunique"), val_covid_loss=("val_covid_loss", "mean"), val_auc=("val_auc", "mean"),
                 seconds_per_epoch=("seconds_per_epoch", "min"))
+    for m in ("baseline", "ladnn"):
+        out[f"loss {METHOD_NAMES[m]}"] = per.get(("loss", m), np.nan)
+        out[f"AUC {METHOD_NAMES[m]}"] = per.get(("auc", m), np.nan)
+    seeds = per["seeds"].reindex(columns=["baseline", "ladnn"])  # a method never trained is a column of NaN
+    out["both methods"] = seeds.notna().all(axis=1) & (seeds.nunique(axis=1) == 1)
     out["kept_epochs"] = g["kept_epoch"].apply(lambda s: ", ".join(str(int(x)) for x in s))
     out = out.reset_index()
     out["train_seconds"] = out["budget"] * out["seconds_per_epoch"]
-    return out.sort_values("val_covid_loss").round({"val_covid_loss": 3, "val_auc": 3, "seconds_per_epoch": 1,
-                                                     "train_seconds": 0}).reset_index(drop=True)
+    return out.sort_values(["both methods", "val_covid_loss"], ascending=[False, True]).round(
+        {"val_covid_loss": 3, "val_auc": 3, "loss baseline": 3, "loss LA-DNN": 3, "AUC baseline": 3,
+         "AUC LA-DNN": 3, "seconds_per_epoch": 1, "train_seconds": 0}).reset_index(drop=True)
 
 
 def _profile_rows(sel: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the selection table with this profile's own settings and epoch budget (none unless it uses `top`)."""
+    """The rows of the selection table with this profile's own setting and epoch budget (none unless it uses `top`)."""
     c = runs.iloc[0]
     if c["finetune"] != "top":
         return sel.iloc[:0]
-    return sel[(sel["top_blocks"] == c["top_blocks"]) & np.isclose(sel["lr"], c["lr"]) & (sel["views"] == c["views"])
-               & (sel["head"] == c["head"]) & (sel["budget"] == c["epochs"])]
+    mask = np.isclose(sel["lr"], c["lr"]) & (sel["budget"] == c["epochs"])
+    for k in ("backbone", "top_blocks", "views", "tta", "head"):
+        mask &= sel[k] == c[k]
+    return sel[mask]
+
+
+def describe(r) -> str:
+    return (f"{r['backbone']}, the top {int(r['top_blocks'])} block(s) at learning rate {r['lr']:g}, "
+            f"{int(r['views'])} cached views, {int(r['tta'])} test-time view(s), {r['head']} head, "
+            f"{int(r['budget'])} epochs (validation COVID loss {r['val_covid_loss']:.3f} averaged over both methods: "
+            f"baseline {r['loss baseline']:.3f}, LA-DNN {r['loss LA-DNN']:.3f}; {int(r['seeds'])} seeds; about "
+            f"{r['train_seconds']:.0f} s of training per run)")
 
 
 def selection_sentence(sel: pd.DataFrame, runs: pd.DataFrame) -> str:
-    """Name the best candidate on validation, the best within this profile's epoch budget, and this profile's own."""
-    def describe(r) -> str:
-        return (f"the top {int(r['top_blocks'])} block(s) at learning rate {r['lr']:g}, {int(r['views'])} views, "
-                f"{r['head']} head, {int(r['budget'])} epochs (validation COVID loss {r['val_covid_loss']:.3f}, AUC "
-                f"{r['val_auc']:.3f}, mean of {int(r['seeds'])} seeds; about {r['train_seconds']:.0f} s of training "
-                f"per run)")
-
+    """Name the best setting on validation, the best within this profile's epoch budget, and this profile's own."""
+    sel = sel[sel["both methods"]]
+    if sel.empty:
+        return "No candidate setting was trained for both methods."
     text = f"Lowest validation loss of all: {describe(sel.iloc[0])}."
     c = runs.iloc[0]
     if c["finetune"] != "top":
@@ -52,20 +70,19 @@ def selection_sentence(sel: pd.DataFrame, runs: pd.DataFrame) -> str:
         text += f" Lowest with {int(c['epochs'])} epochs: {describe(same.iloc[0])}."
     mine = _profile_rows(sel, runs)
     if mine.empty:
-        return text + (f" This profile trains the top {int(c['top_blocks'])} block(s) at learning rate {c['lr']:g} "
-                       f"for {int(c['epochs'])} epochs, a setting the table does not hold.")
+        return text + (f" This profile trains {c['backbone']}'s top {int(c['top_blocks'])} block(s) at learning "
+                       f"rate {c['lr']:g} for {int(c['epochs'])} epochs, a setting the table does not hold.")
     return text + f" This profile uses {describe(mine.iloc[0])}."
 
 
 def selection_figure(sel: pd.DataFrame, runs: pd.DataFrame):
-    """Validation COVID loss against training seconds per run, one line per candidate through its epoch budgets; the
-    profile's own setting is starred."""
+    """Validation COVID loss (both methods averaged) against training seconds per run, one line per setting through
+    its epoch budgets; the profile's own setting is starred."""
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    keys = ["top_blocks", "lr", "views", "head"]
-    for k, g in sel.groupby(keys):
+    for k, g in sel.groupby(SETTING):
         g = g.sort_values("budget")
         line, = ax.plot(g["train_seconds"], g["val_covid_loss"], marker="o", ms=4,
-                        label=f"top {k[0]}, lr {k[1]:g}, {k[2]} views, {k[3]}")
+                        label=f"{k[0]}, top {k[1]}, lr {k[2]:g}, {k[3]} views, TTA {k[4]}, {k[5]}")
         for _, r in g.iterrows():
             ax.annotate(f"{int(r['budget'])}", (r["train_seconds"], r["val_covid_loss"]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points", color=line.get_color())
@@ -73,7 +90,7 @@ def selection_figure(sel: pd.DataFrame, runs: pd.DataFrame):
     if not mine.empty:
         ax.plot(mine["train_seconds"], mine["val_covid_loss"], "k*", ms=14, label="this profile")
     ax.set_xlabel("training seconds per run on this CPU (epochs x seconds per epoch; numbers: epochs)")
-    ax.set_ylabel("validation COVID loss (mean over seeds)")
+    ax.set_ylabel("validation COVID loss (mean of both methods)")
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
