@@ -23,7 +23,8 @@ from ladnn.rundir import status
 # MathJax for offline reading: one self-contained file (SVG output needs no fonts) from the npm registry, pinned.
 MATHJAX = ("mathjax@3.2.2", "package/es5/tex-svg.js",
            "d4295dc33744836935c1399feece5159577b34c5c8ffb9f1c6324cd82e03a882")
-ANALYSIS = ("data", "results", "gradcam", "pairplot", "validity", "reproduction")
+# Validity first: it is the longest (it scores every run again), and the others fit beside it on the other core.
+ANALYSIS = ("validity", "data", "results", "gradcam", "pairplot", "reproduction")
 
 
 class BuildError(RuntimeError):

@@ -163,7 +163,7 @@ def table3(runs: pd.DataFrame) -> pd.DataFrame:
     t = rows.groupby(["backbone", "dataset", "lesion", "metric", "who"], sort=False)["value"].mean().unstack("who")
     t = t[[c for c in REFERENCES if c in t]]
     hamming = t.index.get_level_values("metric") == "Hamming loss"
-    t = t.apply(lambda col: ["" if pd.isna(v) else f"{v:.3f}" if h else f"{100 * v:.1f}" for v, h in zip(col, hamming)])
+    t = t.apply(lambda col: ["n/a" if pd.isna(v) else f"{v:.3f}" if h else f"{100 * v:.1f}" for v, h in zip(col, hamming)])
     paper = paper_table(3)
     col = []
     for bb, ds, _, metric in t.index:
@@ -392,10 +392,12 @@ def verdict(runs: pd.DataFrame, pooled: pd.DataFrame, lesions: pd.DataFrame, ens
                   "size of the paper's.")))
     out.append("**The lesion head.** " + lesion_sentence(lesions))
     d0_b0 = b1 - b0
+    spread = max((abs(d) for r in pooled["per_pair"] for d in r), default=float("nan"))
     out.append(
         "**What would have to be true for the paper's numbers.** A gain of "
         f"{d0_b0:+.3f} from one run per method is believable if the effect is real and larger than the seed-to-seed "
-        "spread of a single run's difference (ours above), or if the paper's runs were luckier than average. "
+        f"spread of a single run's difference (ours reach at most {spread:.3f} in size), or if the paper's runs were "
+        "luckier than average. "
         "The paper's code also differs from its text in ways that move both methods (see the Reproduction notes): "
         "its AUC was computed from 0/1 decisions, and two lesion labels were read as 0. For the gain to come from "
         "the lesion task, the lesion head must learn the lesions; the paragraph above says whether ours did.")
