@@ -10,7 +10,7 @@ import argparse
 
 import pandas as pd
 
-from ladnn.report import results, selection
+from ladnn.report import lesions, results, selection
 from ladnn.rundir import runs_table
 
 
@@ -27,10 +27,10 @@ def main() -> None:
     pooled = results.pooled_difference(runs)
     print("\npooled LA-DNN - baseline:\n", results.pooled_table(pooled).to_string())
     print("\nper seed:\n", results.paired_table(results.paired_tests(runs)).to_string(index=False))
-    print("\nTable 3:\n", results.table3(runs).to_string())
-    lv = results.lesion_verdict(runs)
-    print("\n" + results.lesion_sentence(lv))
-    print("\n" + results.verdict(runs, pooled, lv, ens))
+    print("\nTable 3:\n", lesions.table3(runs).to_string())
+    text = lesions.lesion_sentence(lesions.lesion_verdict(runs))
+    print("\n" + text)
+    print("\n" + results.verdict(pooled, ens, text))
     print("\nsearch (validation only):\n", selection.selection_table().to_string())
 
 

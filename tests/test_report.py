@@ -8,6 +8,7 @@ from ladnn.config import LESIONS, Config
 from ladnn.metrics import evaluate_predictions, mean_ci
 from ladnn.report import (
     fmt_ci,
+    lesions,
     maps,
     paper_table,
     recipe,
@@ -119,7 +120,7 @@ def test_mean_auc_sentence_and_paired_tests(grid):
 
 def test_table3_is_honest_about_the_lesion_head(grid):
     runs = runs_table(grid)
-    t3 = results.table3(runs)
+    t3 = lesions.table3(runs)
     assert list(t3.columns) == ["LA-DNN's lesion head", "constant (training prevalence)",
                                 "COVID probability as every lesion's score", "paper"]
     # per backbone: 5 lesions x (AUC, AP) first, then label accuracy and Hamming loss
@@ -130,10 +131,10 @@ def test_table3_is_honest_about_the_lesion_head(grid):
     # only the positives with a lesion label are scored
     lab = int((_samples()[list(LESIONS)].sum(axis=1) > 0).sum())
     assert t3.attrs["images"][("vgg16", "D0")] == lab < N // 2
-    v = results.lesion_verdict(runs, n_boot=300).set_index("backbone")
+    v = lesions.lesion_verdict(runs, n_boot=300).set_index("backbone")
     assert v.loc["vgg16", "head_ci"][0] > 0.5  # the head that learned the lesions beats a constant
     assert v.loc["efficientnet_lite0", "head_ci"][0] < 0.5 < v.loc["efficientnet_lite0", "head_ci"][1]
-    text = results.lesion_sentence(v.reset_index())
+    text = lesions.lesion_sentence(v.reset_index())
     assert "ranks lesions better than a constant." in text and "has not shown" in text
 
 
@@ -153,7 +154,7 @@ def test_pooled_difference_ensembles_and_verdict(grid):
     preds = [pd.read_csv(grid / f"vgg16-ladnn-s{s}" / "predictions.csv") for s in range(3)]
     assert e["ensemble"] == pytest.approx(skm.roc_auc_score(preds[0]["y_true"],
                                                             np.mean([p["p_covid"] for p in preds], axis=0)))
-    text = results.verdict(runs, pooled, results.lesion_verdict(runs, n_boot=200), ens)
+    text = results.verdict(pooled, ens, lesions.lesion_sentence(lesions.lesion_verdict(runs, n_boot=200)))
     assert "from 0.877 to 0.900 (+0.023)" in text  # the paper's EfficientNet-b0 numbers, read from its table
     assert f"{row['auc_diff']:+.3f}" in text and "80% power" in text and "resnet18 not up" in text
 

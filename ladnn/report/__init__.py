@@ -1,7 +1,8 @@
 """Tables, figures and sentences of the book, one module per chapter (notebooks only call these):
-`dataset` (the Data chapter), `results` (Results, Training runs), `selection` (how the quick profile was chosen),
-`maps` (Grad-CAM++ and the auxiliary outputs), `leakage` and `validity` (Validity), `reproduction` (Reproduction
-notes). This module holds what they share: the paper's tables (package data) and number formatting."""
+`dataset` (the Data chapter), `results` (Results, Training runs), `lesions` (Table 3), `selection` (how the quick
+profile was chosen), `maps` (Grad-CAM++ and the auxiliary outputs), `leakage` and `validity` (Validity),
+`reproduction` (Reproduction notes). This module holds what they share: the paper's tables (package data) and
+number formatting."""
 from __future__ import annotations
 
 from importlib import resources
