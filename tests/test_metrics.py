@@ -175,3 +175,24 @@ def test_pooled_paired_difference_over_seeds():
     assert null["auc_diff"] == 0 and null["p_auc"] == 1.0
     with pytest.raises(ValueError, match="same shape"):
         paired_difference(y, better, worse[:2], groups)
+
+
+def test_resampling_agrees_with_scipy_bootstrap():
+    """Within one class and with every image its own cluster, our resample weights are the ordinary bootstrap:
+    the spread of a weighted mean matches scipy.stats.bootstrap's standard error for the mean. With clusters of
+    four alike images it matches scipy's bootstrap of the cluster means (equal cluster sizes)."""
+    from scipy import stats as sst
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, 120)
+    y = np.ones(120, dtype=int)
+    w = resample_weights(y, None, n_boot=20000, seed=2)
+    ours = ((w @ x) / w.sum(1)).std(ddof=1)
+    ref = sst.bootstrap((x,), np.mean, n_resamples=20000, random_state=1).standard_error
+    assert ours == pytest.approx(ref, rel=0.05)
+    groups = np.arange(120) // 4
+    xc = np.repeat(rng.normal(0, 1, 30), 4) + rng.normal(0, 0.1, 120)
+    w = resample_weights(y, groups, n_boot=20000, seed=3)
+    ours = ((w @ xc) / w.sum(1)).std(ddof=1)
+    ref = sst.bootstrap((xc.reshape(30, 4).mean(1),), np.mean, n_resamples=20000, random_state=1).standard_error
+    assert ours == pytest.approx(ref, rel=0.05)
