@@ -98,24 +98,30 @@ def _by_score(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, 
     return (w * y) @ onehot, (w * (1 - y)) @ onehot
 
 
-def weighted_auc(y, p, w) -> np.ndarray:
-    """ROC AUC under each row of image weights `w` (B x N): the Mann-Whitney statistic, ties counting one half, as
-    `roc_auc_score(..., sample_weight=w)`. NaN where a row weighs one class only."""
-    pos, neg = _by_score(np.asarray(y, float), np.asarray(p, float), np.atleast_2d(w))
+def _auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     below = np.cumsum(neg, axis=1) - neg
     with np.errstate(invalid="ignore", divide="ignore"):
         return (pos * (below + neg / 2)).sum(1) / (pos.sum(1) * neg.sum(1))
 
 
-def weighted_ap(y, p, w) -> np.ndarray:
-    """Average precision under each row of image weights, as `average_precision_score(..., sample_weight=w)`: the sum
-    over distinct thresholds (descending) of the recall step times the precision there. NaN without a positive."""
-    pos, neg = _by_score(np.asarray(y, float), np.asarray(p, float), np.atleast_2d(w))
-    pos, neg = pos[:, ::-1], neg[:, ::-1]
+def _ap(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    pos, neg = pos[:, ::-1], neg[:, ::-1]  # descending thresholds
     tp, cnt = np.cumsum(pos, 1), np.cumsum(pos + neg, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         prec = np.where(cnt > 0, tp / np.where(cnt > 0, cnt, 1), 0)
         return (pos * prec).sum(1) / pos.sum(1)
+
+
+def weighted_auc(y, p, w) -> np.ndarray:
+    """ROC AUC under each row of image weights `w` (B x N): the Mann-Whitney statistic, ties counting one half, as
+    `roc_auc_score(..., sample_weight=w)`. NaN where a row weighs one class only."""
+    return _auc(*_by_score(np.asarray(y, float), np.asarray(p, float), np.atleast_2d(w)))
+
+
+def weighted_ap(y, p, w) -> np.ndarray:
+    """Average precision under each row of image weights, as `average_precision_score(..., sample_weight=w)`: the sum
+    over distinct thresholds (descending) of the recall step times the precision there. NaN without a positive."""
+    return _ap(*_by_score(np.asarray(y, float), np.asarray(p, float), np.atleast_2d(w)))
 
 
 def weighted_binary(y, p, w, threshold: float = 0.5) -> dict[str, np.ndarray]:
@@ -128,7 +134,8 @@ def weighted_binary(y, p, w, threshold: float = 0.5) -> dict[str, np.ndarray]:
     def ratio(a, b):
         return np.divide(a, b, out=np.zeros(len(a)), where=b > 0)
 
-    return {"auc": weighted_auc(y, p, w), "ap": weighted_ap(y, p, w), "sensitivity": ratio(tp, tp + fn),
+    by_score = _by_score(y.astype(float), p, w)  # shared by AUC and AP
+    return {"auc": _auc(*by_score), "ap": _ap(*by_score), "sensitivity": ratio(tp, tp + fn),
             "precision": ratio(tp, tp + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn),
             "accuracy": ratio(tp + tn, tp + fp + fn + tn)}
 
@@ -165,7 +172,7 @@ def paired_difference(y, p_a, p_b, groups=None, n_boot: int = 2000, seed: int = 
             "p_auc": float(min(1.0, 2 * min((ds <= 0).mean(), (ds >= 0).mean()))), "se": se,
             "detectable_80": float((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * se),
             "pairs": len(pa), "per_pair": d_runs.tolist(), "n": len(y),
-            "clusters": len(np.unique(np.asarray(groups if groups is not None else np.arange(len(y)), str)))}
+            "clusters": len(clusters(np.arange(len(y)) if groups is None else groups, y)[1])}
 
 
 def paired_test(y, p_a, p_b, groups=None, n_boot: int = 2000, seed: int = 0, threshold: float = 0.5) -> dict:

@@ -5,6 +5,7 @@ chooses between augmented images and cached activations), then `fit_epoch` and `
 keeps the epoch with the lowest validation COVID loss and writes the run directory."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -143,18 +144,12 @@ class FeatureBatches:
         return torch.stack([plain, *(run_batches(net, v, self.device) for v in extra)]).mean(0)
 
 
-class fixed_rng:
-    """Draw from torch's global generator with a fixed seed inside the block, restoring its state after."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def __enter__(self):
-        self.state = torch.get_rng_state()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        torch.set_rng_state(self.state)
+@contextlib.contextmanager
+def fixed_rng(seed: int):
+    """Draw from torch's global CPU generator with a fixed seed inside the block; its state is restored after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[str, torch.Tensor]:

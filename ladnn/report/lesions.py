@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from ladnn.config import LESIONS
 from ladnn.metrics import labelled, resample_weights, weighted_auc
@@ -74,7 +75,9 @@ def lesion_verdict(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     The mean per-lesion AUC of the seed ensemble's lesion scores, over the lesions with both classes among the
     labelled test images, with a patient-clustered bootstrap interval; beside it the same for the COVID probability,
     and the Hamming loss of the head (mean over seeds) against the constant predictor's."""
-    rows = []
+    rows, hamming = [], pd.DataFrame(_lesion_rows(runs))
+    if len(hamming):
+        hamming = hamming[hamming["metric"] == "Hamming loss"].groupby(["backbone", "dataset", "who"])["value"].mean()
     for (bb, ds), _ in runs[runs["method"] == "ladnn"].groupby(["backbone", "dataset"]):
         first, preds = seed_predictions(runs, bb, ds, "ladnn")
         Y = first[list(Y_LESIONS)].to_numpy()
@@ -84,19 +87,17 @@ def lesion_verdict(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
         pc = np.mean([q[P_COVID].to_numpy()[k] for q in preds], axis=0)
         ok = [j for j in range(len(LESIONS)) if 0 < Y[:, j].sum() < len(Y)]
         out = {"backbone": bb, "dataset": ds, "labelled images": int(k.sum()), "lesions scored": len(ok)}
+        # one draw of whole patients for all lesions (the labelled images are all positives: one stratum)
+        w = resample_weights(np.ones(len(Y)), groups, n_boot)
         for who, S in (("head", P), ("covid_score", np.repeat(pc[:, None], len(LESIONS), 1))):
             if not ok:
                 out[f"{who}_auc"], out[f"{who}_ci"] = float("nan"), [float("nan")] * 2
                 continue
-            point = float(np.mean([weighted_auc(Y[:, j], S[:, j], np.ones((1, len(Y))))[0] for j in ok]))
-            draws = np.nanmean([weighted_auc(Y[:, j], S[:, j], resample_weights(Y[:, j], groups, n_boot, j))
-                                for j in ok], axis=0)
+            point = float(np.mean([roc_auc_score(Y[:, j], S[:, j]) for j in ok]))
+            draws = np.nanmean([weighted_auc(Y[:, j], S[:, j], w) for j in ok], axis=0)
             out[f"{who}_auc"], out[f"{who}_ci"] = point, [float(np.nanquantile(draws, q)) for q in (0.025, 0.975)]
-        hl = pd.DataFrame([r for r in _lesion_rows(runs) if r["backbone"] == bb and r["dataset"] == ds
-                           and r["metric"] == "Hamming loss"])
         for key, who in (("head_hamming", "ours"), ("constant_hamming", "constant")):
-            out[key] = float(hl[hl["who"] == who]["value"].mean()) if len(hl) and (hl["who"] == who).any() \
-                else float("nan")
+            out[key] = float(hamming.get((bb, ds, who), float("nan"))) if len(hamming) else float("nan")
         rows.append(out)
     return pd.DataFrame(rows)
 

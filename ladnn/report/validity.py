@@ -52,8 +52,8 @@ def near_duplicate_figure(df: pd.DataFrame, dist: np.ndarray, distances=range(7)
 def hash_reading(df: pd.DataFrame, dist: np.ndarray, threshold: int, distances=range(7)) -> str:
     """The hash figure read by code: per distance, the cross-split pairs that share a source document or patient,
     that come from different ones, and whose origin is not recorded; and what that says of `threshold`."""
-    split = df["split"].to_numpy()
-    origin = np.array([p or s for p, s in zip(df["patient"], df["source"])], dtype=object)
+    split, source = df["split"].to_numpy(), df["source"].to_numpy()
+    known_origin = (df["patient"].to_numpy() != "") | (source != "")
     iu = np.triu_indices_from(dist, 1)
     cross = split[iu[0]] != split[iu[1]]
     parts, mixed_at_or_below = [], 0
@@ -61,11 +61,10 @@ def hash_reading(df: pd.DataFrame, dist: np.ndarray, threshold: int, distances=r
         k = np.where((dist[iu] == d) & cross)[0]
         if not len(k):
             continue
-        a, b = origin[iu[0][k]], origin[iu[1][k]]
-        known = (a != "") & (b != "")
-        same_src = np.array([df["source"].iloc[i] == df["source"].iloc[j] != "" for i, j in
-                             zip(iu[0][k], iu[1][k])])
-        other = int((known & ~same_src & (a != b)).sum())
+        i, j = iu[0][k], iu[1][k]
+        known = known_origin[i] & known_origin[j]
+        same_src = (source[i] == source[j]) & (source[i] != "")
+        other = int((known & ~same_src).sum())
         mixed_at_or_below += other if d <= threshold else 0
         parts.append(f"at {d} bit(s), {len(k)} pair(s): {int(same_src.sum())} from one source document, {other} "
                      f"from different documents, {int((~known).sum())} of unrecorded origin")
