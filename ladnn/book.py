@@ -24,7 +24,7 @@ from ladnn.rundir import status
 MATHJAX = ("mathjax@3.2.2", "package/es5/tex-svg.js",
            "d4295dc33744836935c1399feece5159577b34c5c8ffb9f1c6324cd82e03a882")
 # Validity first: it is the longest (it scores every run again), and the others fit beside it on the other core.
-ANALYSIS = ("validity", "data", "results", "gradcam", "pairplot", "reproduction")
+ANALYSIS = ("validity", "sources", "data", "results", "gradcam", "pairplot", "reproduction")
 
 
 class BuildError(RuntimeError):

@@ -132,11 +132,11 @@ def _run(a: argparse.Namespace) -> int:
         print(json.dumps({"out": a.out, **m["covid"], "best_epoch": m["run"]["best_epoch"],
                           "seconds": m["run"]["seconds"]}))
     elif a.cmd == "evaluate":
-        from ladnn.predict import evaluate_run
+        from ladnn.predict import evaluate_run, summary_text
 
         m = evaluate_run(a.run, a.images, a.data_dir, a.device)
-        print(json.dumps({"covid": m["covid"], "covid_ci95": m["covid_ci95"], "written_to": m["written_to"]}, indent=2))
-        print(NOTICE, file=sys.stderr)
+        print(summary_text(m))
+        print(NOTICE)
     elif a.cmd == "predict":
         from ladnn.predict import Predictor
 

@@ -17,6 +17,9 @@ FINETUNE = ("full", "head", "top")
 HEADS = ("linear", "fc3")
 LESION_MASKS = ("any_lesion", "positives", "none")
 REDUCTIONS = ("mean", "per_image")
+PROTOCOLS = ("official", "source")
+PREPROCESS = ("crop", "gray", "clahe", "jpeg")  # applied in this order (ladnn.images.preprocess)
+AUGMENTS = ("paper", "strong")
 PAPER_COVID_WEIGHT = 5.0  # the paper code's weight of the COVID term (Section 2.2; Code/train.py)
 SHORT_BACKBONES = ("vgg16, resnet18, resnet50, densenet121, densenet169, efficientnet_b0, efficientnet_b1, "
                    "efficientnet_lite0")
@@ -51,6 +54,15 @@ class Config:
                           LESION_MASKS)
     loss_reduction: str = _f("mean", "mean: the loss divided by N x 6 entries (paper code); per_image: by N",
                              REDUCTIONS)
+    protocol: str = _f("official", "official: the dataset's own split; source: cross-validation by source, no source "
+                                   "on both sides (ladnn.sources)", PROTOCOLS)
+    folds: int = _f(5, "protocol=source: number of source folds")
+    fold: int = _f(0, "protocol=source: the test fold (the next one validates, the rest train)")
+    preprocess: list[str] = field(default_factory=list, metadata={
+        "help": "input pipeline against shortcuts, applied in this order: crop (to the body), gray, clahe (contrast-"
+                "limited histogram equalisation), jpeg (every image re-encoded at quality 75)", "choices": PREPROCESS})
+    augment: str = _f("paper", "paper: the paper code's flip, scale and tiny shear; strong: adds rotation, shift, "
+                               "brightness and contrast", AUGMENTS)
     zero_lesions: list[str] = field(default_factory=list, metadata={
         "help": "ablation: train with these lesion labels set to 0", "choices": LESIONS})
     pretrained: bool = _f(True, "start from ImageNet weights (no: random initialisation)")
@@ -66,6 +78,9 @@ class Config:
                 raise ValueError(f"config field {f.name!r}: {bad[0]!r} is not one of {allowed}")
         if self.epochs < 1 or self.batch_size < 1 or self.views < 1 or self.tta < 1:
             raise ValueError("config fields 'epochs', 'batch_size', 'views' and 'tta' must be >= 1")
+        if self.folds < 3 or not 0 <= self.fold < self.folds:
+            raise ValueError(f"config fields 'folds' (>= 3) and 'fold' (0..folds-1): got folds={self.folds}, "
+                             f"fold={self.fold}")
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -60,10 +60,61 @@ def decode(data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS) ->
     return img.convert("RGB")
 
 
-def load_resized(data: bytes, size: int, name: str = "<upload>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode and resize to size x size (the paper's Resize((224, 224))), as HxWx3 uint8."""
-    img = decode(data, name, max_pixels).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-    return np.asarray(img, dtype=np.uint8)
+def crop_to_body(img: Image.Image, min_fraction: float = 0.1, margin: float = 0.02) -> Image.Image:
+    """Crop to the bounding box of the largest bright connected region (the body on a CT slice), dropping the
+    border, panel letters and labels outside it. Otsu's threshold on a blurred grey copy; the image is returned
+    unchanged when that region covers less than `min_fraction` of it."""
+    import cv2
+
+    g = cv2.GaussianBlur(np.asarray(img.convert("L")), (5, 5), 0)
+    _, mask = cv2.threshold(g, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n < 2:
+        return img
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[k, :4])
+    if w * h < min_fraction * img.width * img.height:
+        return img
+    mx, my = int(margin * img.width), int(margin * img.height)
+    return img.crop((max(0, x - mx), max(0, y - my), min(img.width, x + w + mx), min(img.height, y + h + my)))
+
+
+def clahe(img: Image.Image, clip: float = 2.0, tiles: int = 8) -> Image.Image:
+    """Contrast-limited adaptive histogram equalisation (OpenCV) of the grey image, returned as grey RGB: every
+    source's display window and contrast are brought to a common local histogram."""
+    import cv2
+
+    eq = cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles)).apply(np.asarray(img.convert("L")))
+    return Image.fromarray(eq, mode="L").convert("RGB")
+
+
+def jpeg_roundtrip(img: Image.Image, quality: int = 75) -> Image.Image:
+    """Encode as JPEG and decode again: every image, whatever its file format, carries the same codec's artefacts."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def preprocess(img: Image.Image, size: int, steps=()) -> Image.Image:
+    """The input pipeline (Config.preprocess): crop to the body, grey, CLAHE on the full-resolution image, then the
+    resize to size x size (the paper's Resize((224, 224))), then the JPEG round trip at the model's size."""
+    unknown = set(steps) - {"crop", "gray", "clahe", "jpeg"}
+    if unknown:
+        raise ValueError(f"unknown preprocessing step(s) {sorted(unknown)}")
+    if "crop" in steps:
+        img = crop_to_body(img)
+    if "gray" in steps:
+        img = img.convert("L").convert("RGB")
+    if "clahe" in steps:
+        img = clahe(img)
+    img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return jpeg_roundtrip(img) if "jpeg" in steps else img
+
+
+def load_resized(data: bytes, size: int, name: str = "<upload>", max_pixels: int = MAX_PIXELS,
+                 steps=()) -> np.ndarray:
+    """Decode, preprocess (`steps`, see `preprocess`) and resize to size x size, as HxWx3 uint8."""
+    return np.asarray(preprocess(decode(data, name, max_pixels), size, steps), dtype=np.uint8)
 
 
 def cache_dir() -> Path:
@@ -71,10 +122,11 @@ def cache_dir() -> Path:
 
 
 class ImageCache:
-    """Decode + resize each image once; keyed by the file's SHA-256 and the target size, kept in memory and on disk."""
+    """Decode + preprocess + resize each image once; keyed by the file's SHA-256, the target size and the
+    preprocessing steps, kept in memory and on disk."""
 
-    def __init__(self, size: int, root: Path | None = None):
-        self.size = size
+    def __init__(self, size: int, root: Path | None = None, steps=()):
+        self.size, self.steps = size, tuple(steps)
         self.root = (root or cache_dir()) / "images"
         self.mem: dict[str, np.ndarray] = {}
 
@@ -84,11 +136,12 @@ class ImageCache:
             return self.mem[key]
         data = read_bytes(path)
         digest = hashlib.sha256(data).hexdigest()[:32]
-        f = self.root / f"{digest}_{self.size}.npy"
+        tag = "".join(f"_{s}" for s in self.steps)
+        f = self.root / f"{digest}_{self.size}{tag}.npy"
         if f.exists():
             arr = np.load(f)
         else:
-            arr = load_resized(data, self.size, name=str(path))
+            arr = load_resized(data, self.size, name=str(path), steps=self.steps)
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = f.with_suffix(f".{os.getpid()}.tmp")
             with open(tmp, "wb") as fh:
@@ -102,22 +155,37 @@ class ImageCache:
         return torch.from_numpy(np.stack([self.get(p) for p in paths])).permute(0, 3, 1, 2).contiguous()
 
 
-def augment(x: torch.Tensor, shear_deg: float = 0.2, scale: tuple[float, float] = (0.8, 1.2)) -> torch.Tensor:
+def augment(x: torch.Tensor, shear_deg: float = 0.2, scale: tuple[float, float] = (0.8, 1.2),
+            strength: str = "paper") -> torch.Tensor:
     """The paper code's augmentation, RandomAffine(0, shear=0.2, scale=(0.8, 1.2)) and a horizontal flip, drawn per
     image but applied to the whole batch at once on its device (affine_grid + grid_sample, bilinear, zero fill).
     torchvision reads that shear in degrees, so it is a very small shear; kept as in the paper code.
     Random parameters come from torch's global CPU generator, so a seed fixes them on any device.
+    `strength="strong"` adds a rotation (+-15 degrees), a shift (+-8%), a shear of +-5 degrees, and brightness
+    (+-20 levels) and contrast (x0.75..1.25) changes, against shortcuts in framing and display window.
     x: uint8 or float N x 3 x H x W; returns float32 in the same 0..255 range."""
     n = len(x)
-    s = torch.empty(n).uniform_(*scale)
-    sh = torch.deg2rad(torch.empty(n).uniform_(-shear_deg, shear_deg))
+    strong = strength == "strong"
+    s = torch.empty(n).uniform_(*((0.75, 1.25) if strong else scale))
+    sh = torch.deg2rad(torch.empty(n).uniform_(-5.0, 5.0) if strong else torch.empty(n).uniform_(-shear_deg, shear_deg))
     flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 1] = flip / s, -torch.tan(sh) / s, 1 / s
+    if strong:
+        a = torch.deg2rad(torch.empty(n).uniform_(-15.0, 15.0))
+        rot = torch.stack([torch.stack([a.cos(), -a.sin()], 1), torch.stack([a.sin(), a.cos()], 1)], 1)
+        theta[:, :, :2] = rot @ theta[:, :, :2]
+        theta[:, :, 2] = torch.empty(n, 2).uniform_(-0.16, 0.16)  # +-8% of the side (grid units span 2)
+        contrast, bright = torch.empty(n).uniform_(0.75, 1.25), torch.empty(n).uniform_(-20.0, 20.0)
     theta = theta.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else theta  # no host-device sync
     xf = x.float()
     grid = torch.nn.functional.affine_grid(theta, list(xf.shape), align_corners=False)
-    return torch.nn.functional.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = torch.nn.functional.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if not strong:
+        return out
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    c, b = (t.view(n, 1, 1, 1).to(x.device) for t in (contrast, bright))
+    return ((out - mean) * c + mean + b).clamp(0, 255)
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:

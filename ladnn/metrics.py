@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 
 from ladnn.config import LESIONS
 
-BINARY = ("auc", "ap", "sensitivity", "precision", "f1", "accuracy")
+BINARY = ("auc", "ap", "sensitivity", "specificity", "precision", "f1", "accuracy")
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
@@ -22,6 +22,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
         "auc": float(skm.roc_auc_score(y, p)) if two else None,
         "ap": float(skm.average_precision_score(y, p)) if two else None,
         "sensitivity": float(skm.recall_score(y, yhat, zero_division=0)),
+        "specificity": float(skm.recall_score(y, yhat, pos_label=0, zero_division=0)),
         "precision": float(skm.precision_score(y, yhat, zero_division=0)),
         "f1": float(skm.f1_score(y, yhat, zero_division=0)),
         "accuracy": float(skm.accuracy_score(y, yhat)),
@@ -136,7 +137,7 @@ def weighted_binary(y, p, w, threshold: float = 0.5) -> dict[str, np.ndarray]:
 
     by_score = _by_score(y.astype(float), p, w)  # shared by AUC and AP
     return {"auc": _auc(*by_score), "ap": _ap(*by_score), "sensitivity": ratio(tp, tp + fn),
-            "precision": ratio(tp, tp + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn),
+            "specificity": ratio(tn, tn + fp), "precision": ratio(tp, tp + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn),
             "accuracy": ratio(tp + tn, tp + fp + fn + tn)}
 
 

@@ -18,6 +18,7 @@ from ladnn.config import LESIONS, Config
 CONFIG, HISTORY, MODEL, PREDICTIONS, METRICS, STATUS = (
     "config.json", "history.csv", "model.pt", "predictions.csv", "metrics.json", "status.json")
 FILES = (CONFIG, HISTORY, MODEL, PREDICTIONS, METRICS)
+UNSEEN = "unseen_source.csv"  # official D0 runs: predictions on the D1 images present (sources D0 never saw)
 
 # Columns of predictions.csv: one row per test image.
 IMAGE, Y_TRUE, P_COVID, LESIONS_KNOWN = "image", "y_true", "p_covid", "lesions_known"

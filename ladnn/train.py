@@ -27,12 +27,13 @@ from ladnn.images import ImageCache, augment, cache_dir, normalize
 from ladnn.loss import lesion_attention_loss
 from ladnn.metrics import binary_metrics, evaluate_predictions, lesion_prevalence
 from ladnn.models import LADNN, build_model, split_model, timm_name
-from ladnn.rundir import Run, RunDir, is_done, predictions_table
+from ladnn.rundir import UNSEEN, Run, RunDir, is_done, predictions_table
+from ladnn.sources import protocol_info, unseen_source_eval
 
 VIEW_SEED = 1234  # augmented views cached for head/top are drawn once, shared by every seed and method
 # The config fields the image and activation caches depend on: runs that agree on them share one cache.
 CACHE_FIELDS = ("backbone", "dataset", "finetune", "top_blocks", "views", "tta", "limit", "pretrained", "weights",
-                "device")
+                "device", "protocol", "preprocess", "augment")
 TTA_SEED = 4321  # the test-time views are drawn once, the same for every run
 
 
@@ -47,7 +48,15 @@ def seed_everything(seed: int) -> None:
 
 
 def splits(cfg: Config, root=None) -> dict[str, pd.DataFrame]:
-    df = subset(load_table(cfg.dataset, root), cfg.limit, seed=0)
+    """Training, validation and test tables: the dataset's own split (`protocol=official`), or fold `cfg.fold` of
+    the source cross-validation (`protocol=source`, ladnn.sources). `row` is the image's place in the whole table."""
+    df = load_table(cfg.dataset, root)
+    df["row"] = np.arange(len(df))
+    df = subset(df, cfg.limit, seed=0)  # with protocol=source: the same images for every fold
+    if cfg.protocol == "source":
+        from ladnn.sources import fold_splits
+
+        df["split"] = fold_splits(df, cfg.folds, cfg.fold)
     return {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
 
 
@@ -71,12 +80,13 @@ def autocast(device: torch.device):
 class Prep:
     """uint8 images -> (augmented,) normalised float on the device, channels-last (faster on CPU and GPU alike)."""
 
-    def __init__(self, model: LADNN, device: torch.device, aug: bool = False):
+    def __init__(self, model: LADNN, device: torch.device, aug: bool = False, strength: str = "paper"):
         self.mean, self.std, self.device, self.aug = model.data_config["mean"], model.data_config["std"], device, aug
+        self.strength = strength
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
-        x = normalize(augment(x) if self.aug else x, self.mean, self.std)
+        x = normalize(augment(x, strength=self.strength) if self.aug else x, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -97,9 +107,10 @@ def run_batches(net: torch.nn.Module, xs: torch.Tensor, device, prep=None, batch
 class ImageBatches:
     """finetune=full: the network sees decoded images, augmented afresh in every batch (the paper's pipeline)."""
 
-    def __init__(self, model: LADNN, imgs: dict[str, torch.Tensor], device: torch.device, tta: int = 1):
+    def __init__(self, model: LADNN, imgs: dict[str, torch.Tensor], device: torch.device, tta: int = 1,
+                 strength: str = "paper"):
         self.imgs, self.device, self.tta = imgs, device, tta
-        self.prep, self.prep_aug = Prep(model, device), Prep(model, device, aug=True)
+        self.prep, self.prep_aug = Prep(model, device), Prep(model, device, aug=True, strength=strength)
 
     def epoch(self, batch_size: int, g: torch.Generator):
         """(indices, inputs) of one shuffled pass over the training split."""
@@ -152,20 +163,63 @@ def fixed_rng(seed: int):
         yield
 
 
+def _save(f: Path, feats: dict) -> None:
+    f.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(feats, buf)
+    tmp = f.with_suffix(f".{os.getpid()}.tmp")  # runs in parallel may build the same cache: never share a temp file
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(f)
+
+
+def _cache_file(cfg: Config, model: LADNN, imgs: dict) -> Path:
+    parts = ["affine_grid-v1", timm_name(cfg.backbone), model.weights_source, cache_key(cfg), VIEW_SEED,
+             model.data_config, {s: hashlib.sha256(x.cpu().numpy().tobytes()).hexdigest() for s, x in imgs.items()}]
+    return cache_dir() / "features" / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.pt"
+
+
+def pooled_feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, data: dict, device) -> dict[str, torch.Tensor]:
+    """protocol=source: one cache for every fold. The frozen part sees every image of the table once plain and in
+    max(views, tta - 1) augmented views (VIEW_SEED); a fold's training images use the first `views` of them, and its
+    validation and test images the plain view plus the first `tta - 1` as test-time views."""
+    rows = torch.cat([torch.tensor(data[s]["row"].to_numpy()) for s in ("train", "val", "test")])
+    order = torch.argsort(rows)
+    pool = torch.cat([imgs[s] for s in ("train", "val", "test")])[order.to(imgs["train"].device)]
+    f = _cache_file(cfg, model, {"pool": pool})
+    if f.exists():
+        cache = torch.load(f, weights_only=True)
+    else:
+        t, n_views = time.time(), max(cfg.views, cfg.tta - 1)
+        print(f"caching activations of the frozen part for every fold: {n_views} augmented views and the plain "
+              f"view of {len(pool)} images", flush=True)
+        aug = Prep(model, device, aug=True, strength=cfg.augment)
+        with fixed_rng(VIEW_SEED):
+            views = [run_batches(lower, pool, device, aug, desc=f"cache view {v + 1}") for v in range(n_views)]
+        cache = {"views": torch.stack(views), "plain": run_batches(lower, pool, device, Prep(model, device),
+                                                                   desc="cache plain")}
+        print(f"cached in {time.time() - t:.0f} s: {f}", flush=True)
+        _save(f, cache)
+    sorted_rows = rows[order]
+    pos = {s: torch.searchsorted(sorted_rows, torch.tensor(data[s]["row"].to_numpy())) for s in data}
+    feats = {"train": cache["views"][:cfg.views, pos["train"]]}
+    for s in ("val", "test"):
+        feats[s] = cache["plain"][pos[s]]
+        if cfg.tta > 1:
+            feats[f"{s}_tta"] = cache["views"][:cfg.tta - 1, pos[s]]
+    return feats
+
+
 def feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[str, torch.Tensor]:
     """Activations of the frozen lower part: `views` augmented views of each training image, one plain view of the
     validation and test images and, with `tta` > 1, `tta - 1` augmented views of them (`val_tta`, `test_tta`).
     Stored on disk, keyed by everything they depend on."""
-    parts = ["affine_grid-v1", timm_name(cfg.backbone), model.weights_source, cache_key(cfg), VIEW_SEED,
-             model.data_config, {s: hashlib.sha256(x.cpu().numpy().tobytes()).hexdigest() for s, x in imgs.items()}]
-    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
-    f = cache_dir() / "features" / f"{key}.pt"
+    f = _cache_file(cfg, model, imgs)
     if f.exists():
         return torch.load(f, weights_only=True)
     t = time.time()
     print(f"caching activations of the frozen part: {cfg.views} augmented views of {len(imgs['train'])} training "
           f"images, {len(imgs['val'])} validation and {len(imgs['test'])} test images", flush=True)
-    aug = Prep(model, device, aug=True)
+    aug = Prep(model, device, aug=True, strength=cfg.augment)
     with fixed_rng(VIEW_SEED):
         views = [run_batches(lower, imgs["train"], device, aug, desc=f"cache view {v + 1}") for v in range(cfg.views)]
     feats = {"train": torch.stack(views)}  # V, N, ...
@@ -176,29 +230,30 @@ def feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[
                 feats[f"{s}_tta"] = torch.stack([run_batches(lower, imgs[s], device, aug, desc=f"cache {s} TTA")
                                                  for _ in range(cfg.tta - 1)])
     print(f"cached in {time.time() - t:.0f} s: {f}", flush=True)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(feats, buf)
-    tmp = f.with_suffix(f".{os.getpid()}.tmp")  # runs in parallel may build the same cache: never share a temp file
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(f)
+    _save(f, feats)
     return feats
 
 
 def cache_key(cfg: Config) -> tuple:
     """The values of CACHE_FIELDS, and the seed when the lower part is randomly initialised (it differs per seed)."""
-    return tuple(getattr(cfg, k) for k in CACHE_FIELDS) + (None if cfg.pretrained else cfg.seed,)
+    values = (getattr(cfg, k) for k in CACHE_FIELDS)
+    return tuple(tuple(v) if isinstance(v, list) else v for v in values) + (None if cfg.pretrained else cfg.seed,)
 
 
-def batch_source(cfg: Config, model: LADNN, imgs: dict, device) -> tuple[ImageBatches | FeatureBatches, torch.nn.Module]:
+def batch_source(cfg: Config, model: LADNN, imgs: dict, device, data: dict | None = None
+                 ) -> tuple[ImageBatches | FeatureBatches, torch.nn.Module]:
     """The batches and the trainable network of a fine-tuning mode: the whole model on images (`full`), or the part
     above a frozen lower part on its cached activations (`head`: the head alone; `top`: the last `top_blocks`)."""
     if cfg.finetune == "full":
-        return ImageBatches(model, imgs, device, cfg.tta), model
+        return ImageBatches(model, imgs, device, cfg.tta, cfg.augment), model
     lower, upper = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
     for p in lower.parameters():
         p.requires_grad_(False)
-    return FeatureBatches(feature_cache(cfg, model, lower, imgs, device), device), upper
+    if cfg.protocol == "source":
+        feats = pooled_feature_cache(cfg, model, lower, imgs, data, device)
+    else:
+        feats = feature_cache(cfg, model, lower, imgs, device)
+    return FeatureBatches(feats, device), upper
 
 
 # ---------------------------------------------------------------- the steps
@@ -238,7 +293,7 @@ def prepare_inputs(cfg: Config, data_dir, device: torch.device):
     data = splits(cfg, data_dir)
     model = build_model(cfg.backbone, cfg.method, cfg.head, cfg.pretrained, cfg.weights).to(device)
     model = model.to(memory_format=torch.channels_last)
-    cache = ImageCache(model.data_config["input_size"][-1])
+    cache = ImageCache(model.data_config["input_size"][-1], steps=cfg.preprocess)
     imgs = {s: cache.stack(tqdm(d["image"], desc=f"decode {s}", leave=False)) for s, d in data.items()}
     if device.type == "cuda":  # decoded uint8 images live on the GPU (64 MB for D0): no copy per batch
         imgs = {s: x.to(device) for s, x in imgs.items()}
@@ -249,8 +304,8 @@ def prepare(cfg: Config, data_dir=None) -> None:
     """Fill the caches a run reads first, as `train` would: the decoded images and, for `head`/`top`, the frozen
     part's activations. The book calls it once before runs train side by side, so they do not each build them."""
     device = pick_device(cfg.device)
-    _, model, imgs = prepare_inputs(cfg, data_dir, device)
-    batch_source(cfg, model, imgs, device)
+    data, model, imgs = prepare_inputs(cfg, data_dir, device)
+    batch_source(cfg, model, imgs, device, data)
     del model, imgs
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the runs that follow need the GPU's memory, not this process
@@ -282,7 +337,7 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
     Y, known = {}, {}
     for s, d in data.items():
         Y[s], known[s] = (t.to(device) for t in targets(d, cfg.zero_lesions if s == "train" else []))
-    source, net = batch_source(cfg, model, imgs, device)
+    source, net = batch_source(cfg, model, imgs, device, data)
     seed_everything(cfg.seed)  # the head's init and the batch order do not depend on a feature-cache hit
     for m in model.head.modules():
         if hasattr(m, "reset_parameters"):
@@ -304,6 +359,11 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
     model.load_state_dict(best_state)
     pred = predictions_table(data["test"], torch.sigmoid(source.outputs(net, "test")).numpy(), cfg.tasks)
     metrics = evaluate_predictions(pred, lesion_prevalence(data["train"][list(LESIONS)].to_numpy()), seed=cfg.seed)
+    metrics["protocol"] = protocol_info(cfg, data)
+    unseen = unseen_source_eval(cfg, model, device, data_dir)
+    if unseen is not None:
+        metrics["unseen_source"] = unseen[0]
+        run.write(UNSEEN, unseen[1].to_csv(index=False))
     metrics["run"] = {"best_epoch": min(history, key=lambda h: h["val_covid_loss"])["epoch"],
                       "seconds": round(time.time() - t0, 1), "device": str(device),
                       "timm_name": timm_name(cfg.backbone), "weights_source": model.weights_source,

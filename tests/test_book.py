@@ -64,7 +64,7 @@ def test_book_pages_load_in_a_real_browser(built):
     try:
         for page in ["book/intro", "book/mtl", "book/_generated/data", "book/_generated/results",
                      "book/_generated/gradcam", "book/_generated/pairplot", "book/_generated/validity",
-                     "book/_generated/reproduction"]:
+                     "book/_generated/sources", "book/_generated/reproduction"]:
             driver.get((root / "_build/html" / f"{page}.html").as_uri())
             titles = [e.text for e in driver.find_elements("css selector", "main h1") if e.is_displayed()]
             assert any(t.strip() for t in titles), f"{page}: no visible title"
@@ -88,7 +88,7 @@ def test_book_pages_load_in_a_real_browser(built):
             driver.save_screenshot(str(shots / f"{page.replace('/', '_')}.png"))
     finally:
         driver.quit()
-    assert len(list(shots.glob("*.png"))) == 8
+    assert len(list(shots.glob("*.png"))) == 9
 
 
 def test_failed_notebook_fails_the_build(tmp_path):

@@ -47,7 +47,7 @@ def test_evaluate_matches_training_predictions(run):
     np.testing.assert_allclose(a["p_covid"], b["p_covid"], atol=1e-5)
 
 
-def test_evaluate_external_folder(run, tmp_path, data_dir):
+def test_evaluate_external_folder(run, tmp_path, data_dir, capsys):
     df = load_table("D0")
     for sub, y in (("covid", 1), ("noncovid", 0)):
         (tmp_path / "ext" / sub).mkdir(parents=True)
@@ -56,6 +56,17 @@ def test_evaluate_external_folder(run, tmp_path, data_dir):
     assert main(["evaluate", str(run), "--images", str(tmp_path / "ext")]) == 0
     m = json.loads((run / "eval-ext" / "metrics.json").read_text())
     assert m["covid"]["n"] == 6 and m["covid"]["n_pos"] == 3
+    out = capsys.readouterr().out
+    assert "6 images, 3 COVID and 3 non-COVID" in out
+    assert f"AUC {m['covid']['auc']:.3f} (95% interval" in out
+    sens, spec = m["covid"]["sensitivity"], m["covid"]["specificity"]
+    assert f"sensitivity {sens:.3f} ({round(sens * 3)}/3" in out and f"specificity {spec:.3f} ({round(spec * 3)}/3" in out
+    assert "not a medical device" in out
+    from PIL import Image
+
+    with Image.open(run / "eval-ext" / "roc.png") as im:
+        assert im.size[0] > 300
+    assert str(run / "eval-ext" / "roc.png") in out
 
 
 def test_predict_json_lines(run, capsys, data_dir, tmp_path):

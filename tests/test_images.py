@@ -106,3 +106,64 @@ def test_augment_is_per_image_and_seeded():
     assert torch.equal(a, augment(x)) and a.shape == (8, 3, 32, 32) and 0 <= a.min() and a.max() <= 255
     zoom = augment(x[:1].expand(64, -1, -1, -1))
     assert len({round(float(z.mean()), 3) for z in zoom}) > 10  # scales differ between images
+
+
+def _figure(seed: int = 0) -> Image.Image:
+    """A synthetic figure panel: a grey 'body' ellipse on black, a white panel letter in a corner, a red arrow."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (200, 160))
+    d = ImageDraw.Draw(img)
+    d.ellipse((50, 30, 170, 140), fill=(120, 120, 120))
+    d.ellipse((80, 60, 110, 100), fill=(40, 40, 40))  # a darker "lung"
+    d.rectangle((2, 2, 14, 16), fill=(255, 255, 255))  # the letter "a"
+    d.line((150, 20, 120, 60), fill=(255, 0, 0), width=3)
+    return img
+
+
+def test_crop_to_body_drops_the_border_and_letters():
+    out = images.crop_to_body(_figure())
+    w, h = out.size
+    assert 120 <= w <= 135 and 110 <= h <= 130  # the ellipse (and the arrow touching it) plus a 2% margin
+    assert np.asarray(out)[:3, :3].max() < 50  # the white letter is gone
+    blank = Image.new("RGB", (50, 50))
+    assert images.crop_to_body(blank).size == (50, 50)  # nothing to crop to: unchanged
+
+
+def test_gray_clahe_and_jpeg_steps():
+    fig = _figure()
+    g = np.asarray(images.preprocess(fig, 64, ["gray"]))
+    assert g.shape == (64, 64, 3) and (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()
+    c = np.asarray(images.preprocess(fig, 64, ["clahe"]))
+    assert (c[..., 0] == c[..., 2]).all()  # CLAHE works on the grey image
+    assert not np.array_equal(c, g)
+    j = np.asarray(images.preprocess(fig, 64, ["jpeg"]))
+    plain = np.asarray(images.preprocess(fig, 64, []))
+    assert j.shape == plain.shape and 0 < np.abs(j.astype(int) - plain).mean() < 10  # codec artefacts only
+    with pytest.raises(ValueError, match="blur"):
+        images.preprocess(fig, 64, ["blur"])
+
+
+def test_cache_keys_on_the_pipeline(tmp_path):
+    f = tmp_path / "a.png"
+    _figure().save(f)
+    a = ImageCache(32, root=tmp_path).get(f)
+    b = ImageCache(32, root=tmp_path, steps=("crop", "gray")).get(f)
+    assert not np.array_equal(a, b) and (b[..., 0] == b[..., 2]).all()
+    assert len(list((tmp_path / "images").glob("*.npy"))) == 2
+
+
+def test_strong_augmentation_is_seeded_and_stays_in_range():
+    import torch
+
+    x = torch.from_numpy(np.asarray(_figure().resize((64, 64)))).permute(2, 0, 1)[None].repeat(4, 1, 1, 1)
+    torch.manual_seed(0)
+    paper = images.augment(x)
+    torch.manual_seed(0)
+    strong = images.augment(x, strength="strong")
+    torch.manual_seed(0)
+    again = images.augment(x, strength="strong")
+    assert torch.equal(strong, again) and not torch.allclose(paper, strong)
+    assert strong.min() >= 0 and strong.max() <= 255 and strong.shape == x.shape
+    torch.manual_seed(0)
+    assert torch.equal(images.augment(x, strength="paper"), paper)  # the paper's draws are unchanged

@@ -275,3 +275,58 @@ def test_mean_ci_is_a_t_interval():
     assert m == 2 and lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
     assert np.isnan(mean_ci([0.5])[1])
     assert fmt_ci(0.5, float("nan"), float("nan")) == "50.0" and fmt_ci(0.5, 0.4, 0.6) == "50.0 [40.0, 60.0]"
+
+
+def _bench(rng, candidates=("none", "all"), n=120):
+    """A synthetic benchmark: 5 source folds of `n` images in 40 sources; 'all' ranks images better than 'none'."""
+    y = rng.integers(0, 2, n)
+    group = np.array([f"D0:s{k % 40}" for k in range(n)])
+    fold = np.array([int(g[4:]) % 5 for g in group])
+    runs, preds = [], []
+    for c, sep in zip(candidates, (0.5, 2.0)):
+        for m in ("ladnn", "baseline"):
+            p = 1 / (1 + np.exp(-(sep * (y - 0.5) + rng.normal(0, 1, n))))
+            preds.append(pd.DataFrame({"candidate": c, "method": m, "protocol": "source", "fold": fold, "seed": 0,
+                                       "image": [f"i{k}" for k in range(n)], "y_true": y, "p_covid": p,
+                                       "source_group": group}))
+            for k in range(5):
+                runs.append({"candidate": c, "method": m, "protocol": "source", "fold": k, "seed": 0,
+                             "preprocess": "", "augment": "paper", "kept_epoch": 3, "val_covid_loss": 1 - sep / 4,
+                             "val_auc": 0.6 + sep / 10 + 0.01 * k, "test_auc": 0.0, "seconds": 1.0})
+    return pd.DataFrame(runs), pd.concat(preds, ignore_index=True)
+
+
+def test_unseen_source_choice_and_paired_differences():
+    from ladnn.report import unseen
+
+    runs, preds = _bench(np.random.default_rng(0))
+    assert unseen.chosen(runs) == "all"
+    assert (unseen.per_fold_choice(runs) == "all").all()
+    runs.loc[(runs["candidate"] == "none") & (runs["fold"] == 4), "val_auc"] = 0.99  # one fold prefers "none"
+    assert unseen.chosen(runs) == "all" and (unseen.per_fold_choice(runs) == "all").sum() == 4
+    cmp = unseen.comparisons(preds, "all")
+    d = cmp.loc[(unseen.PROTOCOL_NAMES["source"], "all - none, LA-DNN")]
+    assert d["AUC difference"] > 0.1 and d["lo"] > 0 and d["sources"] == 40
+    same = unseen.paired(preds, "source", ("none", "ladnn"), ("none", "ladnn"))
+    assert same["auc_diff"] == 0 and same["auc_diff_ci"] == [0.0, 0.0]
+    tab = unseen.protocol_table(preds, ["none", "all"])
+    assert tab.loc[(unseen.PROTOCOL_NAMES["source"], "LA-DNN", "all"), "sources"] == 40
+    with pytest.raises(ValueError, match="no common runs"):
+        unseen.paired(preds, "official", ("all", "ladnn"), ("none", "ladnn"))
+    assert unseen.comparisons(preds[preds["method"] == "ladnn"], "none").empty  # no baseline: nothing to pair
+    meta = pd.DataFrame({"protocol": ["official", "source"], "AUC": [0.863, 0.821]})
+    text = unseen.verdict(runs, cmp, meta, "all")
+    assert "highest mean AUC is **all**; 4 of 5" in text and "an improvement larger than its interval" in text
+    assert "0.821 on unseen sources" in text
+    assert "gives **none**" in text and "does not follow the rule" in text  # no official runs: not adopted
+    runs.loc[runs["candidate"] == "none", "val_auc"] = 0.99  # today's pipeline wins: the runner-up is compared
+    assert "The runner-up, **all**" in unseen.verdict(runs, cmp, meta, "none")
+
+
+def test_pipeline_names_round_trip():
+    from ladnn.report.unseen import PIPELINES, pipeline_name
+
+    for name, (pre, aug) in PIPELINES.items():
+        assert pipeline_name(pre, aug) == name
+        Config(preprocess=pre, augment=aug)  # every candidate is a valid config
+    assert pipeline_name(["clahe", "jpeg"], "strong") == "clahe+jpeg / strong augmentation"

@@ -117,3 +117,41 @@ def test_warns_when_not_bound_to_localhost(tiny_run, monkeypatch, capsys):
     assert "warning" in capsys.readouterr().err
     serve.serve(tiny_run, "127.0.0.1", 8123)
     assert capsys.readouterr().err == ""
+
+
+def test_model_info_compares_official_and_unseen_sources(client, tiny_run):
+    g = client.get("/api/model").json()["generalisation"]
+    m = json.loads((Path(tiny_run) / "metrics.json").read_text())
+    assert g["official_test"]["auc"] == m["covid"]["auc"]
+    assert g["unseen_source"]["auc"] == m["unseen_source"]["covid"]["auc"]
+    assert g["unseen_source"]["sources"] == m["unseen_source"]["sources"] and g["warning"]  # few sources: warned
+    page = " ".join(client.get("/").text.split())
+    assert "AUC on sources never seen in training" in page and 'id="gen-warning"' in page
+
+
+def test_generalisation_warning_rules():
+    from ladnn.serve import generalisation
+
+    def metrics(auc, unseen=None, lo=0.0, hi=1.0, sources=40):
+        m = {"covid": {"auc": auc, "n": 100}, "covid_ci95": {"auc": [auc - 0.05, auc + 0.05]},
+             "protocol": {"protocol": "official", "test": "D0 test split"}}
+        if unseen is not None:
+            m["unseen_source"] = {"covid": {"auc": unseen, "n": 80}, "covid_ci95": {"auc": [lo, hi]},
+                                  "sources": sources, "evaluated_on": "D1"}
+        return m
+
+    assert "not been scored" in generalisation(metrics(0.86))["warning"]
+    far = generalisation(metrics(0.86, unseen=0.60, lo=0.50, hi=0.70))
+    assert "0.600" in far["warning"] and "0.860" in far["warning"]
+    assert generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90))["warning"] is None
+    assert "2 sources" in generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90, sources=2))["warning"]
+    # the figure with the most sources decides: a recipe cross-validated over 300 sources
+    recipe = {"auc": 0.85, "ci95": [0.80, 0.90], "n": 800, "sources": 300, "on": "cv"}
+    g = generalisation(metrics(0.86, unseen=0.60, lo=0.5, hi=0.7, sources=3), recipe)
+    assert g["warning"] is None and g["recipe_unseen_source"] == recipe
+    low = generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90, sources=3), {**recipe, "ci95": [0.70, 0.80]})
+    assert "0.850" in low["warning"]
+    src = {"covid": {"auc": 0.7, "n": 160}, "covid_ci95": {"auc": [0.6, 0.8]},
+           "protocol": {"protocol": "source", "test": "source fold 0 of 5", "test_sources": 60}}
+    g = generalisation(src)
+    assert g["official_test"] is None and g["unseen_source"]["auc"] == 0.7 and g["warning"] is None

@@ -28,7 +28,7 @@ def _maps(run, rows: pd.DataFrame, outputs):
     from ladnn.images import read_bytes
     from ladnn.predict import Predictor
 
-    pr = Predictor(run)
+    pr = Predictor(run, tta=1)  # maps and the probabilities in their titles are of the plain image
     rgbs, xs = zip(*(pr.preprocess(read_bytes(p), p) for p in rows["image"]))
     x = torch.cat(xs)
     probs = pr.probs(x)

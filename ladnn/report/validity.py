@@ -116,14 +116,15 @@ def shortcut_sentence(mc: dict, short: pd.DataFrame) -> str:
             "re-encoded (a negative loss is a gain).")
 
 
-def new_source_table(runs: pd.DataFrame, d1: pd.DataFrame) -> pd.DataFrame:
-    """Each run trained on D0 alone scored on the new images (D1, read straight from their archives; nothing is
-    written anywhere). Runs trained on D0+D1 are left out: D1's training images were part of their training."""
-    from ladnn.predict import Predictor, score_table
-
+def new_source_table(runs: pd.DataFrame, d1: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each run trained on D0 alone, scored on the new images (D1) when it was trained (`metrics.json`,
+    `unseen_source`: the whole model with the run's test-time views). Runs trained on D0+D1 are left out: D1's
+    training images were part of their training."""
     rows = []
     for _, r in runs[runs["dataset"] == "D0"].iterrows():
-        _, m = score_table(Predictor(r["path"]), d1)
+        m = Run(r["path"]).metrics.get("unseen_source")
+        if not m:
+            continue
         rows.append({"backbone": r["backbone"], "method": METHOD_NAMES[r["method"]], "seed": r["seed"],
                      "AUC (D0 test)": r["auc"], "AUC (D1, new sources)": m["covid"]["auc"],
                      "accuracy (D1)": m["covid"]["accuracy"], "n": m["covid"]["n"]})
