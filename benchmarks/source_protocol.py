@@ -31,7 +31,6 @@ from ladnn.rundir import find_runs
 from ladnn.sources import source_groups
 
 ROOT = Path(__file__).resolve().parent.parent
-CANDIDATES = PIPELINES
 RUNS_CSV = ROOT / "ladnn" / "resources" / "source_protocol_quick_runs.csv"
 PRED_CSV = ROOT / "ladnn" / "resources" / "source_protocol_quick.csv"
 
@@ -86,7 +85,7 @@ def export(root: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/source-bench")
-    ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    ap.add_argument("--candidates", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     ap.add_argument("--methods", nargs="+", default=["ladnn"], choices=["ladnn", "baseline"])
     ap.add_argument("--protocol", default="source", choices=["source", "official"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -100,7 +99,7 @@ def main() -> None:
 
         base = quick_config()
         for name in a.candidates:
-            pre, aug = CANDIDATES[name]
+            pre, aug = PIPELINES[name]
             jobs = []
             for method in a.methods:
                 for seed in a.seeds:

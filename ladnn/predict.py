@@ -140,15 +140,14 @@ def score_table(pr: Predictor, df) -> tuple:
 
 
 def roc_figure(pred, metrics: dict, title: str, threshold: float = 0.5):
-    """ROC curve (scikit-learn's RocCurveDisplay) with the chance line and the run's operating point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """ROC curve (scikit-learn's RocCurveDisplay) with the chance line and the run's operating point; a bare
+    matplotlib Figure, so no plotting backend or pyplot state is involved."""
+    from matplotlib.figure import Figure
     from sklearn.metrics import RocCurveDisplay
 
     m, ci = metrics["covid"], metrics["covid_ci95"]["auc"]
-    fig, ax = plt.subplots(figsize=(4.6, 4.6))
+    fig = Figure(figsize=(4.6, 4.6))
+    ax = fig.subplots()
     RocCurveDisplay.from_predictions(pred["y_true"], pred["p_covid"], ax=ax, name="COVID output",
                                      plot_chance_level=True)
     ax.plot(1 - m["specificity"], m["sensitivity"], "o", color="black",
@@ -182,8 +181,6 @@ def summary_text(metrics: dict, threshold: float = 0.5) -> str:
 def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir=None, device: str = "cpu") -> dict:
     """Score the run's test split (or an external folder) with the saved model; write `eval[-NAME]/` in the run:
     predictions.csv, metrics.json and roc.png."""
-    import matplotlib.pyplot as plt
-
     from ladnn.train import splits
 
     pr = Predictor(run_dir, device)
@@ -195,7 +192,6 @@ def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir
     out = pr.run.write_evaluation(f"eval-{Path(images).name}" if images else "eval", pred, metrics)
     fig = roc_figure(pred, metrics, f"{pr.run.path.name} on {Path(images).name if images else 'its test split'}")
     fig.savefig(out / "roc.png", dpi=120)
-    plt.close(fig)
     metrics["written_to"] = str(out)
     metrics["files"] = [str(out / f) for f in ("predictions.csv", "metrics.json", "roc.png")]
     return metrics

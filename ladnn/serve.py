@@ -67,10 +67,11 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     limit = int(max_upload_mb * 1024 * 1024)
     MultiPartParser.spool_max_size = limit + 1  # keep every upload in memory (the default spills to disk at 1 MB)
     metrics = pred.run.metrics
+    gen = generalisation(metrics, recipe_unseen_source(pred.config))
     info = {"run": str(run_dir), "config": pred.config.to_dict(), "outputs": ["COVID", *pred.tasks[1:]],
             "weights_source": pred.model.weights_source, "test_metrics": metrics.get("covid"),
-            "test_metrics_ci95": metrics.get("covid_ci95"), "generalisation": generalisation(metrics, recipe_unseen_source(pred.config)), "limits": {"max_upload_mb": max_upload_mb,
-                                                                      "max_files": max_files, "max_pixels": max_pixels},
+            "test_metrics_ci95": metrics.get("covid_ci95"), "generalisation": gen,
+            "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_pixels": max_pixels},
             "notice": "Research software, not a medical device. The model only knows chest CT slices."}
     app = FastAPI(title="LA-DNN diagnosis service (research use only)", version="0.1.0",
                   description="COVID-19 and lesion probabilities for chest CT slices, with Grad-CAM++ maps. "

@@ -52,13 +52,12 @@ def test_every_image_tested_once_and_groups_whole(table):
 
 
 def test_train_splits_follow_the_protocol(data_dir):
-    from ladnn.sources import source_groups as sg
     from ladnn.train import splits
 
     for fold in (0, 3):
         d = splits(Config(protocol="source", dataset="D0+D1", fold=fold))
-        train = set(sg(d["train"]))
-        assert not train & set(sg(d["test"])) and not train & set(sg(d["val"]))
+        train = set(source_groups(d["train"]))
+        assert not train & set(source_groups(d["test"])) and not train & set(source_groups(d["val"]))
         assert sum(len(x) for x in d.values()) == 822
     off = splits(Config())
     assert [len(off[s]) for s in ("train", "val", "test")] == [425, 118, 203]

@@ -24,14 +24,20 @@ def image_meta(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, index=df.index)
 
 
+def metadata_features(meta: pd.DataFrame) -> pd.DataFrame:
+    """The metadata classifier's inputs: format and colour mode one-hot, width, height, file size, aspect ratio."""
+    x = pd.get_dummies(meta[["format", "mode"]]).astype(float)
+    x[["width", "height", "file_kb"]] = meta[["width", "height", "file_kb"]]
+    x["aspect"] = meta["width"] / meta["height"]
+    return x
+
+
 def metadata_classifier(df: pd.DataFrame, meta: pd.DataFrame, seed: int = 0) -> dict:
     """How well file metadata alone separates the classes: a gradient-boosted classifier trained on the training
     split's metadata (format, mode, width, height, file size), scored by test AUC."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    x = pd.get_dummies(meta[["format", "mode"]]).astype(float)
-    x[["width", "height", "file_kb"]] = meta[["width", "height", "file_kb"]]
-    x["aspect"] = meta["width"] / meta["height"]
+    x = metadata_features(meta)
     tr, te = df["split"] == "train", df["split"] == "test"
     clf = HistGradientBoostingClassifier(max_iter=200, random_state=seed).fit(x[tr], df.loc[tr, "covid"])
     p = clf.predict_proba(x[te])[:, 1]

@@ -76,24 +76,6 @@ def profile_pipeline(runs: pd.DataFrame) -> str:
     return pipeline_name(list(r.get("preprocess", []) or []), r.get("augment", "paper"))
 
 
-def own_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The profile's runs trained on D0 by the official split: official test AUC beside the AUC on the D1 images
-    present (sources that gave no image to D0), as measured when each run was trained."""
-    from ladnn.rundir import Run
-
-    rows = []
-    for _, r in runs.iterrows():
-        u = Run(r["path"]).metrics.get("unseen_source")
-        if r["dataset"] != "D0" or not u:
-            continue
-        ci = u["covid_ci95"]["auc"]
-        rows.append({"backbone": r["backbone"], "method": METHOD_NAMES[r["method"]], "seed": r["seed"],
-                     "AUC (D0 test)": r["auc"], "AUC (unseen sources)": u["covid"]["auc"],
-                     "95% interval": f"{ci[0]:.3f} to {ci[1]:.3f}", "images": u["covid"]["n"],
-                     "sources": u["sources"]})
-    return pd.DataFrame(rows)
-
-
 def _resource(name: str, path: str | Path | None) -> pd.DataFrame:
     return pd.read_csv(path or resource(name))
 
@@ -154,11 +136,10 @@ def metadata_predictions(table: pd.DataFrame, meta: pd.DataFrame, folds: int = 5
     other source folds (training and validation) and tested on each source fold in turn."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from ladnn.report.leakage import metadata_features
     from ladnn.sources import source_folds, source_groups
 
-    x = pd.get_dummies(meta[["format", "mode"]]).astype(float)
-    x[["width", "height", "file_kb"]] = meta[["width", "height", "file_kb"]]
-    x["aspect"] = meta["width"] / meta["height"]
+    x = metadata_features(meta)
     y, group = table["covid"].astype(int), source_groups(table)
     out = []
     d0 = table["dataset"] == "D0"

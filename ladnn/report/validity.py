@@ -116,7 +116,7 @@ def shortcut_sentence(mc: dict, short: pd.DataFrame) -> str:
             "re-encoded (a negative loss is a gain).")
 
 
-def new_source_table(runs: pd.DataFrame, d1: pd.DataFrame | None = None) -> pd.DataFrame:
+def new_source_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Each run trained on D0 alone, scored on the new images (D1) when it was trained (`metrics.json`,
     `unseen_source`: the whole model with the run's test-time views). Runs trained on D0+D1 are left out: D1's
     training images were part of their training."""
@@ -125,9 +125,11 @@ def new_source_table(runs: pd.DataFrame, d1: pd.DataFrame | None = None) -> pd.D
         m = Run(r["path"]).metrics.get("unseen_source")
         if not m:
             continue
+        ci = m["covid_ci95"]["auc"]
         rows.append({"backbone": r["backbone"], "method": METHOD_NAMES[r["method"]], "seed": r["seed"],
                      "AUC (D0 test)": r["auc"], "AUC (D1, new sources)": m["covid"]["auc"],
-                     "accuracy (D1)": m["covid"]["accuracy"], "n": m["covid"]["n"]})
+                     "95% interval (D1)": f"{ci[0]:.3f} to {ci[1]:.3f}", "accuracy (D1)": m["covid"]["accuracy"],
+                     "n": m["covid"]["n"], "sources": m["sources"]})
     return pd.DataFrame(rows)
 
 
