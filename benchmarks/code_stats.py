@@ -1,6 +1,8 @@
-"""Structure numbers of the code base (issue "The house"): lines of the library and its largest module, import cycles
-between `ladnn` modules, lines of code in each notebook, and the places outside the run-folder module that name
-a run's files. It reads files as text and prints numbers; it is not a test.
+"""Structure numbers of the code base: lines of the library and its largest module, import cycles between `ladnn`
+modules and imports against the layers (both counting imports inside functions), the modules that import `train`,
+the places that rename a temporary file into place (atomic writes), the string-key reads of metrics.json, lines of
+code in each notebook, and the places outside the run-folder module that name a run's files. It reads files as text
+and prints numbers; it is not a test (tests/test_layers.py holds the layers).
 
     python benchmarks/code_stats.py [--root DIR]
 """
@@ -12,6 +14,24 @@ import json
 from pathlib import Path
 
 RUN_FILES = {"config.json", "metrics.json", "predictions.csv", "history.csv", "status.json", "model.pt"}
+# The layers, bottom first: a module imports only modules of its own layer or a lower one.
+LAYERS = (
+    ("ladnn", "ladnn.config", "ladnn.files", "ladnn.summary"),
+    ("ladnn.data", "ladnn.sources", "ladnn.images", "ladnn.models", "ladnn.rundir", "ladnn.loss", "ladnn.metrics",
+     "ladnn.fetch"),
+    ("ladnn.infer", "ladnn.cam"),
+    ("ladnn.train", "ladnn.predict", "ladnn.generalisation"),
+    ("ladnn.report", "ladnn.report.dataset", "ladnn.report.leakage", "ladnn.report.lesions", "ladnn.report.maps",
+     "ladnn.report.reproduction", "ladnn.report.results", "ladnn.report.selection", "ladnn.report.unseen",
+     "ladnn.report.validity", "ladnn.serve", "ladnn.cli", "ladnn.profiles", "ladnn.runner", "ladnn.pages",
+     "ladnn.book"),
+)
+LAYER_OF = {m: k for k, layer in enumerate(LAYERS) for m in layer}
+# metrics.json keys found nowhere else (a read of one is a metrics read), and keys that are a metrics read when a
+# string key is read from their value in turn (m["covid"]["auc"]; df["covid"] alone is a label column).
+METRIC_KEYS = {"covid_ci95", "unseen_source", "best_epoch", "weights_source", "evaluated_on", "cluster_note",
+               "sources_by_class", "test_sources"}
+METRIC_CHAINS = {"covid", "run", "lesions", "protocol", "covid_ci95", "unseen_source"}
 
 
 def module_name(root: Path, f: Path) -> str:
@@ -28,6 +48,59 @@ def ladnn_imports(root: Path, f: Path) -> set[str]:
             out.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("ladnn"))
+    return out
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Each `ladnn` module and the `ladnn` modules it imports (module level or inside functions)."""
+    files = sorted((root / "ladnn").rglob("*.py"))
+    mods = {module_name(root, f): f for f in files}
+    return {m: {i for i in ladnn_imports(root, f) if i in mods and i != m} for m, f in mods.items()}
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports of a module from a higher layer than the importer's (a module without a layer counts as one)."""
+    out = []
+    for m in sorted(graph):
+        if m not in LAYER_OF:
+            out.append(f"{m} has no layer")
+            continue
+        out += [f"{m} (layer {LAYER_OF[m]}) imports {i} (layer {LAYER_OF[i]})"
+                for i in sorted(graph[m]) if LAYER_OF.get(i, 99) > LAYER_OF[m]]
+    return out
+
+
+def _str_key(node) -> str | None:
+    """The string key of `x["key"]` or `x.get("key", ...)`."""
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+        return node.slice.value
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" and node.args
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        return node.args[0].value
+    return None
+
+
+def metrics_reads(tree: ast.AST) -> int:
+    """String-key reads of metrics.json in a parsed file (see METRIC_KEYS and METRIC_CHAINS)."""
+    n = 0
+    for node in ast.walk(tree):
+        inner = node.value if isinstance(node, ast.Subscript) else (
+            node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else None)
+        key = _str_key(node)
+        if key in METRIC_KEYS or (key is not None and _str_key(inner) in METRIC_CHAINS - METRIC_KEYS):
+            n += 1
+    return n
+
+
+def atomic_places(root: Path, files: list[Path]) -> list[str]:
+    """Calls that rename a temporary file into place: `os.replace(...)` and `tmp.replace(...)`."""
+    out = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "replace":
+                v = node.func.value
+                if (isinstance(v, ast.Name) and (v.id == "os" or "tmp" in v.id or "part" in v.id)) and node.args:
+                    out.append(f"{f.relative_to(root)}:{node.lineno}")
     return out
 
 
@@ -88,11 +161,27 @@ def main() -> None:
     root = Path(ap.parse_args().root)
     files = sorted((root / "ladnn").rglob("*.py"))
     sizes = {str(f.relative_to(root)): len(f.read_text().splitlines()) for f in files}
-    mods = {module_name(root, f): f for f in files}
-    graph = {m: {i for i in ladnn_imports(root, f) if i in mods and i != m} for m, f in mods.items()}
+    graph = import_graph(root)
     big = max(sizes, key=sizes.get)
     print(f"library: {sum(sizes.values())} lines in {len(files)} modules; largest: {big} ({sizes[big]} lines)")
-    print(f"import cycles between modules: {cycles(graph) or 'none'}")
+    print(f"ladnn/book.py: {sizes.get('ladnn/book.py', 0)} lines")
+    print(f"import cycles between modules (imports inside functions counted): {cycles(graph) or 'none'}")
+    bad = layer_violations(graph)
+    print(f"imports against the layers: {len(bad)}")
+    for b in bad:
+        print(f"  {b}")
+    users = sorted(m for m, deps in graph.items() if "ladnn.train" in deps)
+    print(f"modules importing ladnn.train: {len(users)} {users}")
+    places = atomic_places(root, files)
+    print(f"places that rename a temporary file into place: {len(places)} {places}")
+    code = [*files, *sorted((root / "benchmarks").glob("*.py"))]
+    reads = {str(f.relative_to(root)): metrics_reads(ast.parse(f.read_text())) for f in code
+             if f.name != "code_stats.py"}
+    for nb in sorted((root / "notebooks").glob("*.ipynb")):
+        src = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
+        reads[str(nb.relative_to(root))] = metrics_reads(ast.parse(src))
+    reads = {k: v for k, v in reads.items() if v}
+    print(f"string-key reads of metrics.json: {sum(reads.values())} in {len(reads)} files {reads}")
     for nb in sorted((root / "notebooks").glob("*.ipynb")):
         total, logic = notebook_code_lines(nb)
         print(f"notebook {nb.name}: {total} code lines, {logic} that are not imports")

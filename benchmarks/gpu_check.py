@@ -18,9 +18,10 @@ import time
 import torch
 
 from ladnn.config import Config
+from ladnn.data import splits
 from ladnn.images import ImageCache
 from ladnn.models import PAPER_BACKBONES, build_model
-from ladnn.train import Prep, splits, targets, train, train_step
+from ladnn.train import targets, train, train_step, train_views
 
 
 def throughput(backbone: str, device: torch.device, imgs: dict, steps: int, batch: int) -> dict:
@@ -30,7 +31,6 @@ def throughput(backbone: str, device: torch.device, imgs: dict, steps: int, batc
     size = model.data_config["input_size"][-1]
     opt = torch.optim.Adam(model.parameters(), lr=5e-5, weight_decay=5e-4)
     x_dev, y_all, known = (t.to(device) for t in imgs[size])  # as `ladnn train` keeps them: uint8, on the device
-    prep = Prep(model, device, aug=True)
     cfg = Config()  # LA-DNN's loss with the paper code's weight and mask
 
     def step(x, y, k):
@@ -60,7 +60,7 @@ def throughput(backbone: str, device: torch.device, imgs: dict, steps: int, batc
 
     def real():
         idx = torch.randint(0, n, (batch,), device=device)
-        return prep(x_dev[idx]), y_all[idx], known[idx]
+        return train_views(x_dev[idx], model), y_all[idx], known[idx]
 
     pipeline = timed(real)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
@@ -98,9 +98,9 @@ def main() -> None:
         t = time.perf_counter()
         m = train(cfg, f"{a.out}/lite0-full-{method}", overwrite=True)
         print(json.dumps({"run": f"efficientnet_lite0 {method} full {a.epochs} epochs", "seconds": round(
-            time.perf_counter() - t, 1), **{k: round(m["covid"][k], 4) for k in ("auc", "sensitivity", "f1",
+            time.perf_counter() - t, 1), **{k: round(getattr(m.covid, k), 4) for k in ("auc", "sensitivity", "f1",
                                                                                  "accuracy")},
-            "best_epoch": m["run"]["best_epoch"]}), flush=True)
+            "best_epoch": m.run.best_epoch}), flush=True)
 
 
 if __name__ == "__main__":

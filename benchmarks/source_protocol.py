@@ -22,11 +22,12 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from ladnn.config import Config
 from ladnn.data import load_table
-from ladnn.report.unseen import PIPELINES, pipeline_name, recipe_key
+from ladnn.generalisation import recipe_key
+from ladnn.profiles import load_profile
+from ladnn.report.unseen import PIPELINES, pipeline_name
 from ladnn.rundir import find_runs
 from ladnn.sources import source_groups
 
@@ -37,10 +38,9 @@ PRED_CSV = ROOT / "ladnn" / "resources" / "source_protocol_quick.csv"
 
 def quick_config() -> dict:
     """The quick profile's shared config and backbone, without its own pipeline choice."""
-    prof = yaml.safe_load((ROOT / "profiles" / "quick.yaml").read_text())
-    cfg = {**prof["config"], "backbone": prof["matrix"]["backbone"][0]}
-    for k in ("preprocess", "augment"):
-        cfg.pop(k, None)
+    cfg = load_profile("quick", ROOT)["runs"][0].to_dict()
+    for k in ("preprocess", "augment", "method", "seed"):
+        cfg.pop(k)
     return cfg
 
 
@@ -57,7 +57,7 @@ def _train(args) -> str:
     cfg, out = args
     t = time.time()
     m = train_or_load(cfg, out)
-    return f"{out}: test AUC {m['covid']['auc']:.3f} ({time.time() - t:.0f} s)"
+    return f"{out}: test AUC {m.covid.auc:.3f} ({time.time() - t:.0f} s)"
 
 
 def export(root: Path) -> None:
@@ -72,8 +72,8 @@ def export(root: Path) -> None:
                "fold": c.fold if c.protocol == "source" else -1, "seed": c.seed}
         runs.append({**key, "recipe": recipe_key(c), "preprocess": "+".join(c.preprocess), "augment": c.augment,
                      "kept_epoch": int(best["epoch"]), "val_covid_loss": round(float(best["val_covid_loss"]), 4),
-                     "val_auc": round(float(best["val_auc"]), 4), "test_auc": round(m["covid"]["auc"], 4),
-                     "seconds": m["run"]["seconds"]})
+                     "val_auc": round(float(best["val_auc"]), 4), "test_auc": round(m.covid.auc, 4),
+                     "seconds": m.run.seconds})
         p = run.predictions
         preds.append(pd.DataFrame({**key, "image": p["image"], "y_true": p["y_true"],
                                    "p_covid": p["p_covid"].round(5), "source_group": p["image"].map(group)}))

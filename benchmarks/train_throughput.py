@@ -22,11 +22,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms as T
 
-from ladnn.book import load_profile
 from ladnn.config import Config
+from ladnn.data import splits
 from ladnn.images import ImageCache, decode, read_bytes
+from ladnn.infer import channels_last
 from ladnn.models import build_model, split_model
-from ladnn.train import Prep, channels_last, splits, targets, train_step
+from ladnn.profiles import load_profile
+from ladnn.train import targets, train_step, train_views
 
 EPOCHS, BATCH = 15, 32
 
@@ -91,10 +93,9 @@ def main() -> None:
     lower, upper = split_model(model, q.top_blocks)
     lower.eval()
     imgs = ImageCache(224).stack(paths)
-    prep = Prep(model, torch.device("cpu"), aug=True)
     t = time.perf_counter()
     with torch.no_grad():
-        feats = torch.cat([lower(prep(imgs[i:i + 64])) for i in range(0, n, 64)])
+        feats = torch.cat([lower(train_views(imgs[i:i + 64], model)) for i in range(0, n, 64)])
     view_s = time.perf_counter() - t
     cache_s = q.views * view_s + (118 + 203) / n * view_s  # views of train + one plain pass over val and test
     opt = torch.optim.Adam(upper.parameters(), lr=q.lr, weight_decay=q.weight_decay)

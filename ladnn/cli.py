@@ -129,8 +129,8 @@ def _run(a: argparse.Namespace) -> int:
         if a.data_dir:
             os.environ["LADNN_DATA_DIR"] = a.data_dir
         m = train(_config(a), a.out, overwrite=a.overwrite)
-        print(json.dumps({"out": a.out, **m["covid"], "best_epoch": m["run"]["best_epoch"],
-                          "seconds": m["run"]["seconds"]}))
+        print(json.dumps({"out": a.out, **m.covid.to_dict(), "best_epoch": m.run.best_epoch,
+                          "seconds": m.run.seconds}))
     elif a.cmd == "evaluate":
         from ladnn.predict import evaluate_run, summary_text
 

@@ -20,55 +20,66 @@ REDUCTIONS = ("mean", "per_image")
 PROTOCOLS = ("official", "source")
 PREPROCESS = ("crop", "gray", "clahe", "jpeg")  # applied in this order (ladnn.images.preprocess)
 AUGMENTS = ("paper", "strong")
+TTA_SEED = 4321  # default seed of the test-time views (Config.tta_seed)
 PAPER_COVID_WEIGHT = 5.0  # the paper code's weight of the COVID term (Section 2.2; Code/train.py)
 SHORT_BACKBONES = ("vgg16, resnet18, resnet50, densenet121, densenet169, efficientnet_b0, efficientnet_b1, "
                    "efficientnet_lite0")
 
 
-def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
-    """A config field with its help text (and allowed values) as metadata, for the command line and the notebook."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def _f(default: Any, help: str, choices: tuple | None = None, *, cache: bool) -> Any:
+    """A config field with its help text, allowed values and `cache` as metadata. `cache` must be given for every
+    field: True when the field changes what the frozen part of the network sees or computes (the decoded images, the
+    cached activations, the test-time views), so runs that differ in it never share a cache (`cache_key`). A list
+    field is given `[]` and starts empty in every Config."""
+    meta = {"help": help, "choices": choices, "cache": cache}
+    if isinstance(default, list):
+        if default:
+            raise ValueError("a list field starts empty")
+        return field(default_factory=list, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class Config:
     """Defaults follow the paper's released code (Code/train.py): Adam, lr 5e-5, wd 5e-4, 15 epochs, batch 32."""
 
-    backbone: str = _f("efficientnet_lite0", f"short name ({SHORT_BACKBONES}) or any timm model name")
-    method: str = _f("ladnn", "ladnn: COVID + 5 lesion outputs; baseline: COVID only", METHODS)
-    dataset: str = _f("D0", "D0 (the paper's split) or D0+D1 (with the new data found)", DATASETS)
-    seed: int = _f(0, "random seed (initialisation, batch order, augmentation)")
-    epochs: int = _f(15, "training epochs")
-    batch_size: int = _f(32, "batch size")
-    lr: float = _f(5e-5, "Adam learning rate")
-    weight_decay: float = _f(5e-4, "Adam weight decay")
+    backbone: str = _f("efficientnet_lite0", f"short name ({SHORT_BACKBONES}) or any timm model name", cache=True)
+    method: str = _f("ladnn", "ladnn: COVID + 5 lesion outputs; baseline: COVID only", METHODS, cache=False)
+    dataset: str = _f("D0", "D0 (the paper's split) or D0+D1 (with the new data found)", DATASETS, cache=True)
+    seed: int = _f(0, "random seed (initialisation, batch order, augmentation)", cache=False)
+    epochs: int = _f(15, "training epochs", cache=False)
+    batch_size: int = _f(32, "batch size", cache=False)
+    lr: float = _f(5e-5, "Adam learning rate", cache=False)
+    weight_decay: float = _f(5e-4, "Adam weight decay", cache=False)
     finetune: str = _f("full", "full: whole network (paper code); head: frozen backbone (paper text); top: the last "
-                               "`top_blocks` blocks and the head", FINETUNE)
-    top_blocks: int = _f(2, "blocks trained with finetune=top")
-    views: int = _f(4, "augmented views per training image cached for finetune=head/top")
+                               "`top_blocks` blocks and the head", FINETUNE, cache=True)
+    top_blocks: int = _f(2, "blocks trained with finetune=top", cache=True)
+    views: int = _f(4, "augmented views per training image cached for finetune=head/top", cache=True)
     tta: int = _f(1, "test-time augmentation: average the logits of the plain image and tta - 1 augmented views "
-                     "(validation and test)")
-    head: str = _f("linear", "linear (paper code) or fc3 (three FC layers, paper Figure 2)", HEADS)
-    covid_weight: float = _f(PAPER_COVID_WEIGHT, "weight w of the COVID loss term (paper Section 2.2)")
+                     "(validation and test)", cache=True)
+    tta_seed: int = _f(TTA_SEED, "seed of the test-time views: an image's views depend only on it and the image's "
+                                 "pixels (ladnn.infer), never on the other images scored with it", cache=True)
+    head: str = _f("linear", "linear (paper code) or fc3 (three FC layers, paper Figure 2)", HEADS, cache=False)
+    covid_weight: float = _f(PAPER_COVID_WEIGHT, "weight w of the COVID loss term (paper Section 2.2)", cache=False)
     lesion_mask: str = _f("any_lesion", "which samples get lesion loss terms (any_lesion = the paper code's rule)",
-                          LESION_MASKS)
+                          LESION_MASKS, cache=False)
     loss_reduction: str = _f("mean", "mean: the loss divided by N x 6 entries (paper code); per_image: by N",
-                             REDUCTIONS)
+                             REDUCTIONS, cache=False)
     protocol: str = _f("official", "official: the dataset's own split; source: cross-validation by source, no source "
-                                   "on both sides (ladnn.sources)", PROTOCOLS)
-    folds: int = _f(5, "protocol=source: number of source folds")
-    fold: int = _f(0, "protocol=source: the test fold (the next one validates, the rest train)")
-    preprocess: list[str] = field(default_factory=list, metadata={
-        "help": "input pipeline against shortcuts, applied in this order: crop (to the body), gray, clahe (contrast-"
-                "limited histogram equalisation), jpeg (every image re-encoded at quality 75)", "choices": PREPROCESS})
+                                   "on both sides (ladnn.sources)", PROTOCOLS, cache=True)
+    folds: int = _f(5, "protocol=source: number of source folds", cache=False)
+    fold: int = _f(0, "protocol=source: the test fold (the next one validates, the rest train)", cache=False)
+    # _f returns dataclasses.field(default_factory=list) for a list: a fresh list per Config, hence the noqa
+    preprocess: list[str] = _f([], "input pipeline against shortcuts, applied in this order: crop (to the body), "  # noqa: RUF009
+                                   "gray, clahe (contrast-limited histogram equalisation), jpeg (every image "
+                                   "re-encoded at quality 75)", PREPROCESS, cache=True)
     augment: str = _f("paper", "paper: the paper code's flip, scale and tiny shear; strong: adds rotation, shift, "
-                               "brightness and contrast", AUGMENTS)
-    zero_lesions: list[str] = field(default_factory=list, metadata={
-        "help": "ablation: train with these lesion labels set to 0", "choices": LESIONS})
-    pretrained: bool = _f(True, "start from ImageNet weights (no: random initialisation)")
-    weights: str | None = _f(None, "ImageNet weights file for the backbone")
-    limit: int | None = _f(None, "use at most this many images per split (tests, smoke runs)")
-    device: str = _f("auto", "auto, cpu or cuda")
+                               "brightness and contrast", AUGMENTS, cache=True)
+    zero_lesions: list[str] = _f([], "ablation: train with these lesion labels set to 0", LESIONS, cache=False)  # noqa: RUF009
+    pretrained: bool = _f(True, "start from ImageNet weights (no: random initialisation)", cache=True)
+    weights: str | None = _f(None, "ImageNet weights file for the backbone", cache=True)
+    limit: int | None = _f(None, "use at most this many images per split (tests, smoke runs)", cache=True)
+    device: str = _f("auto", "auto, cpu or cuda", cache=True)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -108,6 +119,18 @@ class Config:
 
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Config)]
+
+
+def cache_fields() -> tuple[str, ...]:
+    """The fields marked `cache=True`: what the image and activation caches depend on."""
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["cache"])
+
+
+def cache_key(cfg: Config) -> tuple:
+    """The values of the `cache_fields`, and the seed when the network starts from random weights (its frozen lower
+    part then differs per seed): runs with equal keys share their caches."""
+    values = (getattr(cfg, k) for k in cache_fields())
+    return tuple(tuple(v) if isinstance(v, list) else v for v in values) + (None if cfg.pretrained else cfg.seed,)
 
 
 def parameters_cell() -> str:

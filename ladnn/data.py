@@ -13,9 +13,11 @@ import re
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ladnn.config import LESIONS
+from ladnn.config import LESIONS, Config
+from ladnn.sources import fold_splits
 
 COVID_DIR = "covid-ct/Images-processed/CT_COVID"
 NONCOVID_DIR = "covid-ct/Images-processed/CT_NonCOVID"
@@ -144,6 +146,13 @@ def _d0(root: Path) -> pd.DataFrame:
     return df
 
 
+def groups_of(df: pd.DataFrame) -> list[str]:
+    """The cluster of each image, for resampling and for D1's split: its patient, else its source document, else
+    the image itself."""
+    cols = [df[c] if c in df else pd.Series([""] * len(df), index=df.index) for c in ("patient", "source")]
+    return [str(p or s or n) for p, s, n in zip(*cols, df["name"])]
+
+
 def _split_of_group(group: str) -> str:
     """Deterministic 60/15/25 split of D1 by patient (or source) group, the ratios of the paper's Section 3.2."""
     u = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -179,8 +188,7 @@ def _d1(root: Path) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["name", "covid", *LESIONS, "lesions_known", "image"])
     df["source"] = df["name"].map(source_of)
     df["patient"] = df["name"].map(_patient_of_name)
-    group = [p or s or n for p, s, n in zip(df["patient"], df["source"], df["name"])]
-    df["split"] = [_split_of_group(g) for g in group]
+    df["split"] = [_split_of_group(g) for g in groups_of(df)]
     df["dataset"] = "D1"
     return df
 
@@ -205,6 +213,17 @@ def subset(df: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFrame:
     for (_, _), g in df.groupby(["split", "covid"], sort=True):
         parts.append(g.sample(n=min(len(g), max(1, limit // 2)), random_state=seed))
     return pd.concat(parts).sort_index()
+
+
+def splits(cfg: Config, root=None) -> dict[str, pd.DataFrame]:
+    """Training, validation and test tables: the dataset's own split (`protocol=official`), or fold `cfg.fold` of
+    the source cross-validation (`protocol=source`, ladnn.sources). `row` is the image's place in the whole table."""
+    df = load_table(cfg.dataset, root)
+    df["row"] = np.arange(len(df))
+    df = subset(df, cfg.limit, seed=0)  # with protocol=source: the same images for every fold
+    if cfg.protocol == "source":
+        df["split"] = fold_splits(df, cfg.folds, cfg.fold)
+    return {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
 
 
 def check(root: str | Path | None = None, verify: bool = True) -> dict:

@@ -11,6 +11,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
+from ladnn.config import PREPROCESS
+from ladnn.files import write_atomic
+
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -98,7 +101,7 @@ def jpeg_roundtrip(img: Image.Image, quality: int = 75) -> Image.Image:
 def preprocess(img: Image.Image, size: int, steps=()) -> Image.Image:
     """The input pipeline (Config.preprocess): crop to the body, grey, CLAHE on the full-resolution image, then the
     resize to size x size (the paper's Resize((224, 224))), then the JPEG round trip at the model's size."""
-    unknown = set(steps) - {"crop", "gray", "clahe", "jpeg"}
+    unknown = set(steps) - set(PREPROCESS)
     if unknown:
         raise ValueError(f"unknown preprocessing step(s) {sorted(unknown)}")
     if "crop" in steps:
@@ -126,7 +129,7 @@ class ImageCache:
     preprocessing steps, kept in memory and on disk."""
 
     def __init__(self, size: int, root: Path | None = None, steps=()):
-        self.size, self.steps = size, tuple(steps)
+        self.size, self.steps = size, tuple(s for s in PREPROCESS if s in steps)  # one key per set of steps
         self.root = (root or cache_dir()) / "images"
         self.mem: dict[str, np.ndarray] = {}
 
@@ -142,11 +145,9 @@ class ImageCache:
             arr = np.load(f)
         else:
             arr = load_resized(data, self.size, name=str(path), steps=self.steps)
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr)
-            os.replace(tmp, f)
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            write_atomic(f, buf.getvalue())
         self.mem[key] = arr
         return arr
 
@@ -155,28 +156,49 @@ class ImageCache:
         return torch.from_numpy(np.stack([self.get(p) for p in paths])).permute(0, 3, 1, 2).contiguous()
 
 
+def _draw(n: int, strong: bool, shear_deg: float, scale: tuple[float, float],
+          g: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The random parameters of `augment` for n images, from `g` (None: torch's global CPU generator), always in
+    the same order, so a seed fixes them."""
+    p = {"scale": torch.empty(n).uniform_(*((0.75, 1.25) if strong else scale), generator=g)}
+    lim = 5.0 if strong else shear_deg
+    p["shear"] = torch.deg2rad(torch.empty(n).uniform_(-lim, lim, generator=g))
+    p["flip"] = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    if strong:
+        p["angle"] = torch.deg2rad(torch.empty(n).uniform_(-15.0, 15.0, generator=g))
+        p["shift"] = torch.empty(n, 2).uniform_(-0.16, 0.16, generator=g)  # +-8% of the side (grid units span 2)
+        p["contrast"] = torch.empty(n).uniform_(0.75, 1.25, generator=g)
+        p["bright"] = torch.empty(n).uniform_(-20.0, 20.0, generator=g)
+    return p
+
+
 def augment(x: torch.Tensor, shear_deg: float = 0.2, scale: tuple[float, float] = (0.8, 1.2),
-            strength: str = "paper") -> torch.Tensor:
+            strength: str = "paper", generators: list[torch.Generator] | None = None) -> torch.Tensor:
     """The paper code's augmentation, RandomAffine(0, shear=0.2, scale=(0.8, 1.2)) and a horizontal flip, drawn per
     image but applied to the whole batch at once on its device (affine_grid + grid_sample, bilinear, zero fill).
     torchvision reads that shear in degrees, so it is a very small shear; kept as in the paper code.
-    Random parameters come from torch's global CPU generator, so a seed fixes them on any device.
+    Random parameters come from torch's global CPU generator, so a seed fixes them on any device; with `generators`
+    (one per image), each image's parameters come from its own generator instead, whatever else is in the batch.
     `strength="strong"` adds a rotation (+-15 degrees), a shift (+-8%), a shear of +-5 degrees, and brightness
     (+-20 levels) and contrast (x0.75..1.25) changes, against shortcuts in framing and display window.
     x: uint8 or float N x 3 x H x W; returns float32 in the same 0..255 range."""
     n = len(x)
     strong = strength == "strong"
-    s = torch.empty(n).uniform_(*((0.75, 1.25) if strong else scale))
-    sh = torch.deg2rad(torch.empty(n).uniform_(-5.0, 5.0) if strong else torch.empty(n).uniform_(-shear_deg, shear_deg))
-    flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+    if generators is None:
+        p = _draw(n, strong, shear_deg, scale)
+    else:
+        if len(generators) != n:
+            raise ValueError(f"augment: {len(generators)} generators for {n} images")
+        each = [_draw(1, strong, shear_deg, scale, g) for g in generators]
+        p = {k: torch.cat([e[k] for e in each]) for k in each[0]}
+    s, sh = p["scale"], p["shear"]
     theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 1] = flip / s, -torch.tan(sh) / s, 1 / s
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 1] = p["flip"] / s, -torch.tan(sh) / s, 1 / s
     if strong:
-        a = torch.deg2rad(torch.empty(n).uniform_(-15.0, 15.0))
+        a = p["angle"]
         rot = torch.stack([torch.stack([a.cos(), -a.sin()], 1), torch.stack([a.sin(), a.cos()], 1)], 1)
         theta[:, :, :2] = rot @ theta[:, :, :2]
-        theta[:, :, 2] = torch.empty(n, 2).uniform_(-0.16, 0.16)  # +-8% of the side (grid units span 2)
-        contrast, bright = torch.empty(n).uniform_(0.75, 1.25), torch.empty(n).uniform_(-20.0, 20.0)
+        theta[:, :, 2] = p["shift"]
     theta = theta.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else theta  # no host-device sync
     xf = x.float()
     grid = torch.nn.functional.affine_grid(theta, list(xf.shape), align_corners=False)
@@ -184,7 +206,7 @@ def augment(x: torch.Tensor, shear_deg: float = 0.2, scale: tuple[float, float] 
     if not strong:
         return out
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    c, b = (t.view(n, 1, 1, 1).to(x.device) for t in (contrast, bright))
+    c, b = (t.view(n, 1, 1, 1).to(x.device) for t in (p["contrast"], p["bright"]))
     return ((out - mean) * c + mean + b).clamp(0, 255)
 
 

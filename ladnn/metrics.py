@@ -119,12 +119,6 @@ def weighted_auc(y, p, w) -> np.ndarray:
     return _auc(*_by_score(np.asarray(y, float), np.asarray(p, float), np.atleast_2d(w)))
 
 
-def weighted_ap(y, p, w) -> np.ndarray:
-    """Average precision under each row of image weights, as `average_precision_score(..., sample_weight=w)`: the sum
-    over distinct thresholds (descending) of the recall step times the precision there. NaN without a positive."""
-    return _ap(*_by_score(np.asarray(y, float), np.asarray(p, float), np.atleast_2d(w)))
-
-
 def weighted_binary(y, p, w, threshold: float = 0.5) -> dict[str, np.ndarray]:
     """Every metric of `binary_metrics` under each row of image weights (B x N), vectorised; the thresholded ones
     from weighted confusion counts with scikit-learn's zero_division=0. The tests compare them with scikit-learn."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import re
 import socket
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from ladnn.config import TASKS
+from ladnn.files import write_atomic
 from ladnn.images import cache_dir
 
 # The paper's seven backbones, mapped to the timm weights closest to what it used (our guess, recorded in the column
@@ -68,10 +70,9 @@ def package_weights(arch: str) -> tuple[Path, dict, str] | None:
             raise WeightsError(f"{pkg.__name__} tensor {k_src} {tuple(v.shape)} does not match timm's {k_ref} "
                                f"{tuple(r.shape)}")
         mapped[k_ref] = v
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(mapped, tmp)
-    os.replace(tmp, out)
+    buf = io.BytesIO()
+    torch.save(mapped, buf)
+    write_atomic(out, buf.getvalue())
     return out, overlay, name
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import time
 from functools import cached_property
@@ -14,6 +13,9 @@ import numpy as np
 import pandas as pd
 
 from ladnn.config import LESIONS, Config
+from ladnn.data import groups_of
+from ladnn.files import write_atomic
+from ladnn.summary import Evaluation, RunMetrics
 
 CONFIG, HISTORY, MODEL, PREDICTIONS, METRICS, STATUS = (
     "config.json", "history.csv", "model.pt", "predictions.csv", "metrics.json", "status.json")
@@ -35,22 +37,10 @@ class IncompleteRunError(FileNotFoundError):
     """A folder that is not a complete run: never read as a result."""
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def status(run: str | Path) -> str:
     """'complete', 'running', 'failed' or 'absent'."""
     p = Path(run) / STATUS
     return json.loads(p.read_text())["status"] if p.is_file() else "absent"
-
-
-def groups_of(df: pd.DataFrame) -> list[str]:
-    """The resampling cluster of each image: its patient, else its source document, else the image itself."""
-    cols = [df[c] if c in df else pd.Series([""] * len(df), index=df.index) for c in ("patient", "source")]
-    return [str(p or s or n) for p, s, n in zip(*cols, df["name"])]
 
 
 def predictions_table(df: pd.DataFrame, probs: np.ndarray, tasks: tuple[str, ...]) -> pd.DataFrame:
@@ -87,7 +77,7 @@ class RunDir:
         write_atomic(self.path / name, data)
 
     def write_results(self, history: pd.DataFrame, predictions: pd.DataFrame, checkpoint: dict,
-                      metrics: dict) -> None:
+                      metrics: RunMetrics) -> None:
         """Every result file, then the `complete` mark."""
         import torch
 
@@ -96,7 +86,7 @@ class RunDir:
         self.write(HISTORY, history.to_csv(index=False))
         self.write(PREDICTIONS, predictions.to_csv(index=False))
         self.write(MODEL, buf.getvalue())
-        self.write(METRICS, json.dumps(metrics, indent=2))
+        self.write(METRICS, json.dumps(metrics.to_dict(), indent=2))
         self.finish()
 
     def _status(self, state: str, **extra) -> None:
@@ -128,8 +118,8 @@ class Run:
         return Config.load(self.path / CONFIG)
 
     @cached_property
-    def metrics(self) -> dict:
-        return json.loads((self.path / METRICS).read_text())
+    def metrics(self) -> RunMetrics:
+        return RunMetrics.from_dict(json.loads((self.path / METRICS).read_text()))
 
     @cached_property
     def history(self) -> pd.DataFrame:
@@ -138,10 +128,6 @@ class Run:
     @cached_property
     def predictions(self) -> pd.DataFrame:
         return pd.read_csv(self.path / PREDICTIONS)
-
-    @property
-    def has_lesions(self) -> bool:
-        return P_LESIONS[0] in self.predictions
 
     def checkpoint(self, device: str = "cpu") -> dict:
         """model.pt: config, state_dict, data_config and weights_source."""
@@ -158,23 +144,29 @@ class Run:
         """One row of the runs table: the config, the test metrics, and how the run went."""
         m = self.metrics
         row = {**self.config.to_dict(), "path": str(self.path),
-               **{k: m["covid"][k] for k in ("auc", "ap", "sensitivity", "precision", "f1", "accuracy")},
-               "seconds": m["run"]["seconds"], "best_epoch": m["run"]["best_epoch"],
-               "weights_source": m["run"]["weights_source"]}
-        if m.get("lesions", {}).get("n"):
-            les = m["lesions"]
+               **{k: getattr(m.covid, k) for k in ("auc", "ap", "sensitivity", "precision", "f1", "accuracy")},
+               "seconds": m.run.seconds, "best_epoch": m.run.best_epoch, "weights_source": m.run.weights_source}
+        if m.lesions and m.lesions.get("n"):
+            les = m.lesions
             row.update({"lesion_label_accuracy": les["label_accuracy"], "hamming_loss": les["hamming_loss"],
                         "lesion_exact_match": les["exact_match"], "lesion_auc": les.get("mean_auc"),
                         "lesion_ap": les.get("mean_ap"), "lesion_images": les["n"]})
         return row
 
-    def write_evaluation(self, name: str, predictions: pd.DataFrame, metrics: dict) -> Path:
+    def evaluation_dir(self, name: str) -> Path:
+        """Where `ladnn evaluate` writes (`eval` or `eval-NAME` inside the run)."""
+        return self.path / name
+
+    def write_evaluation(self, name: str, predictions: pd.DataFrame, metrics: Evaluation) -> Path:
         """`ladnn evaluate`'s output: predictions.csv and metrics.json in the sub-folder `name` of the run."""
-        out = self.path / name
-        out.mkdir(exist_ok=True)
+        out = self.evaluation_dir(name)
         write_atomic(out / PREDICTIONS, predictions.to_csv(index=False))
-        write_atomic(out / METRICS, json.dumps(metrics, indent=2))
+        write_atomic(out / METRICS, json.dumps(metrics.to_dict(), indent=2))
         return out
+
+    @staticmethod
+    def evaluation_files(out: Path) -> list[str]:
+        return [str(out / f) for f in (PREDICTIONS, METRICS, "roc.png")]
 
 
 def is_done(path: str | Path, cfg: Config) -> bool:

@@ -17,46 +17,11 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from ladnn.generalisation import generalisation, recipe_unseen_source
 from ladnn.images import MAX_PIXELS, ImageError
 from ladnn.predict import Predictor
-from ladnn.report.unseen import recipe_unseen_source
 
 PAGE = Path(__file__).with_name("page.html")
-
-
-def generalisation(metrics: dict, recipe: dict | None = None) -> dict:
-    """The run's AUC on its own test split beside its AUC on images from sources it never saw in training: its own
-    score on the D1 images present (`unseen_source`) and, when the packaged fold runs cover its recipe, the recipe's
-    AUC under cross-validation by source (`recipe`, ladnn.report.unseen.recipe_unseen_source). A plain warning when
-    the official AUC lies outside the interval of the unseen-source figure with the most sources, when that figure
-    rests on few sources, or when there is none. A run of the source protocol is tested on unseen sources by
-    construction."""
-    def auc(m: dict, ci: dict | None, n: int, on: str, sources: int | None = None) -> dict:
-        return {"auc": m.get("auc"), "ci95": (ci or {}).get("auc"), "n": n, "sources": sources, "on": on}
-
-    prot = metrics.get("protocol") or {"protocol": "official", "test": "its test split"}
-    test = auc(metrics["covid"], metrics.get("covid_ci95"), metrics["covid"]["n"], prot["test"])
-    if prot["protocol"] == "source":
-        official, unseen = None, {**test, "sources": prot.get("test_sources")}
-    else:
-        official, u = test, metrics.get("unseen_source")
-        unseen = u and auc(u["covid"], u.get("covid_ci95"), u["covid"]["n"], u["evaluated_on"], u.get("sources"))
-    best = max([g for g in (unseen, recipe) if g and g.get("auc") is not None],
-               key=lambda g: g.get("sources") or 0, default=None)
-    warning = None
-    if best is None:
-        warning = ("This run has not been scored on images from sources it never saw. Its test images come from the "
-                   "same papers and collections as its training images, so its test AUC may overstate how it does "
-                   "on CT from elsewhere.")
-    elif official and official["auc"] is not None and best["ci95"] and not (
-            best["ci95"][0] <= official["auc"] <= best["ci95"][1]):
-        warning = (f"On images from sources it never saw, the AUC is {best['auc']:.3f}, against "
-                   f"{official['auc']:.3f} on the official test split. Expect the lower figure, or worse, on CT "
-                   "from another hospital.")
-    if best is not None and best.get("sources") is not None and best["sources"] < 10:
-        note = f"The unseen-source figure rests on {best['sources']} sources only: it is a rough estimate."
-        warning = f"{warning} {note}" if warning else note
-    return {"official_test": official, "unseen_source": unseen, "recipe_unseen_source": recipe, "warning": warning}
 
 
 def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 16,
@@ -69,8 +34,8 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     metrics = pred.run.metrics
     gen = generalisation(metrics, recipe_unseen_source(pred.config))
     info = {"run": str(run_dir), "config": pred.config.to_dict(), "outputs": ["COVID", *pred.tasks[1:]],
-            "weights_source": pred.model.weights_source, "test_metrics": metrics.get("covid"),
-            "test_metrics_ci95": metrics.get("covid_ci95"), "generalisation": gen,
+            "weights_source": pred.model.weights_source, "test_metrics": metrics.covid.to_dict(),
+            "test_metrics_ci95": metrics.covid_ci95.to_dict(), "generalisation": gen,
             "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_pixels": max_pixels},
             "notice": "Research software, not a medical device. The model only knows chest CT slices."}
     app = FastAPI(title="LA-DNN diagnosis service (research use only)", version="0.1.0",

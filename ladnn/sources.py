@@ -9,8 +9,8 @@ What can be grouped (`source_group`):
 What cannot: the 195 negatives named only by a number (`487.png`). Nothing records their origin, so each is a group
 of its own; images of one unrecorded collection may then sit on both sides of a fold (`ungrouped` counts them).
 
-`protocol_info` and `unseen_source_eval` say, for a finished run, what its test set was and how it does on sources
-it never saw (the D1 images present, for a run trained on D0).
+`protocol_info` says, for a finished run, what its test set was. This module is the protocol alone: it imports
+only `ladnn.summary`, so the data layer (`ladnn.data.splits`) can apply it.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import re
 
 import numpy as np
 import pandas as pd
+
+from ladnn.summary import Protocol
 
 UNGROUPED = "image:"  # prefix of the group of an image whose source is not recorded
 
@@ -81,43 +83,12 @@ def shared_sources(df: pd.DataFrame, split: pd.Series) -> dict[str, set]:
 
 
 # ---------------------------------------------------------------- what a run's test set is
-def protocol_info(cfg, data: dict) -> dict:
-    """What the test split is: the dataset's own, or a source fold (with the count of sources shared with training,
-    which the protocol keeps at 0)."""
+def protocol_info(cfg, data: dict) -> Protocol:
+    """What the test split is (`ladnn.summary.Protocol`): the dataset's own, or a source fold (with the count of
+    sources shared with training, which the protocol keeps at 0)."""
     if cfg.protocol == "official":
-        return {"protocol": "official", "test": f"{cfg.dataset} test split"}
+        return Protocol(protocol="official", test=f"{cfg.dataset} test split")
     g = {s: set(source_groups(d)) for s, d in data.items()}
-    return {"protocol": "source", "fold": cfg.fold, "folds": cfg.folds, "test_sources": len(g["test"]),
-            "sources_shared_with_training": len(g["test"] & g["train"]),
-            "test": f"source fold {cfg.fold} of {cfg.folds} ({cfg.dataset})"}
-
-
-def unseen_source_eval(cfg, model, device, data_dir=None) -> tuple[dict, pd.DataFrame] | None:
-    """A run trained on D0 by the official split, scored on the D1 images present: their sources (one article, two
-    image collections here) gave no image to D0. The whole model with the run's preprocessing and test-time views;
-    intervals resample whole sources. None when the run saw D1 or no D1 images of both classes are present."""
-    import torch
-
-    from ladnn.data import load_table, subset
-    from ladnn.images import ImageCache
-    from ladnn.metrics import binary_metrics, bootstrap_ci
-    from ladnn.rundir import predictions_table
-    from ladnn.train import ImageBatches
-
-    if cfg.protocol != "official" or cfg.dataset != "D0":
-        return None
-    d1 = load_table("D0+D1", data_dir).query("dataset == 'D1'").reset_index(drop=True)
-    d1 = subset(d1, cfg.limit, seed=0).reset_index(drop=True)
-    if d1["covid"].nunique() < 2:
-        return None
-    imgs = ImageCache(model.data_config["input_size"][-1], steps=cfg.preprocess).stack(d1["image"]).to(device)
-    logits = ImageBatches(model, {"d1": imgs}, device, cfg.tta, cfg.augment).outputs(model, "d1")
-    pred = predictions_table(d1, torch.sigmoid(logits).numpy(), cfg.tasks)
-    pred["group"] = source_groups(d1).to_numpy()  # here the cluster is the source
-    groups = pred["group"]
-    m = {"covid": binary_metrics(pred["y_true"], pred["p_covid"]),
-         "covid_ci95": bootstrap_ci(pred["y_true"], pred["p_covid"], groups, seed=cfg.seed),
-         "sources": int(groups.nunique()),
-         "sources_by_class": {str(k): int(v) for k, v in pred.groupby("y_true")["group"].nunique().items()},
-         "evaluated_on": f"the {len(d1)} D1 images present: sources that gave no image to D0"}
-    return m, pred
+    return Protocol(protocol="source", fold=cfg.fold, folds=cfg.folds, test_sources=len(g["test"]),
+                    sources_shared_with_training=len(g["test"] & g["train"]),
+                    test=f"source fold {cfg.fold} of {cfg.folds} ({cfg.dataset})")

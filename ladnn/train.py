@@ -10,7 +10,6 @@ import copy
 import hashlib
 import io
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -21,43 +20,34 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ladnn.config import LESIONS, Config
-from ladnn.data import load_table, subset
-from ladnn.images import ImageCache, augment, cache_dir, normalize
+from ladnn.config import LESIONS, Config, cache_key
+from ladnn.data import load_table, splits, subset
+from ladnn.files import write_atomic
+from ladnn.images import ImageCache, augment, cache_dir
+from ladnn.infer import (
+    autocast,
+    channels_last,
+    forward,
+    model_input,
+    outputs,
+    pick_device,
+    tta_outputs,
+    view_outputs,
+)
 from ladnn.loss import lesion_attention_loss
-from ladnn.metrics import binary_metrics, evaluate_predictions, lesion_prevalence
+from ladnn.metrics import binary_metrics, bootstrap_ci, evaluate_predictions, lesion_prevalence
 from ladnn.models import LADNN, build_model, split_model, timm_name
 from ladnn.rundir import UNSEEN, Run, RunDir, is_done, predictions_table
-from ladnn.sources import protocol_info, unseen_source_eval
+from ladnn.sources import protocol_info, source_groups
+from ladnn.summary import RunInfo, RunMetrics, Scores, Unseen
 
-VIEW_SEED = 1234  # augmented views cached for head/top are drawn once, shared by every seed and method
-# The config fields the image and activation caches depend on: runs that agree on them share one cache.
-CACHE_FIELDS = ("backbone", "dataset", "finetune", "top_blocks", "views", "tta", "limit", "pretrained", "weights",
-                "device", "protocol", "preprocess", "augment")
-TTA_SEED = 4321  # the test-time views are drawn once, the same for every run
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+VIEW_SEED = 1234  # augmented training views cached for head/top are drawn once, shared by every seed and method
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def splits(cfg: Config, root=None) -> dict[str, pd.DataFrame]:
-    """Training, validation and test tables: the dataset's own split (`protocol=official`), or fold `cfg.fold` of
-    the source cross-validation (`protocol=source`, ladnn.sources). `row` is the image's place in the whole table."""
-    df = load_table(cfg.dataset, root)
-    df["row"] = np.arange(len(df))
-    df = subset(df, cfg.limit, seed=0)  # with protocol=source: the same images for every fold
-    if cfg.protocol == "source":
-        from ladnn.sources import fold_splits
-
-        df["split"] = fold_splits(df, cfg.folds, cfg.fold)
-    return {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
 
 
 def targets(df: pd.DataFrame, zero: list[str] = ()) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,39 +58,10 @@ def targets(df: pd.DataFrame, zero: list[str] = ()) -> tuple[torch.Tensor, torch
     return torch.from_numpy(y), torch.from_numpy(df["lesions_known"].to_numpy(dtype=bool).copy())
 
 
-def channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on a GPU, nothing on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-
-
-class Prep:
-    """uint8 images -> (augmented,) normalised float on the device, channels-last (faster on CPU and GPU alike)."""
-
-    def __init__(self, model: LADNN, device: torch.device, aug: bool = False, strength: str = "paper"):
-        self.mean, self.std, self.device, self.aug = model.data_config["mean"], model.data_config["std"], device, aug
-        self.strength = strength
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        x = normalize(augment(x, strength=self.strength) if self.aug else x, self.mean, self.std)
-        return x.contiguous(memory_format=torch.channels_last)
-
-
-@torch.no_grad()
-def run_batches(net: torch.nn.Module, xs: torch.Tensor, device, prep=None, batch: int = 64, desc: str = "") -> torch.Tensor:
-    """Forward `xs` in batches (eval mode), returning float32 outputs on the CPU."""
-    net.eval()
-    out = []
-    for i in tqdm(range(0, len(xs), batch), desc=desc, leave=False, disable=None if desc else True):
-        x = xs[i:i + batch]
-        x = prep(x) if prep else x.to(device)
-        with autocast(device):
-            out.append(net(channels_last(x)).float().cpu())
-    return torch.cat(out)
+def train_views(x: torch.Tensor, model: LADNN, strength: str = "paper") -> torch.Tensor:
+    """Training images (uint8, on their device) -> augmented network input, the random draws from torch's global
+    generator (the paper's pipeline: a new view every time an image is drawn)."""
+    return model_input(augment(x, strength=strength), model.data_config)
 
 
 # ---------------------------------------------------------------- batch sources
@@ -108,9 +69,9 @@ class ImageBatches:
     """finetune=full: the network sees decoded images, augmented afresh in every batch (the paper's pipeline)."""
 
     def __init__(self, model: LADNN, imgs: dict[str, torch.Tensor], device: torch.device, tta: int = 1,
-                 strength: str = "paper"):
-        self.imgs, self.device, self.tta = imgs, device, tta
-        self.prep, self.prep_aug = Prep(model, device), Prep(model, device, aug=True, strength=strength)
+                 strength: str = "paper", tta_seed: int = Config.tta_seed):
+        self.model, self.imgs, self.device, self.tta = model, imgs, device, tta
+        self.strength, self.tta_seed = strength, tta_seed
 
     def epoch(self, batch_size: int, g: torch.Generator):
         """(indices, inputs) of one shuffled pass over the training split."""
@@ -119,16 +80,12 @@ class ImageBatches:
             perm = perm.to(self.device)  # images and labels live on the GPU: index them there
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
-            yield idx, self.prep_aug(self.imgs["train"][idx])
+            yield idx, train_views(self.imgs["train"][idx].to(self.device), self.model, self.strength)
 
     def outputs(self, net: torch.nn.Module, split: str) -> torch.Tensor:
-        """Logits of the plain images, averaged with those of `tta - 1` augmented views (drawn with TTA_SEED)."""
-        plain = run_batches(net, self.imgs[split], self.device, self.prep)
-        if self.tta == 1:
-            return plain
-        with fixed_rng(TTA_SEED):
-            views = [run_batches(net, self.imgs[split], self.device, self.prep_aug) for _ in range(self.tta - 1)]
-        return torch.stack([plain, *views]).mean(0)
+        """Logits of the plain images, averaged with those of `tta - 1` test-time views (ladnn.infer)."""
+        return tta_outputs(net, self.imgs[split], self.tta, self.model.data_config, self.device, self.tta_seed,
+                           self.strength)
 
 
 class FeatureBatches:
@@ -147,12 +104,13 @@ class FeatureBatches:
             yield idx, channels_last(self.feats["train"][view[idx], idx].to(self.device))
 
     def outputs(self, net: torch.nn.Module, split: str) -> torch.Tensor:
-        """Logits of the plain view, averaged with those of the cached test-time views (`<split>_tta`) if any."""
-        plain = run_batches(net, self.feats[split], self.device)
+        """Logits of the plain view, averaged with those of the cached test-time views (`<split>_tta`) if any: the
+        same views as `ladnn.infer.tta_outputs` of the whole model, through cached activations."""
+        plain = forward(net, self.feats[split], self.device)
         extra = self.feats.get(f"{split}_tta")
         if extra is None:
             return plain
-        return torch.stack([plain, *(run_batches(net, v, self.device) for v in extra)]).mean(0)
+        return torch.stack([plain, *(forward(net, v, self.device) for v in extra)]).mean(0)
 
 
 @contextlib.contextmanager
@@ -164,80 +122,86 @@ def fixed_rng(seed: int):
 
 
 def _save(f: Path, feats: dict) -> None:
-    f.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(feats, buf)
-    tmp = f.with_suffix(f".{os.getpid()}.tmp")  # runs in parallel may build the same cache: never share a temp file
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(f)
+    write_atomic(f, buf.getvalue())  # runs in parallel may build the same cache
+
+
+def _load(f: Path) -> dict | None:
+    return torch.load(f, weights_only=True) if f.exists() else None
 
 
 def _cache_file(cfg: Config, model: LADNN, imgs: dict) -> Path:
-    parts = ["affine_grid-v1", timm_name(cfg.backbone), model.weights_source, cache_key(cfg), VIEW_SEED,
+    parts = ["per-image-tta-v2", timm_name(cfg.backbone), model.weights_source, cache_key(cfg), VIEW_SEED,
              model.data_config, {s: hashlib.sha256(x.cpu().numpy().tobytes()).hexdigest() for s, x in imgs.items()}]
     return cache_dir() / "features" / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.pt"
 
 
+def _training_views(cfg: Config, model: LADNN, lower, x: torch.Tensor, device) -> torch.Tensor:
+    """`cfg.views` augmented views of each training image through the frozen part (V x N x ...), drawn once with
+    VIEW_SEED from torch's global generator, 64 images at a time."""
+    aug = lambda b: augment(b, strength=cfg.augment)
+    with fixed_rng(VIEW_SEED):
+        return torch.stack([outputs(lower, x, model.data_config, device, aug, desc=f"cache view {v + 1}")
+                            for v in range(cfg.views)])
+
+
+def _test_views(cfg: Config, model: LADNN, lower, x: torch.Tensor, device, desc: str) -> dict[str, torch.Tensor]:
+    """The plain view of each image through the frozen part and, with `tta` > 1, its `tta - 1` test-time views
+    (ladnn.infer: the views `Predictor` draws for the same image)."""
+    out = {"plain": view_outputs(lower, x, 0, model.data_config, device, cfg.tta_seed, cfg.augment, desc=desc)}
+    if cfg.tta > 1:
+        out["tta"] = torch.stack([view_outputs(lower, x, v, model.data_config, device, cfg.tta_seed, cfg.augment,
+                                               desc=f"{desc} TTA") for v in range(1, cfg.tta)])
+    return out
+
+
 def pooled_feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, data: dict, device) -> dict[str, torch.Tensor]:
-    """protocol=source: one cache for every fold. The frozen part sees every image of the table once plain and in
-    max(views, tta - 1) augmented views (VIEW_SEED); a fold's training images use the first `views` of them, and its
-    validation and test images the plain view plus the first `tta - 1` as test-time views."""
+    """protocol=source: one cache for every fold. The frozen part sees every image of the table in `views`
+    augmented training views (VIEW_SEED), plain, and in its `tta - 1` test-time views; a fold's training images use
+    the first, its validation and test images the others."""
     rows = torch.cat([torch.tensor(data[s]["row"].to_numpy()) for s in ("train", "val", "test")])
     order = torch.argsort(rows)
     pool = torch.cat([imgs[s] for s in ("train", "val", "test")])[order.to(imgs["train"].device)]
     f = _cache_file(cfg, model, {"pool": pool})
-    if f.exists():
-        cache = torch.load(f, weights_only=True)
-    else:
-        t, n_views = time.time(), max(cfg.views, cfg.tta - 1)
-        print(f"caching activations of the frozen part for every fold: {n_views} augmented views and the plain "
-              f"view of {len(pool)} images", flush=True)
-        aug = Prep(model, device, aug=True, strength=cfg.augment)
-        with fixed_rng(VIEW_SEED):
-            views = [run_batches(lower, pool, device, aug, desc=f"cache view {v + 1}") for v in range(n_views)]
-        cache = {"views": torch.stack(views), "plain": run_batches(lower, pool, device, Prep(model, device),
-                                                                   desc="cache plain")}
+    cache = _load(f)
+    if cache is None:
+        t = time.time()
+        print(f"caching activations of the frozen part for every fold: {cfg.views} training views, the plain view "
+              f"and {cfg.tta - 1} test-time views of {len(pool)} images", flush=True)
+        cache = {"views": _training_views(cfg, model, lower, pool, device),
+                 **_test_views(cfg, model, lower, pool, device, "cache pool")}
         print(f"cached in {time.time() - t:.0f} s: {f}", flush=True)
         _save(f, cache)
     sorted_rows = rows[order]
     pos = {s: torch.searchsorted(sorted_rows, torch.tensor(data[s]["row"].to_numpy())) for s in data}
-    feats = {"train": cache["views"][:cfg.views, pos["train"]]}
+    feats = {"train": cache["views"][:, pos["train"]]}
     for s in ("val", "test"):
         feats[s] = cache["plain"][pos[s]]
         if cfg.tta > 1:
-            feats[f"{s}_tta"] = cache["views"][:cfg.tta - 1, pos[s]]
+            feats[f"{s}_tta"] = cache["tta"][:, pos[s]]
     return feats
 
 
 def feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[str, torch.Tensor]:
     """Activations of the frozen lower part: `views` augmented views of each training image, one plain view of the
-    validation and test images and, with `tta` > 1, `tta - 1` augmented views of them (`val_tta`, `test_tta`).
+    validation and test images and, with `tta` > 1, their `tta - 1` test-time views (`val_tta`, `test_tta`).
     Stored on disk, keyed by everything they depend on."""
     f = _cache_file(cfg, model, imgs)
-    if f.exists():
-        return torch.load(f, weights_only=True)
+    if (feats := _load(f)) is not None:
+        return feats
     t = time.time()
     print(f"caching activations of the frozen part: {cfg.views} augmented views of {len(imgs['train'])} training "
           f"images, {len(imgs['val'])} validation and {len(imgs['test'])} test images", flush=True)
-    aug = Prep(model, device, aug=True, strength=cfg.augment)
-    with fixed_rng(VIEW_SEED):
-        views = [run_batches(lower, imgs["train"], device, aug, desc=f"cache view {v + 1}") for v in range(cfg.views)]
-    feats = {"train": torch.stack(views)}  # V, N, ...
+    feats = {"train": _training_views(cfg, model, lower, imgs["train"], device)}  # V, N, ...
     for s in ("val", "test"):
-        feats[s] = run_batches(lower, imgs[s], device, Prep(model, device), desc=f"cache {s}")
-        if cfg.tta > 1:
-            with fixed_rng(TTA_SEED):
-                feats[f"{s}_tta"] = torch.stack([run_batches(lower, imgs[s], device, aug, desc=f"cache {s} TTA")
-                                                 for _ in range(cfg.tta - 1)])
+        views = _test_views(cfg, model, lower, imgs[s], device, f"cache {s}")
+        feats[s] = views["plain"]
+        if "tta" in views:
+            feats[f"{s}_tta"] = views["tta"]
     print(f"cached in {time.time() - t:.0f} s: {f}", flush=True)
     _save(f, feats)
     return feats
-
-
-def cache_key(cfg: Config) -> tuple:
-    """The values of CACHE_FIELDS, and the seed when the lower part is randomly initialised (it differs per seed)."""
-    values = (getattr(cfg, k) for k in CACHE_FIELDS)
-    return tuple(tuple(v) if isinstance(v, list) else v for v in values) + (None if cfg.pretrained else cfg.seed,)
 
 
 def batch_source(cfg: Config, model: LADNN, imgs: dict, device, data: dict | None = None
@@ -245,7 +209,7 @@ def batch_source(cfg: Config, model: LADNN, imgs: dict, device, data: dict | Non
     """The batches and the trainable network of a fine-tuning mode: the whole model on images (`full`), or the part
     above a frozen lower part on its cached activations (`head`: the head alone; `top`: the last `top_blocks`)."""
     if cfg.finetune == "full":
-        return ImageBatches(model, imgs, device, cfg.tta, cfg.augment), model
+        return ImageBatches(model, imgs, device, cfg.tta, cfg.augment, cfg.tta_seed), model
     lower, upper = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
     for p in lower.parameters():
         p.requires_grad_(False)
@@ -311,7 +275,32 @@ def prepare(cfg: Config, data_dir=None) -> None:
         torch.cuda.empty_cache()  # the runs that follow need the GPU's memory, not this process
 
 
-def train_or_load(cfg: Config, out: str | Path, data_dir=None) -> dict:
+def unseen_source_eval(cfg: Config, model: LADNN, device, data_dir=None) -> tuple[Unseen, pd.DataFrame] | None:
+    """A run trained on D0 by the official split, scored on the D1 images present: their sources (one article, two
+    image collections here) gave no image to D0. The whole model with the run's preprocessing and test-time views
+    (ladnn.infer); intervals resample whole sources. None when the run saw D1 or no D1 images of both classes are
+    present."""
+    if cfg.protocol != "official" or cfg.dataset != "D0":
+        return None
+    d1 = load_table("D0+D1", data_dir).query("dataset == 'D1'").reset_index(drop=True)
+    d1 = subset(d1, cfg.limit, seed=0).reset_index(drop=True)
+    if d1["covid"].nunique() < 2:
+        return None
+    imgs = ImageCache(model.data_config["input_size"][-1], steps=cfg.preprocess).stack(d1["image"])
+    logits = tta_outputs(model, imgs, cfg.tta, model.data_config, device, cfg.tta_seed, cfg.augment)
+    pred = predictions_table(d1, torch.sigmoid(logits).numpy(), cfg.tasks)
+    pred["group"] = source_groups(d1).to_numpy()  # here the cluster is the source
+    groups = pred["group"]
+    m = Unseen.from_dict({
+        "covid": binary_metrics(pred["y_true"], pred["p_covid"]),
+        "covid_ci95": bootstrap_ci(pred["y_true"], pred["p_covid"], groups, seed=cfg.seed),
+        "clusters": int(groups.nunique()), "sources": int(groups.nunique()),
+        "sources_by_class": {str(k): int(v) for k, v in pred.groupby("y_true")["group"].nunique().items()},
+        "evaluated_on": f"the {len(d1)} D1 images present: sources that gave no image to D0"})
+    return m, pred
+
+
+def train_or_load(cfg: Config, out: str | Path, data_dir=None) -> RunMetrics:
     """The book's incremental step: reuse a finished run with exactly this config, else train (replacing `out`)."""
     if is_done(out, cfg):
         print(f"{out}: finished run with this config found; not training again")
@@ -319,7 +308,7 @@ def train_or_load(cfg: Config, out: str | Path, data_dir=None) -> dict:
     return train(cfg, out, data_dir, overwrite=True)
 
 
-def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) -> dict:
+def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) -> RunMetrics:
     """Train, keep the epoch with the lowest validation COVID loss, predict the test split, write the run directory."""
     run = RunDir(out)
     run.start(cfg.to_dict(), overwrite=overwrite)
@@ -330,7 +319,7 @@ def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) 
         raise
 
 
-def _train(cfg: Config, run: RunDir, data_dir) -> dict:
+def _train(cfg: Config, run: RunDir, data_dir) -> RunMetrics:
     t0 = time.time()
     device = pick_device(cfg.device)
     data, model, imgs = prepare_inputs(cfg, data_dir, device)
@@ -358,17 +347,16 @@ def _train(cfg: Config, run: RunDir, data_dir) -> dict:
                   f"val AUC {h['val_auc'] or float('nan'):.4f} ({time.time() - t0:.0f} s)", flush=True)
     model.load_state_dict(best_state)
     pred = predictions_table(data["test"], torch.sigmoid(source.outputs(net, "test")).numpy(), cfg.tasks)
-    metrics = evaluate_predictions(pred, lesion_prevalence(data["train"][list(LESIONS)].to_numpy()), seed=cfg.seed)
-    metrics["protocol"] = protocol_info(cfg, data)
+    scores = evaluate_predictions(pred, lesion_prevalence(data["train"][list(LESIONS)].to_numpy()), seed=cfg.seed)
     unseen = unseen_source_eval(cfg, model, device, data_dir)
     if unseen is not None:
-        metrics["unseen_source"] = unseen[0]
         run.write(UNSEEN, unseen[1].to_csv(index=False))
-    metrics["run"] = {"best_epoch": min(history, key=lambda h: h["val_covid_loss"])["epoch"],
-                      "seconds": round(time.time() - t0, 1), "device": str(device),
-                      "timm_name": timm_name(cfg.backbone), "weights_source": model.weights_source,
-                      "pretrained": cfg.pretrained, "torch": torch.__version__,
-                      "images": {s: len(d) for s, d in data.items()}}
+    info = RunInfo(best_epoch=min(history, key=lambda h: h["val_covid_loss"])["epoch"],
+                   seconds=round(time.time() - t0, 1), device=str(device), timm_name=timm_name(cfg.backbone),
+                   weights_source=model.weights_source, pretrained=cfg.pretrained, torch=torch.__version__,
+                   images={s: len(d) for s, d in data.items()})
+    metrics = RunMetrics(**vars(Scores.from_dict(scores)), protocol=protocol_info(cfg, data), run=info,
+                         unseen_source=unseen and unseen[0])
     checkpoint = {"config": cfg.to_dict(), "state_dict": model.state_dict(), "data_config": model.data_config,
                   "weights_source": model.weights_source}
     run.write_results(pd.DataFrame(history), pred, checkpoint, metrics)

@@ -26,11 +26,12 @@ TINY = ["--backbone", "efficientnet_lite0", "--dataset", "D0", "--limit", "16", 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, data_dir):
-    """A small real LA-DNN run (16 images per split), trained once through the command line."""
+    """A small real LA-DNN run (16 images per split), trained once through the command line, with test-time views
+    (tta 4, as the quick profile) on cached activations."""
     from ladnn.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "ladnn"
-    assert main(["train", *TINY, "--finetune", "top", "--method", "ladnn", "--out", str(out)]) == 0
+    assert main(["train", *TINY, "--finetune", "top", "--tta", "4", "--method", "ladnn", "--out", str(out)]) == 0
     return out
 
 
@@ -46,3 +47,21 @@ def book_copy(root: Path) -> Path:
             (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, root / s)
     shutil.rmtree(root / "book" / "_generated", ignore_errors=True)
     return root
+
+
+def scores_dict(auc: float, n: int, lo: float, hi: float) -> dict:
+    """A metrics.json block with this COVID AUC and interval (the other metrics are filler)."""
+    filler = dict.fromkeys(("ap", "sensitivity", "specificity", "precision", "f1", "accuracy"), 0.5)
+    return {"covid": {"auc": auc, "n": n, "n_pos": n // 2, **filler},
+            "covid_ci95": {"auc": [lo, hi], **{k: [0.4, 0.6] for k in filler}}, "clusters": n}
+
+
+RUN_INFO = {"best_epoch": 1, "seconds": 1.0, "device": "cpu", "timm_name": "x", "weights_source": "none",
+            "pretrained": False, "torch": "test"}
+
+
+def run_metrics(auc: float = 1.0):
+    """A complete, typed metrics.json (ladnn.summary.RunMetrics) with this COVID AUC."""
+    from ladnn.summary import RunMetrics
+
+    return RunMetrics.from_dict({**scores_dict(auc, 2, auc, auc), "run": RUN_INFO})

@@ -7,7 +7,10 @@ import nbformat
 import pytest
 from conftest import book_copy
 
-from ladnn.book import BuildError, _finish_notebook, build, check_html, load_profile, toc_pages
+from ladnn.book import build
+from ladnn.pages import check_html, toc_pages
+from ladnn.profiles import BuildError, load_profile
+from ladnn.runner import _finish_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,12 +39,28 @@ def test_refuses_to_overwrite(run, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_evaluate_matches_training_predictions(run):
+def _evaluate_equals_training(run) -> None:
     assert main(["evaluate", str(run)]) == 0
     a = pd.read_csv(run / "predictions.csv")
     b = pd.read_csv(run / "eval" / "predictions.csv")
     assert (a["image"] == b["image"]).all()
-    np.testing.assert_allclose(a["p_covid"], b["p_covid"], atol=1e-5)
+    for col in [c for c in a.columns if c.startswith("p_")]:
+        np.testing.assert_allclose(a[col], b[col], atol=1e-5, err_msg=col)
+
+
+def test_evaluate_matches_training_predictions(run):
+    """tta 4 on cached activations (finetune=top): `evaluate` scores the whole model image by image through
+    ladnn.infer and gives the run's own predictions.csv."""
+    assert Config.load(run / "config.json").tta == 4
+    _evaluate_equals_training(run)
+
+
+def test_evaluate_matches_training_predictions_full_finetuning(tmp_path, data_dir):
+    """tta 3 with the whole network trained on images (finetune=full): the same promise on the other batch source."""
+    out = tmp_path / "full"
+    assert main(["train", "--backbone", "resnet18", "--no-pretrained", "--method", "baseline", "--limit", "8",
+                 "--epochs", "1", "--batch-size", "4", "--finetune", "full", "--tta", "3", "--out", str(out)]) == 0
+    _evaluate_equals_training(out)
 
 
 def test_evaluate_external_folder(run, tmp_path, data_dir, capsys):

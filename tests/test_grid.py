@@ -9,8 +9,9 @@ import pytest
 import yaml
 from conftest import book_copy
 
-from ladnn.book import BuildError, _worker_init, build, load_profile, parse_overrides, plan, training_runs
-from ladnn.config import Config
+from ladnn.book import build
+from ladnn.profiles import BuildError, load_profile, parse_overrides, plan, training_runs
+from ladnn.runner import _worker_init
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,11 +106,22 @@ def test_each_worker_takes_its_own_gpu(monkeypatch):
     q = queue.Queue()
     for g in ("0", "1"):
         q.put(g)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    _worker_init(4, q)
     import os
 
+    # _worker_init writes os.environ (in a worker process it must): have monkeypatch record every variable it
+    # touches first, so each is restored (or removed again) after the test and nothing leaks into later tests
+    for var in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "recorded")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    _worker_init(4, q)
     first = os.environ["CUDA_VISIBLE_DEVICES"]
     _worker_init(4, q)
     assert {first, os.environ["CUDA_VISIBLE_DEVICES"]} == {"0", "1"} and os.environ["OMP_NUM_THREADS"] == "4"
-    assert Config().device == "auto"  # a run inside the worker then uses cuda:0, which is its own GPU
+    assert os.environ["MKL_NUM_THREADS"] == "4"
+
+
+def test_worker_environment_does_not_leak():
+    import os
+
+    # runs after the test above (file order): the variables it set are gone again
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") != "1" and os.environ.get("OMP_NUM_THREADS") != "4"

@@ -1,8 +1,10 @@
 import json
 
 import pytest
+from conftest import run_metrics, scores_dict
 
 from ladnn.rundir import RunDir, RunExistsError, status
+from ladnn.summary import Evaluation, Scores
 
 
 def test_lifecycle_and_refusal(tmp_path):
@@ -53,14 +55,16 @@ def test_reader_refuses_unfinished_runs_and_reads_finished_ones(tmp_path):
     import numpy as np
 
     pred = predictions_table(df, np.array([[0.9] * 6, [0.2] * 6]), Config().tasks)
-    metrics = {"covid": {"auc": 1.0}, "run": {"best_epoch": 1}}
+    metrics = run_metrics(1.0)
     r.write_results(pd.DataFrame({"epoch": [1]}), pred, {"config": {}}, metrics)
     run = Run(r.path)
-    assert run.config == Config() and run.metrics == metrics and run.has_lesions
+    assert run.config == Config() and run.metrics == metrics and run.metrics.covid.auc == 1.0
     assert list(run.predictions[P_COVID]) == [0.9, 0.2] and list(run.history["epoch"]) == [1]
     assert is_done(r.path, Config()) and not is_done(r.path, Config(seed=1))
-    out = run.write_evaluation("eval", pred, metrics)
-    assert json.loads((out / "metrics.json").read_text()) == metrics
+    e = Evaluation(**vars(Scores.from_dict(scores_dict(1.0, 2, 1.0, 1.0))),
+                   evaluated_on="test", cluster_note="none")
+    out = run.write_evaluation("eval", pred, e)
+    assert Evaluation.from_dict(json.loads((out / "metrics.json").read_text())) == e
     RunDir(r.path).start(Config().to_dict(), overwrite=True)
     with pytest.raises(IncompleteRunError):
         Run(r.path)
@@ -91,5 +95,5 @@ def test_a_run_saved_before_a_config_field_existed_is_not_reused(tmp_path):
     del old["loss_reduction"]  # trained before the field existed, with the loss then in use
     r.start(old)
     r.write_results(pd.DataFrame({"epoch": [1]}), pd.DataFrame({"image": ["a"], "y_true": [1], "p_covid": [0.5]}),
-                    {"config": old}, {"covid": {"auc": 1.0}, "run": {"best_epoch": 1}})
+                    {"config": old}, run_metrics())
     assert not is_done(r.path, Config())

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import RUN_INFO
+from conftest import scores_dict as _scores
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -59,6 +61,20 @@ def test_matches_ladnn_predict(client, tiny_run, capsys, data_dir):
     for a, b in zip(cli, res):
         for k in ("p_covid", "p_GGO", "p_InSepThi"):
             assert abs(a[k] - b[k]) < 1e-6
+
+
+def test_an_image_scores_the_same_alone_or_in_a_batch(client, tiny_run, capsys, data_dir):
+    """The run's test-time views (tta 4) of an image depend on the image alone: its scores are the same when it is
+    uploaded alone, in a batch of three at any position, and through `ladnn predict`."""
+    paths = list(load_table("D0")["image"].iloc[[3, 200, 500]])
+    assert main(["predict", str(tiny_run), paths[1]]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    files = [(p.rsplit("/", 1)[-1], Path(p).read_bytes()) for p in paths]
+    alone = post(client, files[1]).json()["results"][0]
+    batch = post(client, *files).json()["results"][1]
+    reordered = post(client, files[1], files[2], files[0]).json()["results"][0]
+    for k in ("p_covid", "p_GGO", "p_InSepThi"):
+        assert abs(alone[k] - cli[k]) < 1e-6 and abs(batch[k] - cli[k]) < 1e-6 and abs(reordered[k] - cli[k]) < 1e-6
 
 
 def test_cam_overlays_for_every_output(client, data_dir):
@@ -130,15 +146,16 @@ def test_model_info_compares_official_and_unseen_sources(client, tiny_run):
 
 
 def test_generalisation_warning_rules():
-    from ladnn.serve import generalisation
+    from ladnn.generalisation import generalisation
+    from ladnn.summary import RunMetrics
 
     def metrics(auc, unseen=None, lo=0.0, hi=1.0, sources=40):
-        m = {"covid": {"auc": auc, "n": 100}, "covid_ci95": {"auc": [auc - 0.05, auc + 0.05]},
+        m = {**_scores(auc, 100, auc - 0.05, auc + 0.05), "run": RUN_INFO,
              "protocol": {"protocol": "official", "test": "D0 test split"}}
         if unseen is not None:
-            m["unseen_source"] = {"covid": {"auc": unseen, "n": 80}, "covid_ci95": {"auc": [lo, hi]},
-                                  "sources": sources, "evaluated_on": "D1"}
-        return m
+            m["unseen_source"] = {**_scores(unseen, 80, lo, hi), "sources": sources, "evaluated_on": "D1",
+                                  "sources_by_class": {"0": 1, "1": 1}}
+        return RunMetrics.from_dict(m)
 
     assert "not been scored" in generalisation(metrics(0.86))["warning"]
     far = generalisation(metrics(0.86, unseen=0.60, lo=0.50, hi=0.70))
@@ -151,7 +168,7 @@ def test_generalisation_warning_rules():
     assert g["warning"] is None and g["recipe_unseen_source"] == recipe
     low = generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90, sources=3), {**recipe, "ci95": [0.70, 0.80]})
     assert "0.850" in low["warning"]
-    src = {"covid": {"auc": 0.7, "n": 160}, "covid_ci95": {"auc": [0.6, 0.8]},
-           "protocol": {"protocol": "source", "test": "source fold 0 of 5", "test_sources": 60}}
+    src = RunMetrics.from_dict({**_scores(0.7, 160, 0.6, 0.8), "run": RUN_INFO,
+                                "protocol": {"protocol": "source", "test": "source fold 0 of 5", "test_sources": 60}})
     g = generalisation(src)
     assert g["official_test"] is None and g["unseen_source"]["auc"] == 0.7 and g["warning"] is None

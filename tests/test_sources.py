@@ -52,7 +52,7 @@ def test_every_image_tested_once_and_groups_whole(table):
 
 
 def test_train_splits_follow_the_protocol(data_dir):
-    from ladnn.train import splits
+    from ladnn.data import splits
 
     for fold in (0, 3):
         d = splits(Config(protocol="source", dataset="D0+D1", fold=fold))
@@ -81,8 +81,10 @@ def test_fold_runs_share_one_cache_and_hold_out_sources(tmp_path, data_dir, monk
     ms = [train(Config(**{**base.to_dict(), "fold": k}), tmp_path / f"f{k}") for k in (0, 1)]
     assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 1
     for k, m in enumerate(ms):
-        assert m["protocol"] == {**m["protocol"], "protocol": "source", "fold": k, "sources_shared_with_training": 0}
-        assert "unseen_source" not in m  # its test fold is the unseen-source evaluation
+        p = m.protocol
+        assert (p.protocol, p.fold, p.folds, p.sources_shared_with_training) == ("source", k, 5, 0)
+        assert m.unseen_source is None  # its test fold is the unseen-source evaluation
+        assert "unseen_source" not in json.loads((tmp_path / f"f{k}" / "metrics.json").read_text())
     p0 = pd.read_csv(tmp_path / "f0" / "predictions.csv")
     assert set(p0["image"]).isdisjoint(pd.read_csv(tmp_path / "f1" / "predictions.csv")["image"])
 

@@ -5,10 +5,10 @@ profile was chosen), `maps` (Grad-CAM++ and the auxiliary outputs), `leakage` an
 number formatting."""
 from __future__ import annotations
 
-from importlib import resources
-
 import numpy as np
 import pandas as pd
+
+from ladnn.files import resource
 
 NOTICE = "Research software, not a medical device: these numbers must not be used to diagnose anyone."
 METRICS = ("sensitivity", "auc", "f1", "accuracy")  # the paper's Table 2, in its order
@@ -17,11 +17,6 @@ PAPER_BACKBONES = {"VGG-16": "vgg16", "ResNet-18": "resnet18", "ResNet-50": "res
                    "DenseNet-121": "densenet121", "DenseNet-169": "densenet169",
                    "EfficientNet-b0": "efficientnet_b0", "EfficientNet-b1": "efficientnet_b1"}
 METHOD_NAMES = {"baseline": "baseline", "ladnn": "LA-DNN"}
-
-
-def resource(name: str):
-    """A file shipped inside the package (ladnn/resources/), readable from any install."""
-    return resources.files("ladnn") / "resources" / name
 
 
 def paper_table(n: int) -> pd.DataFrame:

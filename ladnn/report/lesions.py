@@ -17,7 +17,7 @@ def _lesion_rows(runs: pd.DataFrame) -> list[dict]:
     """Per LA-DNN run: every lesion metric of the head and of the two reference predictors."""
     rows = []
     for _, r in runs[runs["method"] == "ladnn"].iterrows():
-        les = Run(r["path"]).metrics.get("lesions", {})
+        les = Run(r["path"]).metrics.lesions or {}
         if not les.get("n"):
             continue
         for who, m in (("ours", les), *les.get("baselines", {}).items()):

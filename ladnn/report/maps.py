@@ -14,7 +14,7 @@ from ladnn.rundir import P_LESIONS, Y_TRUE, Run
 
 def cam_images(run: str | Path, n: int, data_dir=None) -> pd.DataFrame:
     """The first `n` COVID-positive test images (by name) that carry at least one lesion label."""
-    from ladnn.train import splits
+    from ladnn.data import splits
 
     test = splits(Run(run).config, data_dir)["test"]
     pick = test[(test["covid"] == 1) & (test[list(LESIONS)].sum(axis=1) > 0)].sort_values("name")
@@ -32,7 +32,7 @@ def _maps(run, rows: pd.DataFrame, outputs):
     rgbs, xs = zip(*(pr.preprocess(read_bytes(p), p) for p in rows["image"]))
     x = torch.cat(xs)
     probs = pr.probs(x)
-    return np.stack(rgbs), {k: cam_maps(pr.model, x, [k] * len(x)) for k in outputs}, probs
+    return np.stack(rgbs), {k: cam_maps(pr.model, pr.input(x), [k] * len(x)) for k in outputs}, probs
 
 
 def cam_figure(baseline_run, ladnn_run, rows: pd.DataFrame):

@@ -54,19 +54,6 @@ def table2_with_paper(runs: pd.DataFrame) -> pd.DataFrame:
                         ix.map(lambda b: (b not in mine, b)) if ix.name == "backbone" else ix).fillna("")
 
 
-def mean_auc_sentence(runs: pd.DataFrame) -> str:
-    """The mean test AUC of each method over seeds, per backbone and dataset, and their difference."""
-    t = table2(runs)
-    parts = []
-    for (bb, ds), g in t[t["metric"] == "auc"].groupby(["backbone", "dataset"]):
-        a = g.set_index("method")["ours_mean"]
-        if {"baseline", "ladnn"} <= set(a.index):
-            parts.append(f"{bb} on {ds}: baseline {a['baseline']:.1f}%, LA-DNN {a['ladnn']:.1f}% (a difference of "
-                         f"{a['ladnn'] - a['baseline']:+.1f} points)")
-    return ("Mean test AUC over seeds: " + "; ".join(parts) + ".") if parts else \
-        "No backbone and dataset has runs of both methods."
-
-
 def seed_predictions(runs: pd.DataFrame, backbone: str, dataset: str, method: str) -> tuple[pd.DataFrame, list]:
     """The test predictions of one backbone, dataset and method, a table per seed (sorted by seed), checked to hold
     the same images in the same order with their resampling clusters."""
@@ -202,7 +189,7 @@ def paired_sentence(t: pd.DataFrame) -> str:
 def plot_history(run: str | Path):
     """Training loss and validation metrics per epoch; the kept epoch dotted."""
     r = Run(run)
-    h, best = r.history, r.metrics["run"]["best_epoch"]
+    h, best = r.history, r.metrics.run.best_epoch
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
     ax[0].plot(h["epoch"], h["train_loss"], "o-", label="training loss (LA-DNN loss)")
     ax[0].plot(h["epoch"], h["val_covid_loss"], "s-", label="validation COVID loss")
@@ -219,10 +206,9 @@ def plot_history(run: str | Path):
 def run_summary(run: str | Path) -> pd.DataFrame:
     """One run's test metrics with their 95% intervals (bootstrap over whole patients or source documents), rounded."""
     m = Run(run).metrics
-    rows = [{"metric": k, "value": round(m["covid"][k], 3),
-             "95% interval (patient-clustered bootstrap)": "" if m["covid_ci95"].get(k) is None else
-             "[{:.3f}, {:.3f}]".format(*m["covid_ci95"][k])} for k in ("auc", "ap", "sensitivity", "precision", "f1",
-                                                                         "accuracy")]
+    rows = [{"metric": k, "value": round(getattr(m.covid, k), 3),
+             "95% interval (patient-clustered bootstrap)": "[{:.3f}, {:.3f}]".format(*getattr(m.covid_ci95, k))}
+            for k in ("auc", "ap", "sensitivity", "precision", "f1", "accuracy")]
     return pd.DataFrame(rows).set_index("metric")
 
 

@@ -5,14 +5,11 @@ The fold runs come from `benchmarks/source_protocol.py` (its two CSVs in ladnn/r
 is fitted here. Every interval resamples whole sources within each class (`ladnn.metrics`)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
-from ladnn.metrics import bootstrap_ci, paired_difference
-from ladnn.report import resource
+from ladnn.generalisation import auc_summary, bench_predictions, bench_runs, recipe_key  # noqa: F401 (re-exported)
+from ladnn.metrics import paired_difference
+from ladnn.report import METHOD_NAMES as REPORT_METHOD_NAMES
 
 # The candidate input pipelines, name: (Config.preprocess, Config.augment).
 PIPELINES = {
@@ -25,43 +22,8 @@ PIPELINES = {
     "gray+jpeg": (["gray", "jpeg"], "paper"),
     "all": (["crop", "gray", "clahe", "jpeg"], "strong"),
 }
-RUNS_CSV = "source_protocol_quick_runs.csv"
-PRED_CSV = "source_protocol_quick.csv"
-METHOD_NAMES = {"baseline": "baseline", "ladnn": "LA-DNN", "metadata": "metadata classifier"}
+METHOD_NAMES = {**REPORT_METHOD_NAMES, "metadata": "metadata classifier"}
 PROTOCOL_NAMES = {"official": "official split (D0 test)", "source": "unseen sources (5 folds, D0 + D1)"}
-
-
-# Config fields that do not change the recipe: where it is evaluated, and the seed.
-NOT_RECIPE = ("seed", "protocol", "dataset", "folds", "fold", "device")
-
-
-def recipe_key(cfg) -> str:
-    """The recipe of a run (its Config without seed, split and device), as one JSON string to match runs by."""
-    import json
-
-    return json.dumps({k: v for k, v in sorted(cfg.to_dict().items()) if k not in NOT_RECIPE})
-
-
-def recipe_unseen_source(cfg, n_boot: int = 2000) -> dict | None:
-    """The unseen-source AUC of a run's recipe (its method and every training setting but the seed), when the
-    packaged fold runs hold all folds of it: pooled over the folds' test images, the interval resampling whole
-    sources. None for any other recipe."""
-    try:
-        runs, preds = bench_runs(), bench_predictions()
-    except FileNotFoundError:
-        return None
-    if "recipe" not in runs:
-        return None
-    r = runs[(runs["protocol"] == "source") & (runs["recipe"] == recipe_key(cfg)) & (runs["seed"] == 0)]
-    if r.empty or r["fold"].nunique() < r["fold"].max() + 1:
-        return None
-    cand = r["candidate"].iloc[0]
-    p = preds[(preds["protocol"] == "source") & (preds["candidate"] == cand) & (preds["method"] == cfg.method)
-              & (preds["seed"] == 0)]
-    a = auc_summary(p, n_boot)
-    return {"auc": a["AUC"], "ci95": [a["lo"], a["hi"]], "n": a["images"], "sources": a["sources"],
-            "on": f"cross-validation by source over D0 and the D1 images present ({r['fold'].nunique()} folds, this "
-                  "recipe with seed 0; benchmarks/source_protocol.py)"}
 
 
 def pipeline_name(preprocess: list[str], augment: str) -> str:
@@ -74,20 +36,6 @@ def profile_pipeline(runs: pd.DataFrame) -> str:
     """The pipeline of a profile's runs (the runs table of `ladnn.rundir.runs_table`)."""
     r = runs.iloc[0]
     return pipeline_name(list(r.get("preprocess", []) or []), r.get("augment", "paper"))
-
-
-def _resource(name: str, path: str | Path | None) -> pd.DataFrame:
-    return pd.read_csv(path or resource(name))
-
-
-def bench_runs(path: str | Path | None = None) -> pd.DataFrame:
-    """One row per benchmark run: candidate, method, protocol, fold, seed, validation loss and AUC of the kept epoch."""
-    return _resource(RUNS_CSV, path)
-
-
-def bench_predictions(path: str | Path | None = None) -> pd.DataFrame:
-    """Test predictions of every benchmark run (a source fold's test images, or the official test split)."""
-    return _resource(PRED_CSV, path)
 
 
 # ---------------------------------------------------------------- choosing the pipeline on validation folds
@@ -159,16 +107,6 @@ def metadata_predictions(table: pd.DataFrame, meta: pd.DataFrame, folds: int = 5
 
 
 # ---------------------------------------------------------------- tables
-def auc_summary(p: pd.DataFrame, n_boot: int = 2000) -> dict:
-    """AUC of pooled test predictions with a 95% interval resampling whole sources within each class, the number
-    of images and sources, and the range of the per-fold AUCs."""
-    ci = bootstrap_ci(p["y_true"], p["p_covid"], p["source_group"], n_boot=n_boot)["auc"]
-    folds = [skm.roc_auc_score(g["y_true"], g["p_covid"]) for _, g in p.groupby("fold") if g["y_true"].nunique() == 2]
-    return {"AUC": skm.roc_auc_score(p["y_true"], p["p_covid"]), "95% interval": f"{ci[0]:.3f} to {ci[1]:.3f}",
-            "lo": ci[0], "hi": ci[1], "images": len(p), "sources": p["source_group"].nunique(),
-            "fold AUC range": (f"{min(folds):.3f} to {max(folds):.3f}" if len(folds) > 1 else "")}
-
-
 def protocol_table(preds: pd.DataFrame, candidates: list[str], seed: int = 0) -> pd.DataFrame:
     """AUC under each protocol for each method and candidate pipeline (seed `seed`), metadata classifier included."""
     rows = []
@@ -305,8 +243,3 @@ def adopt(cmp: pd.DataFrame, best: str) -> str:
 
 def metadata_summary(mp: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{"protocol": prot, **auc_summary(p)} for prot, p in mp.groupby("protocol")])
-
-
-def roc_points(p: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    fpr, tpr, _ = skm.roc_curve(p["y_true"], p["p_covid"])
-    return fpr, tpr

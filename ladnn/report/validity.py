@@ -122,14 +122,14 @@ def new_source_table(runs: pd.DataFrame) -> pd.DataFrame:
     training images were part of their training."""
     rows = []
     for _, r in runs[runs["dataset"] == "D0"].iterrows():
-        m = Run(r["path"]).metrics.get("unseen_source")
+        m = Run(r["path"]).metrics.unseen_source
         if not m:
             continue
-        ci = m["covid_ci95"]["auc"]
+        ci = m.covid_ci95.auc
         rows.append({"backbone": r["backbone"], "method": METHOD_NAMES[r["method"]], "seed": r["seed"],
-                     "AUC (D0 test)": r["auc"], "AUC (D1, new sources)": m["covid"]["auc"],
-                     "95% interval (D1)": f"{ci[0]:.3f} to {ci[1]:.3f}", "accuracy (D1)": m["covid"]["accuracy"],
-                     "n": m["covid"]["n"], "sources": m["sources"]})
+                     "AUC (D0 test)": r["auc"], "AUC (D1, new sources)": m.covid.auc,
+                     "95% interval (D1)": f"{ci[0]:.3f} to {ci[1]:.3f}", "accuracy (D1)": m.covid.accuracy,
+                     "n": m.covid.n, "sources": m.sources})
     return pd.DataFrame(rows)
 
 

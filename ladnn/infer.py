@@ -1,0 +1,106 @@
+"""The one inference path: how a batch of decoded images becomes the network's input, and how a network's outputs
+on an image are computed with test-time views. Training's validation and test scoring, the activation caches, the
+source protocol, `Predictor` (so `predict`, `evaluate` and `serve`), Grad-CAM++ and the Validity rescoring all call
+these functions.
+
+Test-time augmentation (TTA) averages the logits of the plain image and `tta - 1` augmented views. View k of an
+image is drawn from a generator seeded by the run's `tta_seed`, k and a hash of the image's pixels (uint8, at the
+model's size, after the run's preprocessing): an image gets the same views alone or in a batch, at any position,
+beside any other images, on any device."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ladnn.images import augment, normalize
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto`: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """4-D inputs in channels-last memory format (faster convolutions on CPU and GPU alike)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU, nothing on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def model_input(x: torch.Tensor, data_config: dict, device: torch.device | str | None = None) -> torch.Tensor:
+    """Images N x 3 x H x W in 0..255 (uint8, or float from `augment`) -> the network's input: on `device`,
+    normalised with the backbone's own mean and std (timm's pretrained config), channels-last."""
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    return channels_last(normalize(x, data_config["mean"], data_config["std"]))
+
+
+def pixel_digests(imgs: torch.Tensor) -> list[bytes]:
+    """SHA-256 of each uint8 image's pixels (with its shape): what its test-time views are seeded from."""
+    arr = imgs.detach().cpu().numpy()
+    return [hashlib.sha256(str(a.shape).encode() + np.ascontiguousarray(a).tobytes()).digest() for a in arr]
+
+
+def view_generators(digests: list[bytes], view: int, tta_seed: int) -> list[torch.Generator]:
+    """One generator per image for test-time view `view` (1, 2, ...), seeded by `tta_seed`, `view` and the image."""
+    out = []
+    for d in digests:
+        seed = int.from_bytes(hashlib.sha256(f"{tta_seed}:{view}:".encode() + d).digest()[:8], "little")
+        out.append(torch.Generator().manual_seed(seed))
+    return out
+
+
+def tta_view(imgs: torch.Tensor, view: int, tta_seed: int, strength: str = "paper",
+              digests: list[bytes] | None = None) -> torch.Tensor:
+    """Test-time view `view` of each image (0: the plain image; k >= 1: the k-th augmented view), 0..255."""
+    if view == 0:
+        return imgs
+    digests = pixel_digests(imgs) if digests is None else digests
+    return augment(imgs, strength=strength, generators=view_generators(digests, view, tta_seed))
+
+
+@torch.no_grad()
+def outputs(net: torch.nn.Module, imgs: torch.Tensor, data_config: dict, device: torch.device,
+            transform=None, batch: int = 64, desc: str = "") -> torch.Tensor:
+    """`net`'s outputs (eval mode, float32 on the CPU) on uint8 images, `batch` at a time, each batch passed through
+    `transform` (0..255 in and out: a view) first. `net` may be the whole model or its frozen lower part (the
+    activation caches)."""
+    net.eval()
+    out = []
+    for i in tqdm(range(0, len(imgs), batch), desc=desc, leave=False, disable=None if desc else True):
+        x = imgs[i:i + batch].to(device, non_blocking=True)
+        x = transform(x) if transform else x
+        with autocast(device):
+            out.append(net(model_input(x, data_config)).float().cpu())
+    return torch.cat(out)
+
+
+def view_outputs(net: torch.nn.Module, imgs: torch.Tensor, view: int, data_config: dict, device: torch.device,
+                 tta_seed: int, strength: str = "paper", batch: int = 64, desc: str = "") -> torch.Tensor:
+    """`outputs` on test-time view `view` (0: the plain image) of each image."""
+    return outputs(net, imgs, data_config, device, lambda x: tta_view(x, view, tta_seed, strength), batch, desc)
+
+
+def tta_outputs(net: torch.nn.Module, imgs: torch.Tensor, tta: int, data_config: dict, device: torch.device,
+                tta_seed: int, strength: str = "paper", batch: int = 64) -> torch.Tensor:
+    """Logits of uint8 images with test-time augmentation: the mean over the plain image and `tta - 1` views."""
+    return torch.stack([view_outputs(net, imgs, v, data_config, device, tta_seed, strength, batch)
+                        for v in range(tta)]).mean(0)
+
+
+@torch.no_grad()
+def forward(net: torch.nn.Module, xs: torch.Tensor, device: torch.device, batch: int = 64) -> torch.Tensor:
+    """`net`'s outputs (eval mode, float32 on the CPU) on inputs that are already the network's (cached
+    activations), `batch` at a time."""
+    net.eval()
+    out = []
+    for i in range(0, len(xs), batch):
+        with autocast(device):
+            out.append(net(channels_last(xs[i:i + batch].to(device))).float().cpu())
+    return torch.cat(out)

@@ -1,0 +1,89 @@
+"""The one inference path: an image's test-time views depend on the image and the run alone, the augmentation's
+global draws are unchanged, and the cache key follows the Config's field metadata."""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from ladnn import config
+from ladnn.config import Config, cache_fields, cache_key
+from ladnn.images import _draw, augment
+from ladnn.infer import tta_view, tta_outputs, view_outputs
+from ladnn.models import build_model
+
+
+def _imgs(n=6, seed=0):
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_views_do_not_depend_on_the_batch():
+    x = _imgs()
+    batch = tta_view(x, 1, 4321)
+    alone = torch.cat([tta_view(x[i:i + 1], 1, 4321) for i in range(len(x))])
+    assert torch.equal(batch, alone)
+    flipped = tta_view(x.flip(0), 1, 4321).flip(0)  # other positions, other neighbours
+    assert torch.equal(batch, flipped)
+    assert not torch.equal(batch, tta_view(x, 2, 4321))  # view 2 is another view
+    assert not torch.equal(batch, tta_view(x, 1, 1))  # another seed, other views
+    assert torch.equal(tta_view(x, 0, 4321), x)  # view 0 is the plain image
+    twins = tta_view(torch.cat([x[:1], x[:1]]), 1, 4321)
+    assert torch.equal(twins[0], twins[1])  # equal pixels, equal views
+
+
+def test_tta_outputs_of_an_image_alone_equal_those_in_a_batch():
+    model = build_model("resnet18", "ladnn", pretrained=False).eval()
+    x, dc, cpu = _imgs(5), model.data_config, torch.device("cpu")
+    whole = tta_outputs(model, x, 4, dc, cpu, 4321, batch=5)
+    small = tta_outputs(model, x, 4, dc, cpu, 4321, batch=2)
+    alone = torch.cat([tta_outputs(model, x[i:i + 1], 4, dc, cpu, 4321) for i in range(5)])
+    torch.testing.assert_close(whole, small, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(whole, alone, atol=1e-5, rtol=1e-5)
+    plain = view_outputs(model, x, 0, dc, cpu, 4321)
+    assert not torch.allclose(whole, plain)  # the views change the scores
+
+
+def test_global_augmentation_draws_are_unchanged():
+    """The training views come from torch's global generator in the order they always had: per batch, the scale
+    of every image, then the shear, then the flip (and for `strong` the rotation, shift, contrast, brightness)."""
+    x = _imgs(4)
+    torch.manual_seed(7)
+    got = augment(x)
+    torch.manual_seed(7)
+    s = torch.empty(4).uniform_(0.8, 1.2)
+    sh = torch.deg2rad(torch.empty(4).uniform_(-0.2, 0.2))
+    flip = torch.where(torch.rand(4) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(4, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 1] = flip / s, -torch.tan(sh) / s, 1 / s
+    grid = nn.functional.affine_grid(theta, [4, 3, 32, 32], align_corners=False)
+    want = nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    assert torch.equal(got, want)
+    g = torch.Generator().manual_seed(3)
+    p = _draw(2, True, 0.2, (0.8, 1.2), g)
+    assert set(p) == {"scale", "shear", "flip", "angle", "shift", "contrast", "bright"} and p["shift"].shape == (2, 2)
+
+
+def test_cache_key_follows_field_metadata():
+    assert {"backbone", "tta", "tta_seed", "preprocess", "augment"} <= set(cache_fields())
+    assert not {"lr", "seed", "method", "epochs"} & set(cache_fields())
+    base = cache_key(Config())
+    for f in dataclasses.fields(Config):
+        v = getattr(Config(), f.name)
+        other = {int: v + 1 if isinstance(v, int) and not isinstance(v, bool) else v, bool: not v}.get(type(v), v)
+        if other == v:
+            continue
+        changed = cache_key(dataclasses.replace(Config(), **{f.name: other})) != base
+        assert changed == f.metadata["cache"] or (f.name == "seed"), f.name
+    with pytest.raises(TypeError, match="cache"):
+        config._f(1, "a field that does not say whether it changes the caches")
+
+
+def test_importing_ladnn_modules_in_any_order(tmp_path):
+    """Every module imports on its own in a fresh interpreter (no import works only because of another's order)."""
+    mods = ["config", "files", "summary", "sources", "data", "images", "models", "infer", "cam", "train", "predict",
+            "generalisation", "serve", "cli", "profiles", "runner", "pages", "book"]
+    code = "; ".join(f"import ladnn.{m}" for m in reversed(mods))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
