@@ -11,7 +11,7 @@ from torch import nn
 from ladnn import config
 from ladnn.config import Config, cache_fields, cache_key
 from ladnn.images import _draw, augment
-from ladnn.infer import tta_view, tta_outputs, view_outputs
+from ladnn.infer import tta_outputs, tta_view, view_outputs
 from ladnn.models import build_model
 
 
