@@ -74,7 +74,7 @@ def auc_summary(p: pd.DataFrame, n_boot: int = 2000) -> dict:
 def generalisation(metrics: RunMetrics, recipe: dict | None = None) -> dict:
     """The run's AUC on its own test split beside its AUC on images from sources it never saw in training: its own
     score on the D1 images present (`unseen_source`) and, when the packaged fold runs cover its recipe, the recipe's
-    AUC under cross-validation by source (`recipe`, ladnn.report.unseen.recipe_unseen_source). A plain warning when
+    AUC under cross-validation by source (`recipe`, `recipe_unseen_source` above). A plain warning when
     the official AUC lies outside the interval of the unseen-source figure with the most sources, when that figure
     rests on few sources, or when there is none. A run of the source protocol is tested on unseen sources by
     construction."""

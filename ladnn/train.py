@@ -2,7 +2,8 @@
 
 A run is a few named steps: `prepare_inputs` (splits, model, decoded images), `batch_source` (the one place that
 chooses between augmented images and cached activations), then `fit_epoch` and `evaluate` per epoch, and `train`
-keeps the epoch with the lowest validation COVID loss and writes the run directory."""
+keeps the epoch with the lowest validation COVID loss and writes the run directory. Every score (validation, test,
+the cached test-time views, the D1 images) goes through `ladnn.infer`, the path `Predictor` uses afterwards."""
 from __future__ import annotations
 
 import contextlib
