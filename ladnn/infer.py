@@ -57,41 +57,56 @@ def view_generators(digests: list[bytes], view: int, tta_seed: int) -> list[torc
 
 
 def tta_view(imgs: torch.Tensor, view: int, tta_seed: int, strength: str = "paper",
-              digests: list[bytes] | None = None) -> torch.Tensor:
-    """Test-time view `view` of each image (0: the plain image; k >= 1: the k-th augmented view), 0..255."""
+             digests: list[bytes] | None = None) -> torch.Tensor:
+    """Test-time view `view` of each image (0: the plain image; k >= 1: the k-th augmented view), 0..255;
+    `digests` (`pixel_digests` of `imgs`) when the caller already has them."""
     if view == 0:
         return imgs
     digests = pixel_digests(imgs) if digests is None else digests
     return augment(imgs, strength=strength, generators=view_generators(digests, view, tta_seed))
 
 
+def _scores(net: torch.nn.Module, x: torch.Tensor, data_config: dict, device: torch.device) -> torch.Tensor:
+    """`net` on one batch of 0..255 images already on `device`: float32 outputs on the CPU."""
+    with autocast(device):
+        return net(model_input(x, data_config)).float().cpu()
+
+
 @torch.no_grad()
 def outputs(net: torch.nn.Module, imgs: torch.Tensor, data_config: dict, device: torch.device,
             transform=None, batch: int = 64, desc: str = "") -> torch.Tensor:
     """`net`'s outputs (eval mode, float32 on the CPU) on uint8 images, `batch` at a time, each batch passed through
-    `transform` (0..255 in and out: a view) first. `net` may be the whole model or its frozen lower part (the
-    activation caches)."""
+    `transform` (0..255 in and out, such as the training augmentation) first. `net` may be the whole model or its
+    frozen lower part (the activation caches)."""
     net.eval()
     out = []
     for i in tqdm(range(0, len(imgs), batch), desc=desc, leave=False, disable=None if desc else True):
         x = imgs[i:i + batch].to(device, non_blocking=True)
-        x = transform(x) if transform else x
-        with autocast(device):
-            out.append(net(model_input(x, data_config)).float().cpu())
+        out.append(_scores(net, transform(x) if transform else x, data_config, device))
     return torch.cat(out)
 
 
-def view_outputs(net: torch.nn.Module, imgs: torch.Tensor, view: int, data_config: dict, device: torch.device,
+@torch.no_grad()
+def view_outputs(net: torch.nn.Module, imgs: torch.Tensor, views, data_config: dict, device: torch.device,
                  tta_seed: int, strength: str = "paper", batch: int = 64, desc: str = "") -> torch.Tensor:
-    """`outputs` on test-time view `view` (0: the plain image) of each image."""
-    return outputs(net, imgs, data_config, device, lambda x: tta_view(x, view, tta_seed, strength), batch, desc)
+    """`net`'s outputs on the test-time views `views` (0: the plain image) of each uint8 image: len(views) x N x
+    ... (eval mode, float32 on the CPU). Each batch is moved to the device and its pixels hashed once, for all
+    its views."""
+    net.eval()
+    views = list(views)
+    out: list[list[torch.Tensor]] = [[] for _ in views]
+    for i in tqdm(range(0, len(imgs), batch), desc=desc, leave=False, disable=None if desc else True):
+        x = imgs[i:i + batch].to(device, non_blocking=True)
+        digests = pixel_digests(x) if any(views) else None
+        for k, v in enumerate(views):
+            out[k].append(_scores(net, tta_view(x, v, tta_seed, strength, digests), data_config, device))
+    return torch.stack([torch.cat(o) for o in out])
 
 
 def tta_outputs(net: torch.nn.Module, imgs: torch.Tensor, tta: int, data_config: dict, device: torch.device,
                 tta_seed: int, strength: str = "paper", batch: int = 64) -> torch.Tensor:
     """Logits of uint8 images with test-time augmentation: the mean over the plain image and `tta - 1` views."""
-    return torch.stack([view_outputs(net, imgs, v, data_config, device, tta_seed, strength, batch)
-                        for v in range(tta)]).mean(0)
+    return view_outputs(net, imgs, range(tta), data_config, device, tta_seed, strength, batch).mean(0)
 
 
 @torch.no_grad()

@@ -153,13 +153,9 @@ class Run:
                         "lesion_ap": les.get("mean_ap"), "lesion_images": les["n"]})
         return row
 
-    def evaluation_dir(self, name: str) -> Path:
-        """Where `ladnn evaluate` writes (`eval` or `eval-NAME` inside the run)."""
-        return self.path / name
-
     def write_evaluation(self, name: str, predictions: pd.DataFrame, metrics: Evaluation) -> Path:
         """`ladnn evaluate`'s output: predictions.csv and metrics.json in the sub-folder `name` of the run."""
-        out = self.evaluation_dir(name)
+        out = self.path / name
         write_atomic(out / PREDICTIONS, predictions.to_csv(index=False))
         write_atomic(out / METRICS, json.dumps(metrics.to_dict(), indent=2))
         return out

@@ -7,6 +7,7 @@ The per-lesion block (`lesions`) stays a dict: it nests per-lesion records and b
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ def _build(tp, value):
     if value is None:
         return None
     origin = typing.get_origin(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         inner = [t for t in typing.get_args(tp) if t is not type(None)]
         return _build(inner[0], value) if len(inner) == 1 else value
     if dataclasses.is_dataclass(tp):

@@ -150,11 +150,8 @@ def _training_views(cfg: Config, model: LADNN, lower, x: torch.Tensor, device) -
 def _test_views(cfg: Config, model: LADNN, lower, x: torch.Tensor, device, desc: str) -> dict[str, torch.Tensor]:
     """The plain view of each image through the frozen part and, with `tta` > 1, its `tta - 1` test-time views
     (ladnn.infer: the views `Predictor` draws for the same image)."""
-    out = {"plain": view_outputs(lower, x, 0, model.data_config, device, cfg.tta_seed, cfg.augment, desc=desc)}
-    if cfg.tta > 1:
-        out["tta"] = torch.stack([view_outputs(lower, x, v, model.data_config, device, cfg.tta_seed, cfg.augment,
-                                               desc=f"{desc} TTA") for v in range(1, cfg.tta)])
-    return out
+    v = view_outputs(lower, x, range(cfg.tta), model.data_config, device, cfg.tta_seed, cfg.augment, desc=desc)
+    return {"plain": v[0], **({"tta": v[1:]} if cfg.tta > 1 else {})}
 
 
 def pooled_feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, data: dict, device) -> dict[str, torch.Tensor]:

@@ -41,7 +41,7 @@ def test_tta_outputs_of_an_image_alone_equal_those_in_a_batch():
     alone = torch.cat([tta_outputs(model, x[i:i + 1], 4, dc, cpu, 4321) for i in range(5)])
     torch.testing.assert_close(whole, small, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(whole, alone, atol=1e-5, rtol=1e-5)
-    plain = view_outputs(model, x, 0, dc, cpu, 4321)
+    plain = view_outputs(model, x, [0], dc, cpu, 4321)[0]
     assert not torch.allclose(whole, plain)  # the views change the scores
 
 
