@@ -4,6 +4,8 @@
 PROFILE ?= quick
 PYTHON ?= python3
 export LADNN_DATA_DIR ?= $(abspath ../shared/data)
+# Real CT for evaluation only (never trained or chosen on): the chapter "New sources" and benchmarks/transfer.py
+export LADNN_EXTERNAL_DIR ?= $(abspath ../shared/external/covid-ct-md-sample)
 
 .PHONY: install browser book test lint clean gpu-check plan
 

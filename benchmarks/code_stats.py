@@ -17,11 +17,12 @@ RUN_FILES = {"config.json", "metrics.json", "predictions.csv", "history.csv", "s
 # The layers, bottom first: a module imports only modules of its own layer or a lower one.
 LAYERS = (
     ("ladnn", "ladnn.config", "ladnn.files", "ladnn.summary"),
-    ("ladnn.data", "ladnn.sources", "ladnn.images", "ladnn.models", "ladnn.rundir", "ladnn.loss", "ladnn.metrics",
+    ("ladnn.data", "ladnn.sources", "ladnn.dicom", "ladnn.images", "ladnn.models", "ladnn.rundir", "ladnn.loss", "ladnn.metrics",
      "ladnn.fetch"),
     ("ladnn.infer", "ladnn.cam"),
     ("ladnn.train", "ladnn.predict", "ladnn.generalisation"),
     ("ladnn.report", "ladnn.report.dataset", "ladnn.report.leakage", "ladnn.report.lesions", "ladnn.report.maps",
+     "ladnn.report.marks",
      "ladnn.report.reproduction", "ladnn.report.results", "ladnn.report.selection", "ladnn.report.unseen",
      "ladnn.report.validity", "ladnn.serve", "ladnn.cli", "ladnn.profiles", "ladnn.runner", "ladnn.pages",
      "ladnn.book"),
@@ -30,7 +31,7 @@ LAYER_OF = {m: k for k, layer in enumerate(LAYERS) for m in layer}
 # metrics.json keys found nowhere else (a read of one is a metrics read), and keys that are a metrics read when a
 # string key is read from their value in turn (m["covid"]["auc"]; df["covid"] alone is a label column).
 METRIC_KEYS = {"covid_ci95", "unseen_source", "best_epoch", "weights_source", "evaluated_on", "cluster_note",
-               "sources_by_class", "test_sources"}
+               "sources_by_class", "test_groups", "per_patient"}
 METRIC_CHAINS = {"covid", "run", "lesions", "protocol", "covid_ci95", "unseen_source"}
 
 

@@ -1,16 +1,19 @@
-"""The unseen-source protocol for the quick profile's recipe, with and without each input pipeline (Config.preprocess,
-Config.augment).
+"""The protocols of ladnn.sources for the quick profile's recipe, with and without each candidate pipeline
+(ladnn.report.unseen.PIPELINES: Config.preprocess, Config.augment, Config.finetune).
 
-For every candidate pipeline and method, the quick profile's config is trained once per source fold
-(`--protocol source`: D0 plus the D1 images present, no source on both sides, ladnn.sources) and, with
-`--protocol official`, on the official D0 split for the seeds given. Finished runs are reused. Two CSVs go to
-ladnn/resources/ for the book's chapter "New sources":
+For every candidate and method, the quick profile's config is trained once per fold of `--protocol grouped` (b:
+D0 plus the D1 images present, no patient or document on both sides) or `--protocol collection` (c: each negative
+collection held out whole), or, with `--protocol official`, on the official D0 split for the seeds given. Finished
+runs are reused. Two CSVs go to ladnn/resources/ for the book's chapter "New sources":
 - `source_protocol_quick_runs.csv`: one row per run, with the validation COVID loss and AUC of the kept epoch (the
-  validation fold is a different set of sources than the test fold: the pipeline is chosen on these);
-- `source_protocol_quick.csv`: the test predictions of every run (image, label, probability, source group).
+  pipeline is chosen on protocol (c)'s validation parts only);
+- `source_protocol_quick.csv`: the test predictions of every run (image, label, probability, group, collection).
 
-    python benchmarks/source_protocol.py --candidates none all jpeg --methods ladnn
-    python benchmarks/source_protocol.py --candidates none all --methods baseline ladnn --protocol official --seeds 0 1 2
+    python benchmarks/source_protocol.py --candidates none --methods ladnn baseline --protocol collection
+    python benchmarks/source_protocol.py --candidates none --methods ladnn baseline --protocol grouped
+    python benchmarks/source_protocol.py --candidates none crop --methods baseline ladnn --protocol official --seeds 0
+
+`--folds-only 3 4 --merge` retrains just those folds and replaces their rows in the committed CSVs.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from ladnn.generalisation import recipe_key
 from ladnn.profiles import load_profile
 from ladnn.report.unseen import PIPELINES, pipeline_name
 from ladnn.rundir import find_runs
-from ladnn.sources import source_groups
+from ladnn.sources import linked_groups, negative_collections
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS_CSV = ROOT / "ladnn" / "resources" / "source_protocol_quick_runs.csv"
@@ -39,13 +42,13 @@ PRED_CSV = ROOT / "ladnn" / "resources" / "source_protocol_quick.csv"
 def quick_config() -> dict:
     """The quick profile's shared config and backbone, without its own pipeline choice."""
     cfg = load_profile("quick", ROOT)["runs"][0].to_dict()
-    for k in ("preprocess", "augment", "method", "seed"):
+    for k in ("preprocess", "augment", "finetune", "method", "seed"):
         cfg.pop(k)
     return cfg
 
 
 def candidate_of(cfg: Config) -> str:
-    return pipeline_name(cfg.preprocess, cfg.augment)
+    return pipeline_name(cfg.preprocess, cfg.augment, cfg.finetune)
 
 
 def _train(args) -> str:
@@ -60,25 +63,40 @@ def _train(args) -> str:
     return f"{out}: test AUC {m.covid.auc:.3f} ({time.time() - t:.0f} s)"
 
 
-def export(root: Path) -> None:
-    """Both CSVs from every finished run under `root`."""
+KEY = ["candidate", "method", "protocol", "fold", "seed"]
+
+
+def merged(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """`new` in place of the rows of `path` that have the same runs (KEY); every other run's rows kept."""
+    old = pd.read_csv(path)
+    keep = ~old.set_index(KEY).index.isin(new.set_index(KEY).index.unique())
+    return pd.concat([old[keep], new], ignore_index=True).sort_values(KEY, kind="stable")
+
+
+def export(root: Path, merge: bool = False) -> None:
+    """Both CSVs from every finished run under `root`; with `merge`, the committed rows of other runs are kept."""
     table = load_table("D0+D1")
-    group = dict(zip(table["name"], source_groups(table)))
+    group = dict(zip(table["name"], linked_groups(table)))
+    collection = dict(zip(table["name"], table["collection"]))
     runs, preds = [], []
     for run in [r for cand in sorted(root.iterdir()) if cand.is_dir() for r in find_runs(cand)]:
         c, m, h = run.config, run.metrics, run.history
         best = h.loc[h["val_covid_loss"].idxmin()]
         key = {"candidate": candidate_of(c), "method": c.method, "protocol": c.protocol,
-               "fold": c.fold if c.protocol == "source" else -1, "seed": c.seed}
+               "fold": c.fold if c.protocol != "official" else -1, "seed": c.seed}
         runs.append({**key, "recipe": recipe_key(c), "preprocess": "+".join(c.preprocess), "augment": c.augment,
                      "kept_epoch": int(best["epoch"]), "val_covid_loss": round(float(best["val_covid_loss"]), 4),
                      "val_auc": round(float(best["val_auc"]), 4), "test_auc": round(m.covid.auc, 4),
                      "seconds": m.run.seconds})
         p = run.predictions
         preds.append(pd.DataFrame({**key, "image": p["image"], "y_true": p["y_true"],
-                                   "p_covid": p["p_covid"].round(5), "source_group": p["image"].map(group)}))
-    pd.DataFrame(runs).to_csv(RUNS_CSV, index=False)
-    pd.concat(preds).to_csv(PRED_CSV, index=False)
+                                   "p_covid": p["p_covid"].round(5), "group": p["image"].map(group),
+                                   "collection": p["image"].map(collection)}))
+    runs, preds = pd.DataFrame(runs), pd.concat(preds)
+    if merge:
+        runs, preds = merged(RUNS_CSV, runs), merged(PRED_CSV, preds)
+    runs.to_csv(RUNS_CSV, index=False)
+    preds.to_csv(PRED_CSV, index=False)
     print(f"wrote {RUNS_CSV} ({len(runs)} runs) and {PRED_CSV}")
 
 
@@ -87,29 +105,35 @@ def main() -> None:
     ap.add_argument("--out", default="runs/source-bench")
     ap.add_argument("--candidates", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     ap.add_argument("--methods", nargs="+", default=["ladnn"], choices=["ladnn", "baseline"])
-    ap.add_argument("--protocol", default="source", choices=["source", "official"])
+    ap.add_argument("--protocol", default="collection", choices=["collection", "grouped", "official"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--folds", type=int, default=5, help="folds of protocol grouped (collection: one per collection)")
+    ap.add_argument("--folds-only", type=int, nargs="+", help="train only these folds (with --merge: keep the rest)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the runs under --out in the committed CSVs (retrain a few runs, keep the rest)")
     a = ap.parse_args()
     root = Path(a.out)
     if not a.export_only:
         from ladnn.train import prepare
 
         base = quick_config()
+        n_col = len(negative_collections(load_table("D0+D1")))
         for name in a.candidates:
-            pre, aug = PIPELINES[name]
+            pre, aug, ft = PIPELINES[name]
             jobs = []
             for method in a.methods:
                 for seed in a.seeds:
-                    if a.protocol == "source":
-                        for k in range(a.folds):
-                            cfg = Config(**{**base, "method": method, "seed": seed, "preprocess": pre, "augment": aug,
-                                            "protocol": "source", "dataset": "D0+D1", "folds": a.folds, "fold": k})
-                            jobs.append((cfg, root / name / f"source-{method}-f{k}-s{seed}"))
+                    common = {**base, "method": method, "seed": seed, "preprocess": pre, "augment": aug, "finetune": ft}
+                    if a.protocol != "official":
+                        folds = n_col if a.protocol == "collection" else a.folds
+                        for k in a.folds_only if a.folds_only is not None else range(folds):
+                            cfg = Config(**{**common, "protocol": a.protocol, "dataset": "D0+D1", "folds": folds,
+                                            "fold": k})
+                            jobs.append((cfg, root / name / f"{a.protocol}-{method}-f{k}-s{seed}"))
                     else:
-                        cfg = Config(**{**base, "method": method, "seed": seed, "preprocess": pre, "augment": aug})
+                        cfg = Config(**common)
                         jobs.append((cfg, root / name / f"official-{method}-s{seed}"))
             t = time.time()
             prepare(jobs[0][0])  # the candidate's caches, with every core, before the runs share them
@@ -118,7 +142,7 @@ def main() -> None:
             with ProcessPoolExecutor(a.jobs, mp_context=get_context("spawn")) as pool:
                 for line in pool.map(_train, jobs):
                     print(f"[{name}] {line}", flush=True)
-    export(root)
+    export(root, merge=a.merge)
     df = pd.read_csv(RUNS_CSV)
     print(df.groupby(["protocol", "candidate", "method"])[["val_auc", "val_covid_loss", "test_auc", "seconds"]]
           .mean().round(4).to_string())

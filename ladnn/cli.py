@@ -37,20 +37,32 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="score a run's test split, or an external folder, and write metrics")
     e.add_argument("run", help="run directory")
-    e.add_argument("--images", help="external folder with covid/ and noncovid/ subfolders of images")
+    e.add_argument("--images", help="external set: a folder with labels.csv (file, diagnosis or covid, patient, "
+                                    "infected), or with covid/ and noncovid/ subfolders of images or DICOM files")
+    e.add_argument("--labels", help="a labels CSV elsewhere than IMAGES/labels.csv (its file column is relative to "
+                                    "the CSV's folder)")
+    _window_arg(e)
     e.add_argument("--device", default="cpu", help="cpu or cuda")
     _data_arg(e)
 
     p = sub.add_parser("predict", help="one JSON line per image: COVID and lesion probabilities")
     p.add_argument("run", help="run directory")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image or DICOM files, or folders of DICOM series (one line per slice, "
+                                             "then one per series: the patient score)")
+    _window_arg(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
 
     s = sub.add_parser("serve", help="the local diagnosis web page and JSON API")
     s.add_argument("run", help="run directory")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port")
+    _window_arg(s)
     return ap
+
+
+def _window_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--window", default="lung", help="how DICOM slices are shown to the model: lung (centre -600, "
+                                                   "width 1500 HU), mediastinal (50, 350) or CENTRE,WIDTH in HU")
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -134,20 +146,25 @@ def _run(a: argparse.Namespace) -> int:
     elif a.cmd == "evaluate":
         from ladnn.predict import evaluate_run, summary_text
 
-        m = evaluate_run(a.run, a.images, a.data_dir, a.device)
+        if a.labels and not a.images:
+            raise ValueError("--labels needs --images (the folder its files are in)")
+        m = evaluate_run(a.run, a.images, a.data_dir, a.device, a.labels, a.window, progress=True)
         print(summary_text(m))
         print(NOTICE)
     elif a.cmd == "predict":
-        from ladnn.predict import Predictor
+        from ladnn.predict import AGGREGATION, Predictor, expand_inputs, series_summary
 
-        res = Predictor(a.run, a.device).predict_files(a.images)
+        res = Predictor(a.run, a.device, window=a.window).predict_files(expand_inputs(a.images))
         for r in res:
             print(json.dumps(r))
+        for s in series_summary(res):
+            print(json.dumps({**s, "aggregation": AGGREGATION}))
+        print(NOTICE, file=sys.stderr)
         return 1 if any("error" in r for r in res) else 0
     elif a.cmd == "serve":
         from ladnn.serve import serve
 
-        serve(a.run, a.host, a.port)
+        serve(a.run, a.host, a.port, a.window)
     return 0
 
 

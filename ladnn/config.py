@@ -17,7 +17,7 @@ FINETUNE = ("full", "head", "top")
 HEADS = ("linear", "fc3")
 LESION_MASKS = ("any_lesion", "positives", "none")
 REDUCTIONS = ("mean", "per_image")
-PROTOCOLS = ("official", "source")
+PROTOCOLS = ("official", "grouped", "collection")
 PREPROCESS = ("crop", "gray", "clahe", "jpeg")  # applied in this order (ladnn.images.preprocess)
 AUGMENTS = ("paper", "strong")
 TTA_SEED = 4321  # default seed of the test-time views (Config.tta_seed)
@@ -65,10 +65,12 @@ class Config:
                           LESION_MASKS, cache=False)
     loss_reduction: str = _f("mean", "mean: the loss divided by N x 6 entries (paper code); per_image: by N",
                              REDUCTIONS, cache=False)
-    protocol: str = _f("official", "official: the dataset's own split; source: cross-validation by source, no source "
-                                   "on both sides (ladnn.sources)", PROTOCOLS, cache=True)
-    folds: int = _f(5, "protocol=source: number of source folds", cache=False)
-    fold: int = _f(0, "protocol=source: the test fold (the next one validates, the rest train)", cache=False)
+    protocol: str = _f("official", "official: the dataset's own split; grouped: cross-validation with no patient or "
+                                   "document on both sides; collection: each negative collection held out whole "
+                                   "(ladnn.sources)", PROTOCOLS, cache=True)
+    folds: int = _f(5, "protocol grouped: number of folds; collection: the number of negative collections",
+                    cache=False)
+    fold: int = _f(0, "grouped or collection: the test fold (ladnn.sources.fold_splits)", cache=False)
     # _f returns dataclasses.field(default_factory=list) for a list: a fresh list per Config, hence the noqa
     preprocess: list[str] = _f([], "input pipeline against shortcuts, applied in this order: crop (to the body), "  # noqa: RUF009
                                    "gray, clahe (contrast-limited histogram equalisation), jpeg (every image "

@@ -30,7 +30,10 @@ D1_PAPER_TOTAL = 478  # Table 1: 219 positive + 259 negative new images
 # explicitly and anything else is an error.
 ALIASES = {"CVD19": {"CVD19"}, "GGO": {"GGO"}, "Csld": {"Csld"}, "CrPa": {"CrPa"},
            "AirBr": {"AirBr", "Aibr"}, "InSepThi": {"InSepThi", "InSep"}}
-COLUMNS = ["image", "name", "covid", *LESIONS, "lesions_known", "split", "dataset", "source", "patient"]
+COLUMNS = ["image", "name", "covid", *LESIONS, "lesions_known", "split", "dataset", "source", "patient", "collection"]
+NONCOVID_META = "covid-ct/NonCOVID-CT-MetaInfo.csv"
+# The collections of D0's negatives, by the prefix of their patient ids (the data folder's README).
+D0_COLLECTIONS = {"medpix": "MedPix", "crawled": "crawled paper figures"}
 
 
 class DataError(ValueError):
@@ -92,9 +95,12 @@ def parse_label_csv(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
 
 def source_of(name: str) -> str:
     """The document or collection an image came from, read from its file name ('' when the name says nothing).
-    COVID-CT figures are named `<preprint>-p<page>-<n>`; new-data files `<collection>_<patient>_<slice>`."""
+    COVID-CT figures are named `<preprint>-p<page>-<n>` or `<Lancet PII>_<n>`; new-data files
+    `<collection>_<patient>_<slice>`."""
     stem = name.rsplit(".", 1)[0]
     if m := re.match(r"^(.*?)-p\d+", stem):
+        return m.group(1)
+    if m := re.match(r"^(PII[A-Z0-9]+)_\d+$", stem):  # Lancet figures: one article, several panels
         return m.group(1)
     if stem.count("_") >= 2:
         return "_".join(stem.split("_")[:2])
@@ -123,6 +129,44 @@ def _metainfo_patients(root: Path) -> dict[str, str]:
     return out
 
 
+def _noncovid_patients(root: Path) -> dict[str, str]:
+    """The patient of every D0 negative (`NonCOVID-CT-MetaInfo.csv`: `image name,patient id`), read strictly."""
+    path = root / NONCOVID_META
+    if not path.is_file():
+        raise DataError(f"{path}: missing: the patient of every non-COVID image, which the protocols group by. "
+                        "`ladnn data fetch` does not download it yet: take images/NonCOVID-CT-MetaInfo.csv from the "
+                        "GitHub repository boyercb/bst263-final-project (commit 714a3163; its first two columns, "
+                        "`image name,patient id`, are the ones read)")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or [c.strip() for c in rows[0][:2]] != ["image name", "patient id"]:
+        raise DataError(f"{path}:1: expected the header 'image name,patient id', got {rows[:1]}")
+    out: dict[str, str] = {}
+    for lineno, r in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in r):
+            continue
+        if len(r) < 2 or not r[0].strip() or not r[1].strip():
+            raise DataError(f"{path}:{lineno}: expected an image name and a patient id, got {r}")
+        name, patient = r[0].strip(), r[1].strip()
+        if patient.split("_", 1)[0] not in D0_COLLECTIONS:
+            raise DataError(f"{path}:{lineno}: patient id {patient!r} names no known collection "
+                            f"(expected a prefix in {sorted(D0_COLLECTIONS)})")
+        if name in out:
+            raise DataError(f"{path}:{lineno}: image {name!r} is listed twice")
+        out[name] = patient
+    return out
+
+
+def collection_of(name: str, covid: int, dataset: str, source: str, patient: str) -> str:
+    """The collection an image belongs to: for D0 negatives MedPix or the crawled paper figures (their patient id's
+    prefix), for D0 positives the COVID paper figures, for D1 `D1:<collection or article>`."""
+    if dataset == "D1":
+        return f"D1:{source}"
+    if covid:
+        return "COVID paper figures"
+    return D0_COLLECTIONS[patient.split("_", 1)[0]]
+
+
 def _d0(root: Path) -> pd.DataFrame:
     parts = []
     for split in ("train", "val", "test"):
@@ -139,16 +183,27 @@ def _d0(root: Path) -> pd.DataFrame:
     if absent:
         raise DataError(f"{len(absent)} image(s) named in {root / SPLIT_DIR} are missing, e.g. {absent[0]}")
     patients = _metainfo_patients(root)
+    negatives = _noncovid_patients(root)
+    neg = df["covid"] == 0
+    unlisted = sorted(set(df.loc[neg, "name"]) - set(negatives))
+    if unlisted:
+        raise DataError(f"{root / NONCOVID_META}: {len(unlisted)} non-COVID image(s) of the split files have no "
+                        f"patient there, e.g. {unlisted[:3]}")
     df["source"] = df["name"].map(source_of)
-    df["patient"] = [patients.get(n, "") for n in df["name"]]
+    df["patient"] = [negatives[n] if not c else patients.get(n, "") for n, c in zip(df["name"], df["covid"])]
     df["lesions_known"] = df["covid"].astype(bool) & df["name"].isin(set(patients))
     df["dataset"] = "D0"
+    df["collection"] = _collections(df)
     return df
 
 
+def _collections(df: pd.DataFrame) -> list[str]:
+    return [collection_of(*r) for r in zip(df["name"], df["covid"], df["dataset"], df["source"], df["patient"])]
+
+
 def groups_of(df: pd.DataFrame) -> list[str]:
-    """The cluster of each image, for resampling and for D1's split: its patient, else its source document, else
-    the image itself."""
+    """The cluster of each image, for resampling the official split and for D1's split: its patient, else its
+    source document, else the image itself (every D0 and D1 image present has a patient)."""
     cols = [df[c] if c in df else pd.Series([""] * len(df), index=df.index) for c in ("patient", "source")]
     return [str(p or s or n) for p, s, n in zip(*cols, df["name"])]
 
@@ -186,10 +241,13 @@ def _d1(root: Path) -> pd.DataFrame:
             rec["image"] = f"{z}::{member}"
             rows.append(rec)
     df = pd.DataFrame(rows, columns=["name", "covid", *LESIONS, "lesions_known", "image"])
+    if df.empty:
+        return pd.DataFrame(columns=[c for c in COLUMNS])
     df["source"] = df["name"].map(source_of)
     df["patient"] = df["name"].map(_patient_of_name)
     df["split"] = [_split_of_group(g) for g in groups_of(df)]
     df["dataset"] = "D1"
+    df["collection"] = _collections(df)
     return df
 
 
@@ -217,12 +275,12 @@ def subset(df: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFrame:
 
 def splits(cfg: Config, root=None) -> dict[str, pd.DataFrame]:
     """Training, validation and test tables: the dataset's own split (`protocol=official`), or fold `cfg.fold` of
-    the source cross-validation (`protocol=source`, ladnn.sources). `row` is the image's place in the whole table."""
+    protocol `grouped` or `collection` (ladnn.sources). `row` is the image's place in the whole table."""
     df = load_table(cfg.dataset, root)
     df["row"] = np.arange(len(df))
-    df = subset(df, cfg.limit, seed=0)  # with protocol=source: the same images for every fold
-    if cfg.protocol == "source":
-        df["split"] = fold_splits(df, cfg.folds, cfg.fold)
+    df = subset(df, cfg.limit, seed=0)  # with a fold protocol: the same images for every fold
+    if cfg.protocol != "official":
+        df["split"] = fold_splits(df, cfg.protocol, cfg.folds, cfg.fold)
     return {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
 
 

@@ -1,7 +1,17 @@
-"""How a run does on images from sources it never saw, as the service shows it: the run's own unseen-source score
-(written when it was trained), the unseen-source cross-validation of its recipe when the packaged benchmark runs
-cover it (ladnn/resources/, from benchmarks/source_protocol.py), and the warning built from them. The chapter
-"New sources" (ladnn.report.unseen) reads the same benchmark files through this module."""
+"""How a run does on data it never saw, as the service and the chapter "New sources" show it.
+
+The figures (`figures`), each an AUC with its interval at the level its protocol holds out:
+- the run's own: its official test split, the D1 images present (written when it was trained) and every external
+  set it was evaluated on (`ladnn evaluate --images`, the `eval-*` folders of the run), per slice and per patient;
+- its recipe's, when the packaged benchmark runs cover it (ladnn/resources/, benchmarks/source_protocol.py and
+  benchmarks/transfer.py): grouped cross-validation (b), leave-one-collection-out (c: pooled and the worst
+  held-out collection) and, for the recipe's seed-0 official run, COVID-CT-MD per slice and per patient.
+"New data" are D1, external sets and held-out collections: sources that gave no image to training. Protocol (b)
+holds out patients and documents but not collections, so it is shown and never reassures.
+
+The warning (`generalisation`) fires when any new-data figure lies below the official figure's interval or its own
+interval includes 0.5, and then says in plain words that the model has not been shown to work on CT from another
+hospital."""
 from __future__ import annotations
 
 import json
@@ -12,39 +22,21 @@ from sklearn import metrics as skm
 
 from ladnn.files import resource
 from ladnn.metrics import bootstrap_ci
-from ladnn.summary import Protocol, RunMetrics
+from ladnn.summary import Evaluation, RunMetrics
 
 RUNS_CSV = "source_protocol_quick_runs.csv"
 PRED_CSV = "source_protocol_quick.csv"
+TRANSFER_CSV = "transfer_quick.csv"
 # Config fields that do not change the recipe: where it is evaluated, and the seed.
 NOT_RECIPE = ("seed", "protocol", "dataset", "folds", "fold", "device")
+NOT_SHOWN = ("The model has not been shown to work on CT from another hospital: on data from sources it never saw, "
+             "its scores are far below its official test score or no better than chance. Do not rely on it for any "
+             "scan; it is research software, not a medical device.")
 
 
 def recipe_key(cfg) -> str:
     """The recipe of a run (its Config without seed, split and device), as one JSON string to match runs by."""
     return json.dumps({k: v for k, v in sorted(cfg.to_dict().items()) if k not in NOT_RECIPE})
-
-
-def recipe_unseen_source(cfg, n_boot: int = 2000) -> dict | None:
-    """The unseen-source AUC of a run's recipe (its method and every training setting but the seed), when the
-    packaged fold runs hold all folds of it: pooled over the folds' test images, the interval resampling whole
-    sources. None for any other recipe."""
-    try:
-        runs, preds = bench_runs(), bench_predictions()
-    except FileNotFoundError:
-        return None
-    if "recipe" not in runs:
-        return None
-    r = runs[(runs["protocol"] == "source") & (runs["recipe"] == recipe_key(cfg)) & (runs["seed"] == 0)]
-    if r.empty or r["fold"].nunique() < r["fold"].max() + 1:
-        return None
-    cand = r["candidate"].iloc[0]
-    p = preds[(preds["protocol"] == "source") & (preds["candidate"] == cand) & (preds["method"] == cfg.method)
-              & (preds["seed"] == 0)]
-    a = auc_summary(p, n_boot)
-    return {"auc": a["AUC"], "ci95": [a["lo"], a["hi"]], "n": a["images"], "sources": a["sources"],
-            "on": f"cross-validation by source over D0 and the D1 images present ({r['fold'].nunique()} folds, this "
-                  "recipe with seed 0; benchmarks/source_protocol.py)"}
 
 
 def _resource(name: str, path: str | Path | None) -> pd.DataFrame:
@@ -57,50 +49,134 @@ def bench_runs(path: str | Path | None = None) -> pd.DataFrame:
 
 
 def bench_predictions(path: str | Path | None = None) -> pd.DataFrame:
-    """Test predictions of every benchmark run (a source fold's test images, or the official test split)."""
+    """Test predictions of every benchmark run (a fold's test images, or the official test split)."""
     return _resource(PRED_CSV, path)
 
 
-def auc_summary(p: pd.DataFrame, n_boot: int = 2000) -> dict:
-    """AUC of pooled test predictions with a 95% interval resampling whole sources within each class, the number
-    of images and sources, and the range of the per-fold AUCs."""
-    ci = bootstrap_ci(p["y_true"], p["p_covid"], p["source_group"], n_boot=n_boot)["auc"]
+def transfer_predictions(path: str | Path | None = None) -> pd.DataFrame:
+    """benchmarks/transfer.py: the benchmark runs rescored plain and with AdaBN, and on the external sets."""
+    return _resource(TRANSFER_CSV, path)
+
+
+def auc_summary(p: pd.DataFrame, n_boot: int = 2000, group: str = "group") -> dict:
+    """AUC of pooled test predictions with a 95% interval resampling whole `group`s within each class, the number
+    of images and groups, and the range of the per-fold AUCs."""
+    ci = bootstrap_ci(p["y_true"], p["p_covid"], p[group], n_boot=n_boot)["auc"]
     folds = [skm.roc_auc_score(g["y_true"], g["p_covid"]) for _, g in p.groupby("fold") if g["y_true"].nunique() == 2]
     return {"AUC": skm.roc_auc_score(p["y_true"], p["p_covid"]), "95% interval": f"{ci[0]:.3f} to {ci[1]:.3f}",
-            "lo": ci[0], "hi": ci[1], "images": len(p), "sources": p["source_group"].nunique(),
+            "lo": ci[0], "hi": ci[1], "images": len(p), "groups": p[group].nunique(),
             "fold AUC range": (f"{min(folds):.3f} to {max(folds):.3f}" if len(folds) > 1 else "")}
 
 
-def generalisation(metrics: RunMetrics, recipe: dict | None = None) -> dict:
-    """The run's AUC on its own test split beside its AUC on images from sources it never saw in training: its own
-    score on the D1 images present (`unseen_source`) and, when the packaged fold runs cover its recipe, the recipe's
-    AUC under cross-validation by source (`recipe`, `recipe_unseen_source` above). A plain warning when
-    the official AUC lies outside the interval of the unseen-source figure with the most sources, when that figure
-    rests on few sources, or when there is none. A run of the source protocol is tested on unseen sources by
-    construction."""
-    def auc(s, on: str, sources: int | None = None) -> dict:
-        return {"auc": s.covid.auc, "ci95": list(s.covid_ci95.auc), "n": s.covid.n, "sources": sources, "on": on}
+def collection_table(p: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
+    """Protocol (c) per held-out collection: each fold's test images (one negative collection, the positives of its
+    held-out papers), AUC with its interval resampling groups; sorted worst first."""
+    rows = []
+    for _, f in p.groupby("fold"):
+        held = ", ".join(sorted(f.loc[f["y_true"] == 0, "collection"].unique()))
+        rows.append({"held-out collection": held, **auc_summary(f, n_boot)})
+    return pd.DataFrame(rows).sort_values("AUC").set_index("held-out collection")
 
-    prot = metrics.protocol or Protocol(protocol="official", test="its test split")
-    test = auc(metrics, prot.test)
-    if prot.protocol == "source":
-        official, unseen = None, {**test, "sources": prot.test_sources}
-    else:
-        official, u = test, metrics.unseen_source
-        unseen = u and auc(u, u.evaluated_on, u.sources)
-    best = max([g for g in (unseen, recipe) if g and g.get("auc") is not None],
-               key=lambda g: g.get("sources") or 0, default=None)
-    warning = None
-    if best is None:
-        warning = ("This run has not been scored on images from sources it never saw. Its test images come from the "
+
+def _figure(name: str, auc, ci, n: int, level: str, new_data: bool, on: str) -> dict:
+    return {"name": name, "auc": None if auc is None else float(auc), "ci95": [float(c) for c in ci] if ci else None,
+            "n": int(n), "level": level, "new_data": new_data, "on": on}
+
+
+def external_slices(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An external set's scored slices and its per-patient scores (mean over slices with lung)."""
+    from ladnn.dicom import MIN_LUNG_FRACTION
+
+    lung = t[~(t["lung_fraction"] < MIN_LUNG_FRACTION)]
+    per = lung.groupby("patient").agg(y_true=("y_true", "first"), p_covid=("p_covid", "mean")).reset_index()
+    per["group"] = per["patient"]
+    return t[t["slice_scored"].astype(bool)].assign(group=lambda d: d["patient"]), per
+
+
+def recipe_figures(cfg, n_boot: int = 2000) -> list[dict]:
+    """The recipe's figures from the packaged benchmark runs (seed 0, no AdaBN); empty for any other recipe."""
+    try:
+        runs, preds, trans = bench_runs(), bench_predictions(), transfer_predictions()
+    except FileNotFoundError:
+        return []
+    r = runs[(runs["recipe"] == recipe_key(cfg)) & (runs["seed"] == 0)]
+    if r.empty:
+        return []
+    cand = r["candidate"].iloc[0]
+    p = preds[(preds["candidate"] == cand) & (preds["method"] == cfg.method) & (preds["seed"] == 0)]
+    out = []
+    for prot, new, name in (("grouped", False, "grouped cross-validation (b)"),
+                            ("collection", True, "leave-one-collection-out (c)")):
+        q = p[p["protocol"] == prot]
+        if q.empty or q["fold"].nunique() < r.loc[r["protocol"] == prot, "fold"].nunique():
+            continue
+        a = auc_summary(q, n_boot)
+        out.append(_figure(f"recipe, {name}", a["AUC"], (a["lo"], a["hi"]), a["images"], "group", new,
+                           f"{q['fold'].nunique()} folds of D0 and the D1 images present, seed 0 "
+                           "(benchmarks/source_protocol.py)"))
+        if prot == "collection":
+            w = collection_table(q, n_boot).iloc[0]
+            out.append(_figure(f"recipe, worst held-out collection ({w.name})", w["AUC"], (w["lo"], w["hi"]),
+                               w["images"], "group", True, "protocol (c), the held-out collection scored lowest"))
+    t = trans[(trans["candidate"] == cand) & (trans["method"] == cfg.method) & (trans["seed"] == 0)
+              & (trans["protocol"] == "official") & (trans["part"] == "COVID-CT-MD") & ~trans["adabn"]]
+    if len(t):
+        slices, per = external_slices(t)
+        for what, d, level in (("per slice", slices, "patient"), ("per patient", per, "patient")):
+            ci = bootstrap_ci(d["y_true"], d["p_covid"], d["group"], n_boot=n_boot)["auc"]
+            out.append(_figure(f"recipe, COVID-CT-MD {what}", skm.roc_auc_score(d["y_true"], d["p_covid"]), ci,
+                               len(d), level, True, "the recipe's seed-0 official run (benchmarks/transfer.py)"))
+    return out
+
+
+def run_figures(metrics: RunMetrics, evaluations: dict[str, Evaluation] | None = None) -> list[dict]:
+    """The run's own figures: its test split, D1 and every external evaluation (name -> Evaluation)."""
+    prot = metrics.protocol
+    official = prot is None or prot.protocol == "official"
+    out = [_figure("this run, its test split" if official else f"this run, {prot.test}", metrics.covid.auc,
+                   metrics.covid_ci95.auc, metrics.covid.n, prot.level if prot else "patient", not official,
+                   prot.test if prot else "its test split")]
+    u = metrics.unseen_source
+    if u is not None:
+        out.append(_figure("this run, D1 (new sources)", u.covid.auc, u.covid_ci95.auc, u.covid.n, "patient", True,
+                           u.evaluated_on))
+    for name, e in (evaluations or {}).items():
+        if name == "eval":  # its own test split again
+            continue
+        out.append(_figure(f"this run, {name} per slice", e.covid.auc, e.covid_ci95.auc, e.covid.n, "patient", True,
+                           f"{e.evaluated_on}: {e.slices}"))
+        if e.per_patient is not None:
+            pp = e.per_patient
+            out.append(_figure(f"this run, {name} per patient", pp.covid.auc, pp.covid_ci95.auc, pp.covid.n,
+                               "patient", True, f"{e.evaluated_on}: {e.aggregation}"))
+    return out
+
+
+def generalisation(metrics: RunMetrics, recipe: list[dict] | None = None,
+                   evaluations: dict[str, Evaluation] | None = None) -> dict:
+    """Every figure beside the official one, and the warning (module docstring). A figure whose AUC is undefined
+    (one class) does not count."""
+    figs = run_figures(metrics, evaluations) + list(recipe or [])
+    official = figs[0] if not figs[0]["new_data"] else None
+    new = [f for f in figs if f["new_data"] and f["auc"] is not None and f["ci95"]]
+    reasons = []
+    for f in new:
+        if official and official["ci95"] and f["ci95"][1] < official["ci95"][0]:
+            reasons.append(f"{f['name']}: AUC {f['auc']:.3f} (95% interval {f['ci95'][0]:.3f} to {f['ci95'][1]:.3f})"
+                           f", below the official figure's interval ({official['ci95'][0]:.3f} to "
+                           f"{official['ci95'][1]:.3f})")
+        elif f["ci95"][0] <= 0.5 <= f["ci95"][1]:
+            reasons.append(f"{f['name']}: AUC {f['auc']:.3f}, whose 95% interval ({f['ci95'][0]:.3f} to "
+                           f"{f['ci95'][1]:.3f}) includes 0.5, chance")
+        elif f["ci95"][1] < 0.5:
+            reasons.append(f"{f['name']}: AUC {f['auc']:.3f}, worse than chance (95% interval {f['ci95'][0]:.3f} "
+                           f"to {f['ci95'][1]:.3f})")
+    if reasons:
+        warning = NOT_SHOWN + " " + "; ".join(reasons) + "."
+    elif not new:
+        warning = ("This run has not been scored on data from sources it never saw. Its test images come from the "
                    "same papers and collections as its training images, so its test AUC may overstate how it does "
                    "on CT from elsewhere.")
-    elif official and official["auc"] is not None and best["ci95"] and not (
-            best["ci95"][0] <= official["auc"] <= best["ci95"][1]):
-        warning = (f"On images from sources it never saw, the AUC is {best['auc']:.3f}, against "
-                   f"{official['auc']:.3f} on the official test split. Expect the lower figure, or worse, on CT "
-                   "from another hospital.")
-    if best is not None and best.get("sources") is not None and best["sources"] < 10:
-        note = f"The unseen-source figure rests on {best['sources']} sources only: it is a rough estimate."
-        warning = f"{warning} {note}" if warning else note
-    return {"official_test": official, "unseen_source": unseen, "recipe_unseen_source": recipe, "warning": warning}
+    else:
+        warning = None
+    return {"official_test": official, "figures": figs, "warning": warning}

@@ -119,3 +119,24 @@ def forward(net: torch.nn.Module, xs: torch.Tensor, device: torch.device, batch:
         with autocast(device):
             out.append(net(channels_last(xs[i:i + batch].to(device))).float().cpu())
     return torch.cat(out)
+
+
+def adapt_batchnorm(net: torch.nn.Module, imgs: torch.Tensor, data_config: dict, device: torch.device,
+                    batch: int = 64) -> torch.nn.Module:
+    """AdaBN (Li et al., "Revisiting batch normalization for practical domain adaptation", 2016): a copy of `net`
+    whose BatchNorm layers carry the mean and variance of the unlabelled target images `imgs` (uint8, plain views)
+    instead of the training images'. No label and no gradient is used; the weights stay as trained."""
+    import copy
+
+    adapted = copy.deepcopy(net).eval()
+    bns = [m for m in adapted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        raise ValueError("AdaBN: the network has no BatchNorm layer to adapt")
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every target batch
+        m.train()
+    with torch.no_grad():
+        for i in range(0, len(imgs), batch):
+            adapted(model_input(imgs[i:i + batch], data_config, device))
+    return adapted.eval()

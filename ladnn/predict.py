@@ -8,8 +8,9 @@ import torch
 
 from ladnn.config import LESIONS, TASKS, Config
 from ladnn.data import splits
+from ladnn.dicom import MIN_LUNG_FRACTION, parse_window, series_files
 from ladnn.files import write_atomic
-from ladnn.images import MAX_PIXELS, ImageError, load_resized, read_bytes
+from ladnn.images import MAX_PIXELS, ImageError, ct_check, decode_with_info, preprocess, read_bytes
 from ladnn.infer import model_input, tta_outputs
 from ladnn.models import LADNN, build_model
 from ladnn.rundir import P_COVID, P_LESIONS, Run, predictions_table
@@ -21,8 +22,10 @@ class Predictor:
     validation and test images on, so a run's `predictions.csv` is reproduced (to float tolerance) whatever the
     batch an image comes in."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu", tta: int | None = None):
-        """`tta`: test-time views per image; None uses the run's own (`Config.tta`), 1 scores the plain image only."""
+    def __init__(self, run_dir: str | Path, device: str = "cpu", tta: int | None = None, window=None):
+        """`tta`: test-time views per image; None uses the run's own (`Config.tta`), 1 scores the plain image only.
+        `window`: how DICOM slices are shown to the model (ladnn.dicom.parse_window; default the lung window)."""
+        self.window = parse_window(window)
         self.run = Run(run_dir)  # refuses a run that is not complete
         ckpt = self.run.checkpoint(device)
         self.config = Config.from_dict(ckpt["config"])
@@ -41,8 +44,17 @@ class Predictor:
                    ) -> tuple[np.ndarray, torch.Tensor]:
         """Decode + the run's preprocessing + resize: uint8 HxWx3 (for display) and the uint8 1x3xHxW image that
         `probs` scores."""
-        rgb = load_resized(data, self.size, name, max_pixels, steps=self.config.preprocess)
-        return rgb, torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
+        rgb, x, _ = self.preprocess_with_info(data, name, max_pixels)
+        return rgb, x
+
+    def preprocess_with_info(self, data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS
+                             ) -> tuple[np.ndarray, torch.Tensor, dict]:
+        """`preprocess`, and what is known of the input: `ladnn.images.ct_check` of the decoded image (its
+        `warnings`) and, for a DICOM slice, its lung fraction, slice location and patient."""
+        img, info = decode_with_info(data, name, max_pixels, self.window)
+        check = ct_check(img)
+        rgb = np.asarray(preprocess(img, self.size, self.config.preprocess), dtype=np.uint8)
+        return rgb, torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None], {**info, "check": check}
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images -> the network's input (normalised, on the device), as Grad-CAM++ needs it."""
@@ -83,15 +95,21 @@ class Predictor:
             out[names[k]] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
         return out
 
-    def predict_files(self, paths, batch: int = 32) -> list[dict]:
-        """One dict per path: the probabilities, or `error` naming the file."""
+    def predict_files(self, paths, batch: int = 32, progress: bool = False) -> list[dict]:
+        """One dict per path: the probabilities (with `warnings` when the image does not look like a CT slice, and
+        a DICOM slice's `lung_fraction`, `slice_location` and `patient_id`), or `error` naming the file."""
+        from tqdm import tqdm
+
         out: list[dict] = []
         xs, idx = [], []
-        for p in paths:
+        for p in tqdm(list(paths), desc="read", unit="image", disable=not progress):
             try:
-                xs.append(self.preprocess(read_bytes(p), str(p))[1])
+                _, x, info = self.preprocess_with_info(read_bytes(p), str(p))
+                xs.append(x)
                 idx.append(len(out))
-                out.append({"image": str(p)})
+                warn = info.pop("check")["warnings"]
+                info.pop("window", None)
+                out.append({"image": str(p), **info, **({"warnings": warn} if warn else {})})
             except (ImageError, OSError) as e:
                 out.append({"image": str(p), "error": str(e)})
         if xs:
@@ -100,37 +118,150 @@ class Predictor:
         return out
 
 
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+DIAGNOSIS_COVID = {"covid-19", "covid19", "covid"}
+AGGREGATION = ("mean COVID probability over the patient's slices that show lung (lung fraction >= "
+               f"{MIN_LUNG_FRACTION:g}; ladnn.dicom.lung_fraction), or over all its slices for non-DICOM images")
 
 
-def external_table(folder: str | Path):
-    """An external labelled folder: `covid/` and `noncovid/` subfolders of images."""
+def expand_inputs(paths) -> list[str]:
+    """Files as given, and folders replaced by the DICOM series inside them (ordered by slice location)."""
+    out: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = series_files(p)
+            if not files:
+                raise FileNotFoundError(f"{p}: a folder with no .dcm files")
+            out += map(str, files)
+        else:
+            out.append(str(p))
+    return out
+
+
+def series_summary(results: list[dict]) -> list[dict]:
+    """One patient score per DICOM series among `predict_files` results (slices grouped by folder): AGGREGATION,
+    with the count of slices scored."""
+    by: dict[str, list[dict]] = {}
+    for r in results:
+        if "lung_fraction" in r and "error" not in r:
+            by.setdefault(str(Path(r["image"]).parent), []).append(r)
+    out = []
+    for folder, rs in by.items():
+        lung = [r for r in rs if r["lung_fraction"] >= MIN_LUNG_FRACTION]
+        out.append({"series": folder, "slices": len(rs), "slices_with_lung": len(lung),
+                    P_COVID + "_patient": float(np.mean([r[P_COVID] for r in lung])) if lung else None})
+    return out
+
+
+def labels_table(csv_path: str | Path):
+    """A labels CSV such as COVID-CT-MD's `labels.csv`: columns `file` (relative to the CSV's folder) and either
+    `covid` (0/1) or `diagnosis` (COVID-19 is positive, anything else negative), optionally `patient` and
+    `infected` (0/1/empty). A slice's label (`covid`) is its patient's; a slice of a COVID-19 patient whose
+    `infected` is 0 shows no infection and is left out of the per-slice scores (`slice_scored` False), kept in its
+    patient's score. Errors name the file and line."""
+    import csv
+
+    import pandas as pd
+
+    path = Path(csv_path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    cols = set(rows[0]) if rows else set()
+    if "file" not in cols or not cols & {"covid", "diagnosis"}:
+        raise ValueError(f"{path}:1: a labels CSV needs the column 'file' and 'covid' or 'diagnosis'; has "
+                         f"{sorted(cols)}")
+    out = []
+    for line, r in enumerate(rows, start=2):
+        f = (r.get("file") or "").strip()
+        if not f:
+            raise ValueError(f"{path}:{line}: empty 'file'")
+        image = path.parent / f
+        if not image.is_file():
+            raise FileNotFoundError(f"{path}:{line}: file {f!r} not found ({image})")
+        if "covid" in cols:
+            v = (r["covid"] or "").strip()
+            if v not in ("0", "1"):
+                raise ValueError(f"{path}:{line}: column 'covid' must be 0 or 1, got {v!r}")
+            covid = int(v)
+        else:
+            d = (r["diagnosis"] or "").strip()
+            if not d:
+                raise ValueError(f"{path}:{line}: empty 'diagnosis'")
+            covid = int(d.lower() in DIAGNOSIS_COVID)
+        inf = (r.get("infected") or "").strip()
+        if inf not in ("", "0", "1"):
+            raise ValueError(f"{path}:{line}: column 'infected' must be 0, 1 or empty, got {inf!r}")
+        out.append({"name": f, "image": str(image), "covid": covid, "patient": (r.get("patient") or "").strip(),
+                    "diagnosis": (r.get("diagnosis") or ("COVID-19" if covid else "not COVID-19")).strip(),
+                    "slice_scored": not (covid and inf == "0"), "lesions_known": False, **{k: 0 for k in LESIONS}})
+    if not out:
+        raise ValueError(f"{path}: no rows")
+    return pd.DataFrame(out)
+
+
+def external_table(folder: str | Path, labels: str | Path | None = None):
+    """An external labelled set: a labels CSV (`labels`, else `labels.csv` in the folder; see `labels_table`), or
+    `covid/` and `noncovid/` subfolders of images or DICOM files (each image its own patient)."""
     import pandas as pd
 
     folder = Path(folder)
+    if labels or (folder / "labels.csv").is_file():
+        return labels_table(labels or folder / "labels.csv")
     rows = []
     for sub, y in (("covid", 1), ("noncovid", 0)):
         d = folder / sub
         if not d.is_dir():
-            raise FileNotFoundError(f"{folder}: expected subfolders covid/ and noncovid/; {d} is missing")
-        rows += [{"name": f"{sub}/{p.name}", "image": str(p), "covid": y, "lesions_known": False,
-                  **{k: 0 for k in LESIONS}} for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_EXT]
+            raise FileNotFoundError(f"{folder}: expected labels.csv, or subfolders covid/ and noncovid/; {d} is "
+                                    "missing")
+        rows += [{"name": f"{sub}/{p.relative_to(d)}", "image": str(p), "covid": y, "lesions_known": False,
+                  "patient": "", "diagnosis": sub, "slice_scored": True, **{k: 0 for k in LESIONS}}
+                 for p in sorted(d.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXT]
     if not rows:
         raise FileNotFoundError(f"{folder}: no images found in covid/ or noncovid/")
     return pd.DataFrame(rows)
 
 
-def score_table(pr: Predictor, df) -> tuple:
-    """Predictions (the columns of predictions.csv) of a sample table, and its scores; nothing is written."""
+def score_table(pr: Predictor, df, progress: bool = False) -> tuple:
+    """Predictions (the columns of predictions.csv, and for external sets `patient`, `lung_fraction` and
+    `slice_scored`) of a sample table, and the scores of the scored slices; nothing is written."""
     from ladnn.metrics import evaluate_predictions
 
-    res = pr.predict_files(df["image"])
+    res = pr.predict_files(df["image"], progress=progress)
     bad = [r for r in res if "error" in r]
     if bad:
         raise ValueError(f"{len(bad)} image(s) could not be read, e.g. {bad[0]['error']}")
     cols = (P_COVID, *P_LESIONS)[:len(pr.tasks)]
     pred = predictions_table(df, np.array([[r[c] for c in cols] for r in res]), pr.tasks)
-    return pred, Scores.from_dict(evaluate_predictions(pred, seed=pr.config.seed))
+    if "slice_scored" in df:
+        lung = np.array([r.get("lung_fraction", np.nan) for r in res], dtype=float)
+        pred["patient"] = [p or n for p, n in zip(df["patient"], df["name"])]
+        pred["group"] = pred["patient"]  # intervals resample whole patients
+        pred["lung_fraction"] = lung
+        pred["slice_scored"] = df["slice_scored"].to_numpy() & ~(lung < MIN_LUNG_FRACTION)
+        if pred["slice_scored"].sum() == 0:
+            raise ValueError("no slice is left to score (every slice shows too little lung or is excluded)")
+        scored = pred[pred["slice_scored"]]
+    else:
+        scored = pred
+    return pred, Scores.from_dict(evaluate_predictions(scored, seed=pr.config.seed))
+
+
+def patient_scores(pred, seed: int = 0) -> tuple:
+    """Per-patient predictions (AGGREGATION) and their scores, intervals resampling patients; None when the set
+    records one image per patient."""
+    from ladnn.metrics import binary_metrics, bootstrap_ci
+
+    if pred["patient"].nunique() == len(pred):
+        return None, None
+    lung = pred[~(pred["lung_fraction"] < MIN_LUNG_FRACTION)]
+    missing = sorted(set(pred["patient"]) - set(lung["patient"]))
+    if missing:
+        raise ValueError(f"patient(s) {missing[:5]} have no slice that shows lung: no patient score")
+    per = lung.groupby("patient").agg(y_true=("y_true", "first"), p_covid=("p_covid", "mean"),
+                                      slices=("p_covid", "size")).reset_index()
+    return per, Scores.from_dict({"covid": binary_metrics(per["y_true"], per["p_covid"]), "clusters": len(per),
+                                  "covid_ci95": bootstrap_ci(per["y_true"], per["p_covid"], per["patient"],
+                                                             seed=seed)})
 
 
 def roc_figure(pred, scores: Scores, title: str, threshold: float = 0.5):
@@ -168,26 +299,48 @@ def summary_text(e: Evaluation, threshold: float = 0.5) -> str:
                  f"({round(m.sensitivity * pos)}/{pos}; 95% interval {ci.sensitivity[0]:.3f} to "
                  f"{ci.sensitivity[1]:.3f}), specificity {m.specificity:.3f} ({round(m.specificity * neg)}/"
                  f"{neg}; {ci.specificity[0]:.3f} to {ci.specificity[1]:.3f}).")
+    if e.slices:
+        lines.append(f"Scored: {e.slices}.")
+    if e.per_patient is not None:
+        pm, pc = e.per_patient.covid, e.per_patient.covid_ci95
+        auc = "undefined (one class)" if pm.auc is None else f"{pm.auc:.3f} (95% interval {pc.auc[0]:.3f} to {pc.auc[1]:.3f})"
+        lines.append(f"Per patient ({pm.n} patients, {pm.n_pos} COVID-19; {e.aggregation}): AUC {auc}.")
+    if e.window:
+        lines.append(f"DICOM window: centre {e.window[0]:g} HU, width {e.window[1]:g} HU.")
     lines.append("Wrote " + ", ".join(e.files) + ".")
     return "\n".join(lines)
 
 
-def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir=None,
-                 device: str = "cpu") -> Evaluation:
-    """Score the run's test split (or an external folder) with the saved model; write `eval[-NAME]/` in the run:
-    predictions.csv, metrics.json and roc.png."""
+def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir=None, device: str = "cpu",
+                 labels: str | Path | None = None, window=None, progress: bool = False) -> Evaluation:
+    """Score the run's test split (or an external set, `external_table`) with the saved model; write
+    `eval[-NAME]/` in the run: predictions.csv (and patients.csv), metrics.json and roc.png. External DICOM slices
+    are scored when they show lung; a set with patients is also scored per patient (AGGREGATION)."""
     import dataclasses
     import io
 
-    pr = Predictor(run_dir, device)
-    df = external_table(images) if images else splits(pr.config, data_dir)["test"]
-    pred, scores = score_table(pr, df)
+    pr = Predictor(run_dir, device, window=window)
+    df = external_table(images, labels) if images else splits(pr.config, data_dir)["test"]
+    pred, scores = score_table(pr, df, progress)
+    per, per_scores = patient_scores(pred, pr.config.seed) if images else (None, None)
+    n_left = int((~pred["slice_scored"]).sum()) if "slice_scored" in pred else 0
+    slices = ("every image of the test split" if not images else
+              f"{int(pred['slice_scored'].sum())} of {len(pred)} images: left out are DICOM slices with lung "
+              f"fraction below {MIN_LUNG_FRACTION:g} and slices of COVID-19 patients labelled not infected "
+              f"({n_left} in all)")
+    dicom = "lung_fraction" in pred and pred["lung_fraction"].notna().any()
     e = Evaluation(**vars(scores), evaluated_on=str(images) if images else f"{pr.config.dataset} test split",
-                   cluster_note=("images resampled one by one: the folder records no patients or sources" if images
-                                 else "whole patients, else source documents, else single images"))
+                   cluster_note=("whole patients (the labels' patient column; else each image its own)" if images
+                                 else "whole patients, else source documents, else single images"),
+                   slices=slices, per_patient=per_scores, aggregation=AGGREGATION if per is not None else "",
+                   window=list(pr.window) if dicom else None)
     out = pr.run.write_evaluation(f"eval-{Path(images).name}" if images else "eval", pred, e)
+    if per is not None:
+        write_atomic(out / "patients.csv", per.to_csv(index=False))
     buf = io.BytesIO()
-    roc_figure(pred, scores, f"{pr.run.path.name} on {Path(images).name if images else 'its test split'}"
+    roc_figure(pred[pred["slice_scored"]] if "slice_scored" in pred else pred, scores,
+               f"{pr.run.path.name} on {Path(images).name if images else 'its test split'}"
                ).savefig(buf, format="png", dpi=120)
     write_atomic(out / "roc.png", buf.getvalue())
-    return dataclasses.replace(e, written_to=str(out), files=Run.evaluation_files(out))
+    files = Run.evaluation_files(out) + ([str(out / "patients.csv")] if per is not None else [])
+    return dataclasses.replace(e, written_to=str(out), files=files)

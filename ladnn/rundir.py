@@ -129,6 +129,13 @@ class Run:
     def predictions(self) -> pd.DataFrame:
         return pd.read_csv(self.path / PREDICTIONS)
 
+    def evaluations(self) -> dict:
+        """Every `ladnn evaluate` output of the run (folder name -> Evaluation), e.g. `eval-covid-ct-md-sample`."""
+        out = {}
+        for f in sorted(self.path.glob("eval*/" + METRICS)):
+            out[f.parent.name] = Evaluation.from_dict(json.loads(f.read_text()))
+        return out
+
     def checkpoint(self, device: str = "cpu") -> dict:
         """model.pt: config, state_dict, data_config and weights_source."""
         import torch

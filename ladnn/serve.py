@@ -17,7 +17,8 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ladnn.generalisation import generalisation, recipe_unseen_source
+from ladnn.dicom import MIN_LUNG_FRACTION
+from ladnn.generalisation import generalisation, recipe_figures
 from ladnn.images import MAX_PIXELS, ImageError
 from ladnn.predict import Predictor
 
@@ -25,14 +26,15 @@ PAGE = Path(__file__).with_name("page.html")
 
 
 def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 16,
-               max_pixels: int = MAX_PIXELS) -> FastAPI:
-    """The service for one trained run; the model is loaded once, here."""
-    pred = Predictor(run_dir)
+               max_pixels: int = MAX_PIXELS, window=None) -> FastAPI:
+    """The service for one trained run; the model is loaded once, here. `window`: how DICOM uploads are shown to the
+    model (ladnn.dicom)."""
+    pred = Predictor(run_dir, window=window)
     lock = threading.Lock()  # one model, shared: Grad-CAM++ hooks must not interleave
     limit = int(max_upload_mb * 1024 * 1024)
     MultiPartParser.spool_max_size = limit + 1  # keep every upload in memory (the default spills to disk at 1 MB)
     metrics = pred.run.metrics
-    gen = generalisation(metrics, recipe_unseen_source(pred.config))
+    gen = generalisation(metrics, recipe_figures(pred.config), pred.run.evaluations())
     info = {"run": str(run_dir), "config": pred.config.to_dict(), "outputs": ["COVID", *pred.tasks[1:]],
             "weights_source": pred.model.weights_source, "test_metrics": metrics.covid.to_dict(),
             "test_metrics_ci95": metrics.covid_ci95.to_dict(), "generalisation": gen,
@@ -78,8 +80,14 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
             name = f.filename or "<upload>"
             try:
                 with lock:
-                    rgb, x = pred.preprocess(data, name, max_pixels)
-                    r = {"filename": name, **pred.result(pred.probs(x)[0])}
+                    rgb, x, meta = pred.preprocess_with_info(data, name, max_pixels)
+                    r = {"filename": name, **pred.result(pred.probs(x)[0]), "warnings": meta["check"]["warnings"]}
+                    if "lung_fraction" in meta:
+                        r["lung_fraction"] = meta["lung_fraction"]
+                        if meta["lung_fraction"] < MIN_LUNG_FRACTION:
+                            r["warnings"].append(f"this DICOM slice shows little lung (lung fraction "
+                                                 f"{meta['lung_fraction']:.3f}): the model only saw slices "
+                                                 "through the lungs")
                     if cam:
                         r["cam"] = pred.cam_overlays(rgb, x)
                         buf = io.BytesIO()
@@ -94,10 +102,10 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     return app
 
 
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, window=None) -> None:
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding to {host} exposes this research tool to other machines on the network; it is not "
               "a medical device and has no authentication", file=sys.stderr)
-    uvicorn.run(create_app(run_dir), host=host, port=port)
+    uvicorn.run(create_app(run_dir, window=window), host=host, port=port)

@@ -81,7 +81,8 @@ class Scores(_Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Unseen(Scores):
-    """A run scored on images from sources it never saw (the D1 images present, for a run trained on D0)."""
+    """A run scored on images from sources it never saw (the D1 images present, for a run trained on D0): `sources`
+    counts their collections, `clusters` the patients its intervals resample."""
     sources: int
     sources_by_class: dict[str, int]
     evaluated_on: str
@@ -92,10 +93,18 @@ class Protocol(_Record):
     """What the test split was (`ladnn.sources.protocol_info`)."""
     protocol: str
     test: str
+    level: str = "patient"  # what its intervals resample: patient, group (protocol b) or collection (c)
     fold: int | None = None
     folds: int | None = None
-    test_sources: int | None = None
-    sources_shared_with_training: int | None = None
+    test_groups: int | None = None
+    groups_shared_with_training: int | None = None
+    held_out: str | None = None  # protocol (c): the negative collection held out
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Also reads runs written before the protocols were grouped by patient (their `source` counts)."""
+        old = {"test_sources": "test_groups", "sources_shared_with_training": "groups_shared_with_training"}
+        return super().from_dict({old.get(k, k): v for k, v in d.items()})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,3 +136,7 @@ class Evaluation(Scores):
     cluster_note: str
     written_to: str = ""
     files: list[str] = field(default_factory=list)
+    slices: str = ""  # which images were scored (external sets: the rule that chose the slices)
+    per_patient: Scores | None = None  # external sets with patients: one score per patient
+    aggregation: str = ""  # how slice scores became a patient's
+    window: list[float] | None = None  # the DICOM window (centre, width) the slices were shown through

@@ -39,7 +39,7 @@ from ladnn.loss import lesion_attention_loss
 from ladnn.metrics import binary_metrics, bootstrap_ci, evaluate_predictions, lesion_prevalence
 from ladnn.models import LADNN, build_model, split_model, timm_name
 from ladnn.rundir import UNSEEN, Run, RunDir, is_done, predictions_table
-from ladnn.sources import protocol_info, source_groups
+from ladnn.sources import linked_groups, protocol_info
 from ladnn.summary import RunInfo, RunMetrics, Scores, Unseen
 
 VIEW_SEED = 1234  # augmented training views cached for head/top are drawn once, shared by every seed and method
@@ -211,7 +211,7 @@ def batch_source(cfg: Config, model: LADNN, imgs: dict, device, data: dict | Non
     lower, upper = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
     for p in lower.parameters():
         p.requires_grad_(False)
-    if cfg.protocol == "source":
+    if cfg.protocol != "official":
         feats = pooled_feature_cache(cfg, model, lower, imgs, data, device)
     else:
         feats = feature_cache(cfg, model, lower, imgs, device)
@@ -276,7 +276,7 @@ def prepare(cfg: Config, data_dir=None) -> None:
 def unseen_source_eval(cfg: Config, model: LADNN, device, data_dir=None) -> tuple[Unseen, pd.DataFrame] | None:
     """A run trained on D0 by the official split, scored on the D1 images present: their sources (one article, two
     image collections here) gave no image to D0. The whole model with the run's preprocessing and test-time views
-    (ladnn.infer); intervals resample whole sources. None when the run saw D1 or no D1 images of both classes are
+    (ladnn.infer); intervals resample whole patients (3 collections are too few to resample). None when the run saw D1 or no D1 images of both classes are
     present."""
     if cfg.protocol != "official" or cfg.dataset != "D0":
         return None
@@ -287,13 +287,12 @@ def unseen_source_eval(cfg: Config, model: LADNN, device, data_dir=None) -> tupl
     imgs = ImageCache(model.data_config["input_size"][-1], steps=cfg.preprocess).stack(d1["image"])
     logits = tta_outputs(model, imgs, cfg.tta, model.data_config, device, cfg.tta_seed, cfg.augment)
     pred = predictions_table(d1, torch.sigmoid(logits).numpy(), cfg.tasks)
-    pred["group"] = source_groups(d1).to_numpy()  # here the cluster is the source
-    groups = pred["group"]
+    groups = pred["group"]  # patients: D1 holds 3 collections, too few to resample
     m = Unseen.from_dict({
         "covid": binary_metrics(pred["y_true"], pred["p_covid"]),
         "covid_ci95": bootstrap_ci(pred["y_true"], pred["p_covid"], groups, seed=cfg.seed),
-        "clusters": int(groups.nunique()), "sources": int(groups.nunique()),
-        "sources_by_class": {str(k): int(v) for k, v in pred.groupby("y_true")["group"].nunique().items()},
+        "clusters": int(groups.nunique()), "sources": int(d1["collection"].nunique()),
+        "sources_by_class": {str(k): int(v) for k, v in d1.groupby("covid")["collection"].nunique().items()},
         "evaluated_on": f"the {len(d1)} D1 images present: sources that gave no image to D0"})
     return m, pred
 
@@ -345,6 +344,8 @@ def _train(cfg: Config, run: RunDir, data_dir) -> RunMetrics:
                   f"val AUC {h['val_auc'] or float('nan'):.4f} ({time.time() - t0:.0f} s)", flush=True)
     model.load_state_dict(best_state)
     pred = predictions_table(data["test"], torch.sigmoid(source.outputs(net, "test")).numpy(), cfg.tasks)
+    if cfg.protocol != "official":  # intervals resample the groups the protocol holds out
+        pred["group"] = linked_groups(data["test"]).to_numpy()
     scores = evaluate_predictions(pred, lesion_prevalence(data["train"][list(LESIONS)].to_numpy()), seed=cfg.seed)
     unseen = unseen_source_eval(cfg, model, device, data_dir)
     if unseen is not None:

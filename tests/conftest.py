@@ -7,6 +7,17 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LADNN_DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
 
 
+os.environ.setdefault("LADNN_EXTERNAL_DIR",
+                      str((ROOT / ".." / "shared" / "external" / "covid-ct-md-sample").resolve()))
+
+
+@pytest.fixture(scope="session")
+def external_dir() -> Path:
+    p = Path(os.environ["LADNN_EXTERNAL_DIR"])
+    assert (p / "labels.csv").is_file(), f"LADNN_EXTERNAL_DIR={p} holds no labels.csv: the tests need COVID-CT-MD"
+    return p
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     p = Path(os.environ["LADNN_DATA_DIR"])

@@ -278,56 +278,54 @@ def test_mean_ci_is_a_t_interval():
     assert fmt_ci(0.5, float("nan"), float("nan")) == "50.0" and fmt_ci(0.5, 0.4, 0.6) == "50.0 [40.0, 60.0]"
 
 
-def _bench(rng, candidates=("none", "all"), n=120):
-    """A synthetic benchmark: 5 source folds of `n` images in 40 sources; 'all' ranks images better than 'none'."""
-    y = rng.integers(0, 2, n)
-    group = np.array([f"D0:s{k % 40}" for k in range(n)])
-    fold = np.array([int(g[4:]) % 5 for g in group])
-    runs, preds = [], []
-    for c, sep in zip(candidates, (0.5, 2.0)):
+def _transfer(rng, n=160):
+    """A synthetic transfer table: protocol (c) with 4 folds of 40 images in 40 groups (validation and test parts)
+    and the official run's parts; 'none+AdaBN' ranks images better than 'none' everywhere."""
+    rows = []
+    y = np.tile([0, 1], n // 2)
+    group = np.array([f"g{k // 4}" for k in range(n)])  # 40 groups of 4 images, both classes in each
+    fold = np.array([int(g[1:]) % 4 for g in group])
+    coll = np.where(y == 0, np.array(["A", "B", "C", "D"])[fold], "papers")
+    for adabn, sep in ((False, 0.3), (True, 2.5)):
         for m in ("ladnn", "baseline"):
-            p = 1 / (1 + np.exp(-(sep * (y - 0.5) + rng.normal(0, 1, n))))
-            preds.append(pd.DataFrame({"candidate": c, "method": m, "protocol": "source", "fold": fold, "seed": 0,
-                                       "image": [f"i{k}" for k in range(n)], "y_true": y, "p_covid": p,
-                                       "source_group": group}))
-            for k in range(5):
-                runs.append({"candidate": c, "method": m, "protocol": "source", "fold": k, "seed": 0,
-                             "preprocess": "", "augment": "paper", "kept_epoch": 3, "val_covid_loss": 1 - sep / 4,
-                             "val_auc": 0.6 + sep / 10 + 0.01 * k, "test_auc": 0.0, "seconds": 1.0})
-    return pd.DataFrame(runs), pd.concat(preds, ignore_index=True)
+            for prot, part in (("collection", "val"), ("collection", "test"), ("official", "test"),
+                               ("official", "D1")):
+                p = 1 / (1 + np.exp(-(sep * (y - 0.5) + rng.normal(0, 1, n))))
+                rows.append(pd.DataFrame({"candidate": "none", "adabn": adabn, "method": m, "protocol": prot,
+                                          "fold": fold if prot == "collection" else -1, "seed": 0, "part": part,
+                                          "image": [f"i{k}" for k in range(n)], "y_true": y, "p_covid": p,
+                                          "group": group, "collection": coll, "patient": group}))
+    return pd.concat(rows, ignore_index=True)
 
 
-def test_unseen_source_choice_and_paired_differences():
+def test_transfer_choice_tables_and_paired_differences():
     from ladnn.report import unseen
 
-    runs, preds = _bench(np.random.default_rng(0))
-    assert unseen.chosen(runs) == "all"
-    assert (unseen.per_fold_choice(runs) == "all").all()
-    runs.loc[(runs["candidate"] == "none") & (runs["fold"] == 4), "val_auc"] = 0.99  # one fold prefers "none"
-    assert unseen.chosen(runs) == "all" and (unseen.per_fold_choice(runs) == "all").sum() == 4
-    cmp = unseen.comparisons(preds, "all")
-    d = cmp.loc[(unseen.PROTOCOL_NAMES["source"], "all - none, LA-DNN")]
-    assert d["AUC difference"] > 0.1 and d["lo"] > 0 and d["sources"] == 40
-    same = unseen.paired(preds, "source", ("none", "ladnn"), ("none", "ladnn"))
-    assert same["auc_diff"] == 0 and same["auc_diff_ci"] == [0.0, 0.0]
-    tab = unseen.protocol_table(preds, ["none", "all"])
-    assert tab.loc[(unseen.PROTOCOL_NAMES["source"], "LA-DNN", "all"), "sources"] == 40
-    with pytest.raises(ValueError, match="no common runs"):
-        unseen.paired(preds, "official", ("all", "ladnn"), ("none", "ladnn"))
-    assert unseen.comparisons(preds[preds["method"] == "ladnn"], "none").empty  # no baseline: nothing to pair
-    meta = pd.DataFrame({"protocol": ["official", "source"], "AUC": [0.863, 0.821]})
-    text = unseen.verdict(runs, cmp, meta, "all")
-    assert "highest mean AUC is **all**; 4 of 5" in text and "an improvement larger than its interval" in text
-    assert "0.821 on unseen sources" in text
-    assert "gives **none**" in text and "does not follow the rule" in text  # no official runs: not adopted
-    runs.loc[runs["candidate"] == "none", "val_auc"] = 0.99  # today's pipeline wins: the runner-up is compared
-    assert "The runner-up, **all**" in unseen.verdict(runs, cmp, meta, "none")
+    t = unseen.with_adabn(_transfer(np.random.default_rng(0)))
+    sel = unseen.selection(t)
+    assert list(sel.index) == ["none+AdaBN", "none"] and sel.shape[1] == 5  # mean + 4 folds
+    assert unseen.chosen(t) == "none+AdaBN" == unseen.after_pipeline(t)
+    tab = unseen.protocol_table(t, ["none", "none+AdaBN"], n_boot=200)
+    c = tab.loc[(unseen.PROTOCOL_NAMES["collection"], "LA-DNN", "none+AdaBN")]
+    assert c["n"] == 160 and c["clusters"] == 40 and c["lo"] <= c["AUC"] <= c["hi"]
+    worst = [i for i in tab.index if i[0].startswith("(c) worst")]
+    assert len(worst) == 4  # per method and pipeline
+    ct = unseen.collection_table(unseen.parts(t, "none", "ladnn")["collection"], n_boot=200)
+    assert list(ct["AUC"]) == sorted(ct["AUC"]) and set(ct["held-out collection"]) == {"A", "B", "C", "D"}
+    cmp = unseen.comparisons(t, "none+AdaBN", n_boot=200)
+    d = cmp.loc[(unseen.PROTOCOL_NAMES["collection"], "none+AdaBN - none, LA-DNN")]
+    assert d["AUC difference"] > 0.2 and d["lo"] > 0
+    same = unseen.paired(t, "D1", ("none", "ladnn"), ("none", "ladnn"), n_boot=100)
+    assert same["auc_diff"] == 0
+    text = unseen.verdict(tab, cmp, sel, "none+AdaBN")
+    assert "is **none+AdaBN**" in text and "D1, none+AdaBN" in text
+    assert unseen.subset_aucs(unseen.parts(t, "none", "ladnn")["collection"], 100).shape[0] == 9  # all, 4 x 2
 
 
 def test_pipeline_names_round_trip():
     from ladnn.report.unseen import PIPELINES, pipeline_name
 
-    for name, (pre, aug) in PIPELINES.items():
-        assert pipeline_name(pre, aug) == name
-        Config(preprocess=pre, augment=aug)  # every candidate is a valid config
-    assert pipeline_name(["clahe", "jpeg"], "strong") == "clahe+jpeg / strong augmentation"
+    for name, (pre, aug, ft) in PIPELINES.items():
+        assert pipeline_name(pre, aug, ft) == name
+        Config(preprocess=pre, augment=aug, finetune=ft)  # every candidate is a valid config
+    assert pipeline_name(["clahe", "jpeg"], "strong") == "clahe+jpeg / strong augmentation / top"

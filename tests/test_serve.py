@@ -135,40 +135,66 @@ def test_warns_when_not_bound_to_localhost(tiny_run, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_model_info_compares_official_and_unseen_sources(client, tiny_run):
+def test_model_info_shows_every_figure_and_warns(client, tiny_run):
     g = client.get("/api/model").json()["generalisation"]
     m = json.loads((Path(tiny_run) / "metrics.json").read_text())
     assert g["official_test"]["auc"] == m["covid"]["auc"]
-    assert g["unseen_source"]["auc"] == m["unseen_source"]["covid"]["auc"]
-    assert g["unseen_source"]["sources"] == m["unseen_source"]["sources"] and g["warning"]  # few sources: warned
+    d1 = next(f for f in g["figures"] if f["name"] == "this run, D1 (new sources)")
+    assert d1["auc"] == m["unseen_source"]["covid"]["auc"] and d1["new_data"]
+    assert g["warning"] and "not been shown to work on CT from another hospital" in g["warning"]
     page = " ".join(client.get("/").text.split())
-    assert "AUC on sources never seen in training" in page and 'id="gen-warning"' in page
+    assert 'id="gen-warning"' in page and "G.figures" in page
+    assert page.index("G.warning") < page.index("G.figures")  # the warning is placed before the figures
 
 
 def test_generalisation_warning_rules():
-    from ladnn.generalisation import generalisation
+    from ladnn.generalisation import NOT_SHOWN, generalisation
     from ladnn.summary import RunMetrics
 
-    def metrics(auc, unseen=None, lo=0.0, hi=1.0, sources=40):
+    def metrics(auc, unseen=None, lo=0.0, hi=1.0):
         m = {**_scores(auc, 100, auc - 0.05, auc + 0.05), "run": RUN_INFO,
              "protocol": {"protocol": "official", "test": "D0 test split"}}
         if unseen is not None:
-            m["unseen_source"] = {**_scores(unseen, 80, lo, hi), "sources": sources, "evaluated_on": "D1",
-                                  "sources_by_class": {"0": 1, "1": 1}}
+            m["unseen_source"] = {**_scores(unseen, 80, lo, hi), "sources": 3, "evaluated_on": "D1",
+                                  "sources_by_class": {"0": 2, "1": 1}}
         return RunMetrics.from_dict(m)
 
+    def fig(auc, lo, hi, new=True):
+        return {"name": "recipe, x", "auc": auc, "ci95": [lo, hi], "n": 100, "level": "group", "new_data": new,
+                "on": "test"}
+
     assert "not been scored" in generalisation(metrics(0.86))["warning"]
-    far = generalisation(metrics(0.86, unseen=0.60, lo=0.50, hi=0.70))
-    assert "0.600" in far["warning"] and "0.860" in far["warning"]
-    assert generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90))["warning"] is None
-    assert "2 sources" in generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90, sources=2))["warning"]
-    # the figure with the most sources decides: a recipe cross-validated over 300 sources
-    recipe = {"auc": 0.85, "ci95": [0.80, 0.90], "n": 800, "sources": 300, "on": "cv"}
-    g = generalisation(metrics(0.86, unseen=0.60, lo=0.5, hi=0.7, sources=3), recipe)
-    assert g["warning"] is None and g["recipe_unseen_source"] == recipe
-    low = generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90, sources=3), {**recipe, "ci95": [0.70, 0.80]})
-    assert "0.850" in low["warning"]
-    src = RunMetrics.from_dict({**_scores(0.7, 160, 0.6, 0.8), "run": RUN_INFO,
-                                "protocol": {"protocol": "source", "test": "source fold 0 of 5", "test_sources": 60}})
-    g = generalisation(src)
-    assert g["official_test"] is None and g["unseen_source"]["auc"] == 0.7 and g["warning"] is None
+    below = generalisation(metrics(0.86, unseen=0.60, lo=0.55, hi=0.70))["warning"]  # below 0.81..0.91
+    assert below.startswith(NOT_SHOWN) and "below the official figure's interval" in below and "0.600" in below
+    chance = generalisation(metrics(0.86, unseen=0.80, lo=0.45, hi=0.95))["warning"]  # its interval holds 0.5
+    assert chance.startswith(NOT_SHOWN) and "includes 0.5" in chance
+    assert generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90))["warning"] is None  # new data holds up
+    # a recipe figure from new data counts too, and a good one elsewhere does not cancel it
+    g = generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90), [fig(0.85, 0.80, 0.90), fig(0.55, 0.40, 0.70)])
+    assert g["warning"].startswith(NOT_SHOWN) and len(g["figures"]) == 4
+    # a figure that is not from new data (protocol b) never warns and never reassures
+    assert "not been scored" in generalisation(metrics(0.86), [fig(0.5, 0.4, 0.6, new=False)])["warning"]
+    fold = RunMetrics.from_dict({**_scores(0.7, 160, 0.6, 0.8), "run": RUN_INFO,
+                                 "protocol": {"protocol": "collection", "test": "held-out collection MedPix",
+                                              "test_groups": 60, "level": "group"}})
+    g = generalisation(fold)
+    assert g["official_test"] is None and g["figures"][0]["new_data"] and g["warning"] is None
+
+
+def test_dicom_upload_and_not_ct_warnings(client, external_dir):
+    import pandas as pd
+
+    lab = pd.read_csv(external_dir / "labels.csv")
+    neck = (external_dir / lab.sort_values("slice_location")["file"].iloc[0]).read_bytes()
+    mid = (external_dir / lab["file"].iloc[40]).read_bytes()
+    photo = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)).save(photo, "PNG")
+    r = client.post("/api/predict", files=[("files", ("mid.dcm", mid)), ("files", ("neck.dcm", neck)),
+                                           ("files", ("photo.png", photo.getvalue()))])
+    assert r.status_code == 200
+    mid_r, neck_r, photo_r = r.json()["results"]
+    assert 0 <= mid_r["p_covid"] <= 1 and mid_r["warnings"] == [] and mid_r["lung_fraction"] > 0.05
+    assert any("little lung" in w for w in neck_r["warnings"])
+    assert any("coloured" in w for w in photo_r["warnings"])
+    bad = client.post("/api/predict", files={"files": ("x.dcm", mid[: len(mid) // 2])})
+    assert bad.status_code == 400 and "x.dcm: truncated DICOM file" in bad.json()["detail"]

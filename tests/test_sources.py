@@ -1,4 +1,5 @@
-"""The unseen-source protocol: no source on both sides of a fold, on the real data."""
+"""The protocols of ladnn.sources on the real data: groups from the data's own records, and nothing held out that
+crosses into training."""
 import json
 from pathlib import Path
 
@@ -7,8 +8,15 @@ import pandas as pd
 import pytest
 
 from ladnn.config import Config
-from ladnn.data import load_table
-from ladnn.sources import fold_splits, shared_sources, source_folds, source_group, source_groups, ungrouped
+from ladnn.data import DataError, load_table
+from ladnn.sources import (
+    collection_folds,
+    crossing,
+    fold_splits,
+    grouped_folds,
+    linked_groups,
+    negative_collections,
+)
 
 
 @pytest.fixture(scope="module")
@@ -16,102 +24,131 @@ def table(data_dir):
     return load_table("D0+D1")
 
 
-def test_groups_from_names():
-    assert source_group("2020.02.25.20021568-p4-37.png", "2020.02.25.20021568") == "D0:2020.02.25.20021568"
-    assert source_group("12%0.jpg", "12") == source_group("12%3.jpg", "12") == "D0:12"
-    assert source_group("66.jpg") == "D0:66"  # a numbered document with one image
-    assert source_group("PIIS0140673620301549_1.png") == source_group("PIIS0140673620301549_2.png")
-    assert source_group("487.png").startswith("image:") and source_group("487.png") != source_group("488.png")
-    assert source_group("x.png", "RIDER", "D1") != source_group("x.png", "RIDER", "D0")
+def test_groups_and_collections_from_the_metadata(table):
+    d0 = table[table["dataset"] == "D0"]
+    neg = d0[d0["covid"] == 0]
+    assert (neg["patient"] != "").all()  # every negative has its patient now
+    assert neg.loc[neg["name"].str.endswith(".png"), "collection"].eq("MedPix").all()
+    assert neg.loc[neg["name"].str.endswith(".jpg"), "collection"].eq("crawled paper figures").all()
+    med = neg[neg["collection"] == "MedPix"]
+    assert len(med) == 195 and med["patient"].nunique() == 85
+    g = linked_groups(table)
+    assert g[med.index].nunique() == 85  # one group per MedPix patient, not one per image
+    # document and patient link: the panels of document 1 are one group, and a paper's patients are its group
+    assert g[d0.index[d0["name"].str.match(r"^1%\d\.jpg$")]].nunique() == 1
+    pos = d0[d0["covid"] == 1]
+    assert (pos.groupby("source").apply(lambda x: g[x.index].nunique(), include_groups=False) == 1).all()
+    assert set(negative_collections(table)) == {"MedPix", "crawled paper figures",
+                                                "D1:Non-smallcelllungcancer_RIDER-Lung-CT",
+                                                "D1:Lungsquamouscellcarcinoma_CPTAC-LSCC"}
 
 
-@pytest.mark.parametrize("fold", range(5))
-def test_folds_never_share_a_source(table, fold):
-    split = fold_splits(table, 5, fold)
-    assert shared_sources(table, split) == {"val": set(), "test": set()}
-    g = source_groups(table)
-    assert not set(g[split == "test"]) & set(g[split == "val"])
-    assert set(split) == {"train", "val", "test"}
-    # both classes in every part, so every fold has an AUC
-    for s in ("train", "val", "test"):
-        assert table.loc[split == s, "covid"].nunique() == 2, s
+def test_linked_groups_join_through_shared_keys():
+    df = pd.DataFrame({"dataset": ["D0"] * 4, "name": ["a", "b", "c", "d"], "source": ["s1", "s2", "", ""],
+                       "patient": ["p1", "p1", "p2", ""]})
+    g = linked_groups(df)
+    assert g[0] == g[1] != g[2] != g[3]  # a and b share patient p1 across two documents
+    assert g[3] == "D0:image:d"
 
 
-def test_every_image_tested_once_and_groups_whole(table):
-    f = source_folds(table, 5)
-    assert sorted(np.unique(f)) == list(range(5))
-    g = source_groups(table)
-    assert (pd.Series(f).groupby(g.to_numpy()).nunique() == 1).all()  # a source lives in one fold
-    sizes = np.bincount(f)
-    assert sizes.min() > 0.6 * sizes.mean()  # roughly balanced
-    # the one article of D1's positives stays together
-    d1_pos = (table["dataset"] == "D1") & (table["covid"] == 1)
-    assert len(set(f[d1_pos.to_numpy()])) == 1
-    assert ungrouped(g) == 195  # negatives named only by a number: origin unrecorded, each its own group
-    assert (source_folds(table, 5) == f).all()  # deterministic
+@pytest.mark.parametrize("protocol,folds", [("grouped", 5), ("collection", 4)])
+def test_no_patient_document_or_group_crosses(table, protocol, folds):
+    for k in range(folds):
+        split = fold_splits(table, protocol, folds, k)
+        for level in ("patient", "document", "group"):
+            assert crossing(table, split, level) == {"val": set(), "test": set()}, (protocol, k, level)
+        if protocol == "collection":  # the held-out collection is in neither training nor validation
+            assert crossing(table, split, "collection")["test"] == set()
+            held = table.loc[(split == "test") & (table["covid"] == 0), "collection"].unique()
+            assert len(held) == 1 and held[0] == negative_collections(table)[k]
+        for s in ("train", "val", "test"):
+            assert table.loc[split == s, "covid"].nunique() == 2, (protocol, k, s)
 
 
-def test_train_splits_follow_the_protocol(data_dir):
+def test_every_image_tested_once(table):
+    for f in (grouped_folds(table, 5), collection_folds(table)):
+        assert (f >= 0).all()
+        g = linked_groups(table)
+        assert (pd.Series(f).groupby(g.to_numpy()).nunique() == 1).all()  # a group lives in one fold
+    assert (collection_folds(table) == collection_folds(table)).all()  # deterministic
+
+
+def test_protocol_config_and_splits(data_dir):
     from ladnn.data import splits
 
-    for fold in (0, 3):
-        d = splits(Config(protocol="source", dataset="D0+D1", fold=fold))
-        train = set(source_groups(d["train"]))
-        assert not train & set(source_groups(d["test"])) and not train & set(source_groups(d["val"]))
-        assert sum(len(x) for x in d.values()) == 822
+    d = splits(Config(protocol="collection", dataset="D0+D1", folds=4, fold=2))
+    assert sum(len(x) for x in d.values()) == 822
+    train = set(linked_groups(d["train"]))
+    assert not train & set(linked_groups(d["test"])) and not train & set(linked_groups(d["val"]))
+    with pytest.raises(ValueError, match="one fold per negative collection"):
+        splits(Config(protocol="collection", dataset="D0+D1", folds=5, fold=0))
+    with pytest.raises(ValueError, match="protocol"):
+        Config(protocol="source")
     off = splits(Config())
     assert [len(off[s]) for s in ("train", "val", "test")] == [425, 118, 203]
 
 
-def test_bad_protocol_fields():
-    with pytest.raises(ValueError, match="fold"):
-        Config(protocol="source", folds=5, fold=5)
-    with pytest.raises(ValueError, match="folds"):
-        Config(folds=2)
-    with pytest.raises(ValueError, match="preprocess"):
-        Config(preprocess=["blur"])
+def test_bad_noncovid_metadata_is_named(tmp_path, data_dir):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_dir / "la-dnn" / "data_split", root / "la-dnn" / "data_split")
+    (root / "covid-ct").mkdir(parents=True)
+    (root / "covid-ct" / "Images-processed").symlink_to(data_dir / "covid-ct" / "Images-processed")
+    meta = (data_dir / "covid-ct" / "NonCOVID-CT-MetaInfo.csv").read_text().splitlines()
+    f = root / "covid-ct" / "NonCOVID-CT-MetaInfo.csv"
+    f.write_text("\n".join(meta[:5] + ["6.jpg,"] + meta[6:]) + "\n")
+    with pytest.raises(DataError, match=r"NonCOVID-CT-MetaInfo.csv:6: expected an image name and a patient id"):
+        load_table("D0", root)
+    f.write_text("\n".join(meta[:3]) + "\n")
+    with pytest.raises(DataError, match="have no patient there"):
+        load_table("D0", root)
 
 
-def test_fold_runs_share_one_cache_and_hold_out_sources(tmp_path, data_dir, monkeypatch):
+def test_fold_runs_share_one_cache_and_hold_out_groups(tmp_path, data_dir, monkeypatch):
     from ladnn.train import train
 
     monkeypatch.setenv("LADNN_CACHE_DIR", str(tmp_path / "cache"))
     base = Config(backbone="efficientnet_lite0", pretrained=False, finetune="top", top_blocks=1, views=1, tta=2,
-                  epochs=1, batch_size=8, limit=24, protocol="source", dataset="D0+D1", preprocess=["gray", "jpeg"])
+                  epochs=1, batch_size=8, limit=24, protocol="grouped", dataset="D0+D1", preprocess=["gray", "jpeg"])
     ms = [train(Config(**{**base.to_dict(), "fold": k}), tmp_path / f"f{k}") for k in (0, 1)]
     assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 1
     for k, m in enumerate(ms):
         p = m.protocol
-        assert (p.protocol, p.fold, p.folds, p.sources_shared_with_training) == ("source", k, 5, 0)
-        assert m.unseen_source is None  # its test fold is the unseen-source evaluation
+        assert (p.protocol, p.fold, p.folds, p.groups_shared_with_training, p.level) == ("grouped", k, 5, 0, "group")
+        assert m.unseen_source is None  # its test fold is the held-out evaluation
         assert "unseen_source" not in json.loads((tmp_path / f"f{k}" / "metrics.json").read_text())
     p0 = pd.read_csv(tmp_path / "f0" / "predictions.csv")
     assert set(p0["image"]).isdisjoint(pd.read_csv(tmp_path / "f1" / "predictions.csv")["image"])
+    assert p0["group"].str.startswith("D").all()  # intervals resample linked groups
 
 
-def test_official_run_scored_on_unseen_sources(tiny_run):
+def test_official_run_scored_on_d1(tiny_run):
     m = json.loads((Path(tiny_run) / "metrics.json").read_text())
     u = m["unseen_source"]
     pred = pd.read_csv(Path(tiny_run) / "unseen_source.csv")
-    assert u["sources"] == pred["group"].nunique() >= 2 and u["sources_by_class"]["1"] == 1
-    assert len(pred) == u["covid"]["n"] and set(pred["group"]) <= {
-        "D1:10.1148.radiol.2020200642", "D1:Non-smallcelllungcancer_RIDER-Lung-CT",
-        "D1:Lungsquamouscellcarcinoma_CPTAC-LSCC"}
-    assert m["protocol"]["protocol"] == "official"
+    assert u["clusters"] == pred["group"].nunique() >= 2 and u["sources_by_class"]["1"] == 1
+    assert len(pred) == u["covid"]["n"] and m["protocol"]["protocol"] == "official"
 
 
 def test_committed_benchmark_matches_todays_folds(table):
-    """The chapter's fold predictions were computed with the folds the code makes today, on the data here."""
-    from ladnn.report.unseen import bench_predictions, bench_runs
+    """The chapter's fold predictions were computed with the folds and groups the code makes today."""
+    from ladnn.generalisation import bench_predictions, bench_runs, transfer_predictions
 
-    preds = bench_predictions()
-    src = preds[preds["protocol"] == "source"]
-    fold = dict(zip(table["name"], source_folds(table, 5)))
-    assert (src["image"].map(fold) == src["fold"]).all()
-    group = dict(zip(table["name"], source_groups(table)))
-    assert (src["image"].map(group) == src["source_group"]).all()
-    runs = bench_runs()
-    full = runs[(runs["protocol"] == "source")].groupby(["candidate", "method"])["fold"].nunique()
-    assert (full == 5).all(), full[full != 5]
-    for (cand, method), p in src.groupby(["candidate", "method"]):  # every image tested exactly once
-        assert p["image"].is_unique and len(p) == len(table), (cand, method)
+    preds, runs = bench_predictions(), bench_runs()
+    group = dict(zip(table["name"], linked_groups(table)))
+    folds = {"grouped": dict(zip(table["name"], grouped_folds(table, 5))),
+             "collection": dict(zip(table["name"], collection_folds(table)))}
+    for prot, fold in folds.items():
+        p = preds[preds["protocol"] == prot]
+        assert len(p), prot
+        assert (p["image"].map(fold) == p["fold"]).all(), prot
+        assert (p["image"].map(group) == p["group"]).all(), prot
+        for key, q in p.groupby(["candidate", "method"]):  # every image tested exactly once
+            assert q["image"].is_unique and len(q) == len(table), key
+        full = runs[runs["protocol"] == prot].groupby(["candidate", "method"])["fold"].nunique()
+        assert (full == len(set(fold.values()))).all(), full
+    t = transfer_predictions()
+    plain = t[~t["adabn"] & (t["part"] == "test") & (t["protocol"] != "official")]
+    m = plain.merge(preds, on=["candidate", "method", "protocol", "fold", "seed", "image"])
+    assert len(m) == len(plain) and np.allclose(m["p_covid_x"], m["p_covid_y"], atol=2e-3)

@@ -129,7 +129,7 @@ def new_source_table(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"backbone": r["backbone"], "method": METHOD_NAMES[r["method"]], "seed": r["seed"],
                      "AUC (D0 test)": r["auc"], "AUC (D1, new sources)": m.covid.auc,
                      "95% interval (D1)": f"{ci[0]:.3f} to {ci[1]:.3f}", "accuracy (D1)": m.covid.accuracy,
-                     "n": m.covid.n, "sources": m.sources})
+                     "n": m.covid.n, "collections": m.sources, "patients": m.clusters})
     return pd.DataFrame(rows)
 
 
