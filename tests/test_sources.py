@@ -152,3 +152,16 @@ def test_committed_benchmark_matches_todays_folds(table):
     plain = t[~t["adabn"] & (t["part"] == "test") & (t["protocol"] != "official")]
     m = plain.merge(preds, on=["candidate", "method", "protocol", "fold", "seed", "image"])
     assert len(m) == len(plain) and np.allclose(m["p_covid_x"], m["p_covid_y"], atol=2e-3)
+
+
+def test_every_scored_image_has_a_resampling_cluster():
+    """D1's COVID article names no patients: its images form one cluster, none is left without one."""
+    from ladnn.generalisation import transfer_predictions
+    from ladnn.report.unseen import parts, with_adabn
+
+    t = with_adabn(transfer_predictions())
+    for name, p in parts(t, "none", "ladnn").items():
+        assert p["group"].notna().all() and (p["group"].astype(str) != "").all(), name
+    d1 = parts(t, "none", "ladnn")["D1"]
+    article = d1[d1["patient"].isna()]
+    assert len(article) and article["group"].nunique() == 1

@@ -58,6 +58,12 @@ def with_adabn(transfer: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- the parts each protocol scores
+def _patient_or(p: pd.DataFrame, fallback: pd.Series) -> pd.Series:
+    """The resampling cluster of an image: its patient, or `fallback` where the records name none."""
+    known = p["patient"].notna() & (p["patient"].astype(str) != "")
+    return p["patient"].where(known, fallback)
+
+
 def parts(t: pd.DataFrame, pipeline: str, method: str) -> dict[str, pd.DataFrame]:
     """The predictions each protocol scores for one pipeline and method (seed 0), keyed like PROTOCOL_NAMES."""
     t = t[(t["pipeline"] == pipeline) & (t["method"] == method) & (t["seed"] == 0)]
@@ -65,11 +71,11 @@ def parts(t: pd.DataFrame, pipeline: str, method: str) -> dict[str, pd.DataFrame
     for prot in ("official", "grouped", "collection"):
         q = t[(t["protocol"] == prot) & (t["part"] == "test")]
         if len(q):
-            out[prot] = q if prot != "official" else q.assign(group=q["patient"].where(q["patient"] != "", q["image"]))
+            out[prot] = q if prot != "official" else q.assign(group=_patient_or(q, q["image"]))
     off = t[t["protocol"] == "official"]
     if (off["part"] == "D1").any():
         d1 = off[off["part"] == "D1"]
-        out["D1"] = d1.assign(group=d1["patient"])
+        out["D1"] = d1.assign(group=_patient_or(d1, d1["group"]))  # an article without patient ids: one cluster
     if (off["part"] == "COVID-CT-MD").any():
         out["COVID-CT-MD"], out["COVID-CT-MD patients"] = external_slices(off[off["part"] == "COVID-CT-MD"])
     return out
