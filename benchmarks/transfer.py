@@ -7,7 +7,7 @@ For every run under `--out`:
   that part's own unlabelled images (selection reads the validation rows only);
 - official runs: D0's test split, the D1 images present and COVID-CT-MD (`--external`, labels.csv), plain and with
   AdaBN adapted on each target set's unlabelled images.
-One CSV, ladnn/resources/transfer_quick.csv: candidate, adabn, method, protocol, fold, seed, part (val/test or the
+One gzipped CSV, ladnn/resources/transfer_quick.csv.gz: candidate, adabn, method, protocol, fold, seed, part (val/test or the
 target), image, y_true, p_covid, group, collection, patient, slice_scored, lung_fraction.
 
     python benchmarks/transfer.py --out runs/bench19 --external ../shared/external/covid-ct-md-sample
@@ -33,7 +33,7 @@ from ladnn.rundir import find_runs
 from ladnn.sources import linked_groups
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT_CSV = ROOT / "ladnn" / "resources" / "transfer_quick.csv"
+OUT_CSV = ROOT / "ladnn" / "resources" / "transfer_quick.csv.gz"
 
 
 def _p(pr: Predictor, imgs: torch.Tensor, adabn: bool) -> np.ndarray:
@@ -101,7 +101,7 @@ def main() -> None:
         from source_protocol import merged
 
         df = merged(OUT_CSV, df)
-    df.to_csv(OUT_CSV, index=False)
+    df.to_csv(OUT_CSV, index=False, compression={"method": "gzip", "mtime": 0})  # same bytes for the same rows
     print(f"wrote {OUT_CSV}: {len(runs)} runs, {len(df)} rows")
 
 

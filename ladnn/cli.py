@@ -152,7 +152,8 @@ def _run(a: argparse.Namespace) -> int:
         print(summary_text(m))
         print(NOTICE)
     elif a.cmd == "predict":
-        from ladnn.predict import AGGREGATION, Predictor, expand_inputs, series_summary
+        from ladnn.dicom import AGGREGATION
+        from ladnn.predict import Predictor, expand_inputs, series_summary
 
         res = Predictor(a.run, a.device, window=a.window).predict_files(expand_inputs(a.images))
         for r in res:

@@ -24,6 +24,20 @@ LUNG_HU = (-950.0, -300.0)
 MIN_LUNG_FRACTION = 0.05  # a slice "shows lung" when at least this share of the image is aerated lung
 
 
+AGGREGATION = ("mean COVID probability over the patient's slices that show lung (lung fraction >= "
+               f"{MIN_LUNG_FRACTION:g}; ladnn.dicom.lung_fraction), or over all its slices for non-DICOM images")
+
+
+def patient_means(p, key: str = "patient"):
+    """One row per `key` (patient or series) of a slice table with `p_covid` and `lung_fraction` (NaN for
+    non-DICOM images): AGGREGATION as `p_covid`, the label (`y_true`, when present) and the slices averaged."""
+    lung = p[~(p["lung_fraction"] < MIN_LUNG_FRACTION)]
+    agg = {"p_covid": ("p_covid", "mean"), "slices": ("p_covid", "size")}
+    if "y_true" in p:
+        agg = {"y_true": ("y_true", "first"), **agg}
+    return lung.groupby(key, sort=False).agg(**agg).reset_index()
+
+
 class DicomError(ValueError):
     """A DICOM file that cannot be scored; the message names the file and the reason."""
 

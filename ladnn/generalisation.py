@@ -26,7 +26,7 @@ from ladnn.summary import Evaluation, RunMetrics
 
 RUNS_CSV = "source_protocol_quick_runs.csv"
 PRED_CSV = "source_protocol_quick.csv"
-TRANSFER_CSV = "transfer_quick.csv"
+TRANSFER_CSV = "transfer_quick.csv.gz"  # gzip: 2.3 MB as plain text
 # Config fields that do not change the recipe: where it is evaluated, and the seed.
 NOT_RECIPE = ("seed", "protocol", "dataset", "folds", "fold", "device")
 NOT_SHOWN = ("The model has not been shown to work on CT from another hospital: on data from sources it never saw, "
@@ -85,10 +85,9 @@ def _figure(name: str, auc, ci, n: int, level: str, new_data: bool, on: str) -> 
 
 def external_slices(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """An external set's scored slices and its per-patient scores (mean over slices with lung)."""
-    from ladnn.dicom import MIN_LUNG_FRACTION
+    from ladnn.dicom import patient_means
 
-    lung = t[~(t["lung_fraction"] < MIN_LUNG_FRACTION)]
-    per = lung.groupby("patient").agg(y_true=("y_true", "first"), p_covid=("p_covid", "mean")).reset_index()
+    per = patient_means(t).drop(columns="slices")
     per["group"] = per["patient"]
     return t[t["slice_scored"].astype(bool)].assign(group=lambda d: d["patient"]), per
 

@@ -8,7 +8,7 @@ import torch
 
 from ladnn.config import LESIONS, TASKS, Config
 from ladnn.data import splits
-from ladnn.dicom import MIN_LUNG_FRACTION, parse_window, series_files
+from ladnn.dicom import AGGREGATION, MIN_LUNG_FRACTION, parse_window, patient_means, series_files
 from ladnn.files import write_atomic
 from ladnn.images import MAX_PIXELS, ImageError, ct_check, decode_with_info, preprocess, read_bytes
 from ladnn.infer import model_input, tta_outputs
@@ -120,8 +120,6 @@ class Predictor:
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 DIAGNOSIS_COVID = {"covid-19", "covid19", "covid"}
-AGGREGATION = ("mean COVID probability over the patient's slices that show lung (lung fraction >= "
-               f"{MIN_LUNG_FRACTION:g}; ladnn.dicom.lung_fraction), or over all its slices for non-DICOM images")
 
 
 def expand_inputs(paths) -> list[str]:
@@ -141,16 +139,17 @@ def expand_inputs(paths) -> list[str]:
 def series_summary(results: list[dict]) -> list[dict]:
     """One patient score per DICOM series among `predict_files` results (slices grouped by folder): AGGREGATION,
     with the count of slices scored."""
-    by: dict[str, list[dict]] = {}
-    for r in results:
-        if "lung_fraction" in r and "error" not in r:
-            by.setdefault(str(Path(r["image"]).parent), []).append(r)
-    out = []
-    for folder, rs in by.items():
-        lung = [r for r in rs if r["lung_fraction"] >= MIN_LUNG_FRACTION]
-        out.append({"series": folder, "slices": len(rs), "slices_with_lung": len(lung),
-                    P_COVID + "_patient": float(np.mean([r[P_COVID] for r in lung])) if lung else None})
-    return out
+    import pandas as pd
+
+    rows = [{"series": str(Path(r["image"]).parent), "p_covid": r[P_COVID], "lung_fraction": r["lung_fraction"]}
+            for r in results if "lung_fraction" in r and "error" not in r]
+    if not rows:
+        return []
+    slices = pd.DataFrame(rows)
+    per = patient_means(slices, "series").set_index("series")
+    return [{"series": folder, "slices": int(n), "slices_with_lung": int(per["slices"].get(folder, 0)),
+             P_COVID + "_patient": float(per.loc[folder, "p_covid"]) if folder in per.index else None}
+            for folder, n in slices.groupby("series", sort=False).size().items()]
 
 
 def labels_table(csv_path: str | Path):
@@ -253,12 +252,10 @@ def patient_scores(pred, seed: int = 0) -> tuple:
 
     if pred["patient"].nunique() == len(pred):
         return None, None
-    lung = pred[~(pred["lung_fraction"] < MIN_LUNG_FRACTION)]
-    missing = sorted(set(pred["patient"]) - set(lung["patient"]))
+    per = patient_means(pred)
+    missing = sorted(set(pred["patient"]) - set(per["patient"]))
     if missing:
         raise ValueError(f"patient(s) {missing[:5]} have no slice that shows lung: no patient score")
-    per = lung.groupby("patient").agg(y_true=("y_true", "first"), p_covid=("p_covid", "mean"),
-                                      slices=("p_covid", "size")).reset_index()
     return per, Scores.from_dict({"covid": binary_metrics(per["y_true"], per["p_covid"]), "clusters": len(per),
                                   "covid_ci95": bootstrap_ci(per["y_true"], per["p_covid"], per["patient"],
                                                              seed=seed)})
