@@ -1,6 +1,8 @@
 """Grad-CAM++ maps (Chattopadhay et al. 2018; paper Section 4.1) through the `grad-cam` package."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from pytorch_grad_cam import GradCAMPlusPlus
@@ -10,10 +12,29 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from ladnn.models import LADNN, cam_layer
 
 
+@contextlib.contextmanager
+def gradients_from(model: torch.nn.Module, layer: torch.nn.Module):
+    """Inside the block, a backward pass of `model` stops at `layer`'s output: every parameter is frozen (restored
+    after) and the layer's output becomes a leaf that requires grad. Grad-CAM++ needs only the gradients of that
+    output, so its backward pass covers the head alone instead of the whole network; the map is the same."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    hook = layer.register_forward_hook(lambda m, i, o: o.requires_grad_(True))
+    try:
+        yield
+    finally:
+        hook.remove()
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
 def cam_maps(model: LADNN, x: torch.Tensor, outputs: list[int]) -> np.ndarray:
     """One map per image for the logit column `outputs[i]` (0 = COVID, 1..5 = lesions): N x H x W in [0, 1].
-    The CAM object lives in a `with` block so its hooks are removed; it needs gradients, so no torch.no_grad()."""
-    with GradCAMPlusPlus(model=model, target_layers=[cam_layer(model)]) as cam:
+    The CAM object lives in a `with` block so its hooks are removed; it needs gradients, so no torch.no_grad()
+    (`gradients_from` keeps them to the layers above the target layer)."""
+    layer = cam_layer(model)
+    with gradients_from(model, layer), GradCAMPlusPlus(model=model, target_layers=[layer]) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(k) for k in outputs])
 
 

@@ -6,6 +6,7 @@ import io
 import os
 import re
 import socket
+import weakref
 from pathlib import Path
 
 import timm
@@ -223,8 +224,14 @@ def split_model(model: LADNN, top_blocks: int) -> tuple[nn.Module, nn.Module]:
     return lower, upper
 
 
+_CAM_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def cam_layer(model: LADNN, size: int = 224) -> nn.Module:
-    """The module that last outputs a spatial (H, W > 1) 4-D feature map: Grad-CAM++'s target layer."""
+    """The module that last outputs a spatial (H, W > 1) 4-D feature map: Grad-CAM++'s target layer (found by one
+    forward pass, once per model)."""
+    if model in _CAM_LAYERS:
+        return _CAM_LAYERS[model]
     seen: list[nn.Module] = []
 
     def hook(m, i, o):
@@ -243,4 +250,5 @@ def cam_layer(model: LADNN, size: int = 224) -> nn.Module:
             h.remove()
     if not seen:
         raise ValueError(f"{type(model.backbone).__name__} has no spatial feature map for Grad-CAM++")
+    _CAM_LAYERS[model] = seen[-1]
     return seen[-1]

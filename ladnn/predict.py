@@ -11,7 +11,7 @@ from ladnn.data import splits
 from ladnn.dicom import AGGREGATION, MIN_LUNG_FRACTION, parse_window, patient_means, series_files
 from ladnn.files import write_atomic
 from ladnn.images import MAX_PIXELS, ImageError, ct_check, decode_with_info, preprocess, read_bytes
-from ladnn.infer import model_input, tta_outputs
+from ladnn.infer import inference_net, model_input, tta_outputs
 from ladnn.models import LADNN, build_model
 from ladnn.rundir import P_COVID, P_LESIONS, Run, predictions_table
 from ladnn.summary import Evaluation, Scores
@@ -37,6 +37,8 @@ class Predictor:
         self.model.eval().to(device).to(memory_format=torch.channels_last)  # faster convolutions, CPU and GPU
         self.device = torch.device(device)
         self.size = self.model.data_config["input_size"][-1]
+        # scores come from a frozen copy (ladnn.infer.inference_net); Grad-CAM++ needs the model itself
+        self.scorer = inference_net(self.model, torch.zeros(1, 3, self.size, self.size, device=self.device))
         self.tasks = self.config.tasks
         self.run_dir = self.run.path
 
@@ -63,7 +65,7 @@ class Predictor:
     def probs(self, x: torch.Tensor, batch: int = 32) -> np.ndarray:
         """Probabilities of uint8 N x 3 x H x W images; with `tta` > 1 the logits of the plain image averaged with
         `tta - 1` test-time views, each image's views seeded by the run's `tta_seed` and its own pixels."""
-        logits = tta_outputs(self.model, x, self.tta, self.model.data_config, self.device, self.config.tta_seed,
+        logits = tta_outputs(self.scorer, x, self.tta, self.model.data_config, self.device, self.config.tta_seed,
                              self.config.augment, batch)
         return torch.sigmoid(logits).numpy()
 
@@ -91,7 +93,7 @@ class Predictor:
             with torch.enable_grad():
                 mask = cam_maps(self.model, self.input(x), [k])[0]
             buf = io.BytesIO()
-            Image.fromarray(overlay(rgb, mask)).save(buf, "PNG")
+            Image.fromarray(overlay(rgb, mask)).save(buf, "PNG", compress_level=1)  # 3x faster to write than 6
             out[names[k]] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
         return out
 

@@ -29,6 +29,7 @@ from ladnn.infer import (
     autocast,
     channels_last,
     forward,
+    inference_net,
     model_input,
     outputs,
     pick_device,
@@ -43,6 +44,7 @@ from ladnn.sources import linked_groups, protocol_info
 from ladnn.summary import RunInfo, RunMetrics, Scores, Unseen
 
 VIEW_SEED = 1234  # augmented training views cached for head/top are drawn once, shared by every seed and method
+UNSEEN_SPLIT = "d1"  # the images of protocol (d), scored like the test split but never used to choose anything
 
 
 def seed_everything(seed: int) -> None:
@@ -138,7 +140,7 @@ def _cache_file(cfg: Config, model: LADNN, imgs: dict) -> Path:
     return cache_dir() / "features" / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.pt"
 
 
-def _training_views(cfg: Config, model: LADNN, lower, x: torch.Tensor, device) -> torch.Tensor:
+def training_views(cfg: Config, model: LADNN, lower, x: torch.Tensor, device) -> torch.Tensor:
     """`cfg.views` augmented views of each training image through the frozen part (V x N x ...), drawn once with
     VIEW_SEED from torch's global generator, 64 images at a time."""
     aug = lambda b: augment(b, strength=cfg.augment)
@@ -154,6 +156,11 @@ def _test_views(cfg: Config, model: LADNN, lower, x: torch.Tensor, device, desc:
     return {"plain": v[0], **({"tta": v[1:]} if cfg.tta > 1 else {})}
 
 
+def scoring_copy(lower, model: LADNN, imgs: dict, device):
+    """The frozen part as `ladnn.infer.inference_net` scores with (built only when a cache is filled)."""
+    return inference_net(lower, model_input(imgs["train"][:2], model.data_config, device))
+
+
 def pooled_feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, data: dict, device) -> dict[str, torch.Tensor]:
     """protocol=source: one cache for every fold. The frozen part sees every image of the table in `views`
     augmented training views (VIEW_SEED), plain, and in its `tta - 1` test-time views; a fold's training images use
@@ -167,7 +174,8 @@ def pooled_feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, data: dic
         t = time.time()
         print(f"caching activations of the frozen part for every fold: {cfg.views} training views, the plain view "
               f"and {cfg.tta - 1} test-time views of {len(pool)} images", flush=True)
-        cache = {"views": _training_views(cfg, model, lower, pool, device),
+        lower = scoring_copy(lower, model, imgs, device)
+        cache = {"views": training_views(cfg, model, lower, pool, device),
                  **_test_views(cfg, model, lower, pool, device, "cache pool")}
         print(f"cached in {time.time() - t:.0f} s: {f}", flush=True)
         _save(f, cache)
@@ -182,17 +190,20 @@ def pooled_feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, data: dic
 
 
 def feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[str, torch.Tensor]:
-    """Activations of the frozen lower part: `views` augmented views of each training image, one plain view of the
-    validation and test images and, with `tta` > 1, their `tta - 1` test-time views (`val_tta`, `test_tta`).
+    """Activations of the frozen lower part: `views` augmented views of each training image, one plain view of every
+    scored split's images (validation, test, D1) and, with `tta` > 1, their `tta - 1` test-time views (`val_tta`, ...).
     Stored on disk, keyed by everything they depend on."""
     f = _cache_file(cfg, model, imgs)
     if (feats := _load(f)) is not None:
         return feats
     t = time.time()
+    scored = [s for s in imgs if s != "train"]
     print(f"caching activations of the frozen part: {cfg.views} augmented views of {len(imgs['train'])} training "
-          f"images, {len(imgs['val'])} validation and {len(imgs['test'])} test images", flush=True)
-    feats = {"train": _training_views(cfg, model, lower, imgs["train"], device)}  # V, N, ...
-    for s in ("val", "test"):
+          "images; the plain and test-time views of " + ", ".join(f"{len(imgs[s])} {s}" for s in scored) + " images",
+          flush=True)
+    lower = scoring_copy(lower, model, imgs, device)
+    feats = {"train": training_views(cfg, model, lower, imgs["train"], device)}  # V, N, ...
+    for s in scored:
         views = _test_views(cfg, model, lower, imgs[s], device, f"cache {s}")
         feats[s] = views["plain"]
         if "tta" in views:
@@ -249,10 +260,23 @@ def evaluate(net, source, y: torch.Tensor) -> dict:
             "val_auc": m["auc"], "val_accuracy": m["accuracy"], "val_f1": m["f1"]}
 
 
+def unseen_table(cfg: Config, data_dir=None) -> pd.DataFrame | None:
+    """Protocol (d): the D1 images present, for a run trained on D0 by the official split (their sources gave no
+    image to D0). None when the run saw D1 or the D1 images present are of one class only."""
+    if cfg.protocol != "official" or cfg.dataset != "D0":
+        return None
+    d1 = load_table("D0+D1", data_dir).query("dataset == 'D1'").reset_index(drop=True)
+    d1 = subset(d1, cfg.limit, seed=0).reset_index(drop=True)
+    return d1 if d1["covid"].nunique() == 2 else None
+
+
 def prepare_inputs(cfg: Config, data_dir, device: torch.device):
-    """The splits, the model (channels-last on `device`) and every image decoded once (uint8, cached on disk)."""
+    """The splits (with `d1`, the unseen-source images of protocol (d), where the run has them), the model
+    (channels-last on `device`) and every image decoded once (uint8, cached on disk)."""
     seed_everything(cfg.seed)
     data = splits(cfg, data_dir)
+    if (d1 := unseen_table(cfg, data_dir)) is not None:
+        data[UNSEEN_SPLIT] = d1
     model = build_model(cfg.backbone, cfg.method, cfg.head, cfg.pretrained, cfg.weights).to(device)
     model = model.to(memory_format=torch.channels_last)
     cache = ImageCache(model.data_config["input_size"][-1], steps=cfg.preprocess)
@@ -273,21 +297,12 @@ def prepare(cfg: Config, data_dir=None) -> None:
         torch.cuda.empty_cache()  # the runs that follow need the GPU's memory, not this process
 
 
-def unseen_source_eval(cfg: Config, model: LADNN, device, data_dir=None) -> tuple[Unseen, pd.DataFrame] | None:
-    """A run trained on D0 by the official split, scored on the D1 images present: their sources (one article, two
-    image collections here) gave no image to D0. The whole model with the run's preprocessing and test-time views
-    (ladnn.infer); intervals resample whole patients (3 collections are too few to resample). None when the run saw D1 or no D1 images of both classes are
-    present."""
-    if cfg.protocol != "official" or cfg.dataset != "D0":
-        return None
-    d1 = load_table("D0+D1", data_dir).query("dataset == 'D1'").reset_index(drop=True)
-    d1 = subset(d1, cfg.limit, seed=0).reset_index(drop=True)
-    if d1["covid"].nunique() < 2:
-        return None
-    imgs = ImageCache(model.data_config["input_size"][-1], steps=cfg.preprocess).stack(d1["image"])
-    logits = tta_outputs(model, imgs, cfg.tta, model.data_config, device, cfg.tta_seed, cfg.augment)
+def unseen_source_eval(cfg: Config, d1: pd.DataFrame, logits: torch.Tensor) -> tuple[Unseen, pd.DataFrame]:
+    """Protocol (d): a run trained on D0 by the official split, scored (`logits`, the one inference path with the
+    run's test-time views) on the D1 images present (`unseen_table`). Intervals resample whole patients: the 3
+    collections of D1 are too few to resample."""
     pred = predictions_table(d1, torch.sigmoid(logits).numpy(), cfg.tasks)
-    groups = pred["group"]  # patients: D1 holds 3 collections, too few to resample
+    groups = pred["group"]
     m = Unseen.from_dict({
         "covid": binary_metrics(pred["y_true"], pred["p_covid"]),
         "covid_ci95": bootstrap_ci(pred["y_true"], pred["p_covid"], groups, seed=cfg.seed),
@@ -321,8 +336,8 @@ def _train(cfg: Config, run: RunDir, data_dir) -> RunMetrics:
     device = pick_device(cfg.device)
     data, model, imgs = prepare_inputs(cfg, data_dir, device)
     Y, known = {}, {}
-    for s, d in data.items():
-        Y[s], known[s] = (t.to(device) for t in targets(d, cfg.zero_lesions if s == "train" else []))
+    for s in ("train", "val", "test"):
+        Y[s], known[s] = (t.to(device) for t in targets(data[s], cfg.zero_lesions if s == "train" else []))
     source, net = batch_source(cfg, model, imgs, device, data)
     seed_everything(cfg.seed)  # the head's init and the batch order do not depend on a feature-cache hit
     for m in model.head.modules():
@@ -347,8 +362,9 @@ def _train(cfg: Config, run: RunDir, data_dir) -> RunMetrics:
     if cfg.protocol != "official":  # intervals resample the groups the protocol holds out
         pred["group"] = linked_groups(data["test"]).to_numpy()
     scores = evaluate_predictions(pred, lesion_prevalence(data["train"][list(LESIONS)].to_numpy()), seed=cfg.seed)
-    unseen = unseen_source_eval(cfg, model, device, data_dir)
-    if unseen is not None:
+    unseen = None
+    if UNSEEN_SPLIT in data:
+        unseen = unseen_source_eval(cfg, data[UNSEEN_SPLIT], source.outputs(net, UNSEEN_SPLIT))
         run.write(UNSEEN, unseen[1].to_csv(index=False))
     info = RunInfo(best_epoch=min(history, key=lambda h: h["val_covid_loss"])["epoch"],
                    seconds=round(time.time() - t0, 1), device=str(device), timm_name=timm_name(cfg.backbone),

@@ -1,8 +1,10 @@
 import numpy as np
 import torch
+from pytorch_grad_cam import GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from ladnn.cam import cam_maps, overlay
-from ladnn.models import build_model
+from ladnn.models import build_model, cam_layer
 
 
 def test_gradcampp_maps_per_output():
@@ -16,4 +18,16 @@ def test_gradcampp_maps_per_output():
     ov = overlay(np.zeros((224, 224, 3), np.uint8), maps[0])
     assert ov.shape == (224, 224, 3) and ov.dtype == np.uint8
     # hooks are removed after the `with` block
+    assert all(not mod._forward_hooks for mod in m.modules())
+
+
+def test_backward_to_the_target_layer_only_gives_the_same_map():
+    torch.manual_seed(0)
+    m = build_model("resnet18", "ladnn", pretrained=False).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with GradCAMPlusPlus(model=m, target_layers=[cam_layer(m)]) as cam:  # the whole backward pass
+        want = cam(input_tensor=x, targets=[ClassifierOutputTarget(k) for k in (0, 2)])
+    got = cam_maps(m, x, [0, 2])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert all(p.requires_grad for p in m.parameters())  # the freeze is undone
     assert all(not mod._forward_hooks for mod in m.modules())

@@ -11,7 +11,7 @@ from torch import nn
 from ladnn import config
 from ladnn.config import Config, cache_fields, cache_key
 from ladnn.images import _draw, augment
-from ladnn.infer import tta_outputs, tta_view, view_outputs
+from ladnn.infer import channels_last, inference_net, tta_outputs, tta_view, view_outputs
 from ladnn.models import build_model
 
 
@@ -43,6 +43,29 @@ def test_tta_outputs_of_an_image_alone_equal_those_in_a_batch():
     torch.testing.assert_close(whole, alone, atol=1e-5, rtol=1e-5)
     plain = view_outputs(model, x, [0], dc, cpu, 4321)[0]
     assert not torch.allclose(whole, plain)  # the views change the scores
+
+
+def test_inference_net_scores_as_the_model_at_any_batch_and_falls_back():
+    torch.manual_seed(0)
+    model = build_model("efficientnet_lite0", "ladnn", pretrained=False).eval()
+    fast = inference_net(model, torch.zeros(1, 3, 64, 64))
+    assert isinstance(fast, torch.jit.ScriptModule)  # traced and frozen, BatchNorm folded
+    with torch.no_grad():
+        for n in (1, 4, 7):  # traced on one image, run on others
+            x = channels_last(torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(n)))
+            torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=1e-4)
+    # the model's own weights are untouched, and a later change does not reach the copy
+    before = fast(x).clone()
+    with torch.no_grad():
+        model.head.weight.add_(1.0) if hasattr(model.head, "weight") else next(model.head.parameters()).add_(1.0)
+    torch.testing.assert_close(fast(x), before)
+
+    class Untraceable(nn.Module):  # a dict output: torch.jit.trace refuses it
+        def forward(self, x):
+            return {"logits": x * 2}
+
+    odd = Untraceable()
+    assert inference_net(odd, torch.ones(1, 3, 4, 4)) is odd  # the eager module itself, in eval mode
 
 
 def test_global_augmentation_draws_are_unchanged():
