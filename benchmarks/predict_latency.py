@@ -50,5 +50,6 @@ def main() -> None:
             print(f"warm, one image, {label}, {'with' if cam else 'without'} a Grad-CAM++ map: "
                   f"median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms ({a.repeat} calls)")
 
+
 if __name__ == "__main__":
     main()

@@ -213,15 +213,21 @@ def feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[
     return feats
 
 
+def frozen_split(cfg: Config, model: LADNN) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """finetune=head/top: the frozen lower part (no gradients) and the trainable part above it."""
+    lower, upper = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
+    for p in lower.parameters():
+        p.requires_grad_(False)
+    return lower, upper
+
+
 def batch_source(cfg: Config, model: LADNN, imgs: dict, device, data: dict | None = None
                  ) -> tuple[ImageBatches | FeatureBatches, torch.nn.Module]:
     """The batches and the trainable network of a fine-tuning mode: the whole model on images (`full`), or the part
     above a frozen lower part on its cached activations (`head`: the head alone; `top`: the last `top_blocks`)."""
     if cfg.finetune == "full":
         return ImageBatches(model, imgs, device, cfg.tta, cfg.augment, cfg.tta_seed), model
-    lower, upper = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
-    for p in lower.parameters():
-        p.requires_grad_(False)
+    lower, upper = frozen_split(cfg, model)
     if cfg.protocol != "official":
         feats = pooled_feature_cache(cfg, model, lower, imgs, data, device)
     else:
