@@ -31,12 +31,11 @@ from ladnn.config import Config
 from ladnn.data import splits
 from ladnn.images import ImageCache, decode, read_bytes
 from ladnn.infer import channels_last
-from ladnn.models import build_model
+from ladnn.models import build_model, frozen_split
 from ladnn.profiles import load_profile
 from ladnn.train import (
     FeatureBatches,
     fit_epoch,
-    frozen_split,
     scoring_copy,
     targets,
     train_step,

@@ -53,15 +53,15 @@ class Config:
     weight_decay: float = _f(5e-4, "Adam weight decay", cache=False)
     finetune: str = _f("full", "full: whole network (paper code); head: frozen backbone (paper text); top: the last "
                                "`top_blocks` blocks and the head", FINETUNE, cache=True)
-    top_blocks: int = _f(2, "blocks trained with finetune=top", cache=True)
-    views: int = _f(4, "augmented views per training image cached for finetune=head/top", cache=True)
+    top_blocks: int = _f(2, "blocks trained when finetune is top", cache=True)
+    views: int = _f(4, "augmented views per training image cached when finetune is head or top", cache=True)
     tta: int = _f(1, "test-time augmentation: average the logits of the plain image and tta - 1 augmented views "
                      "(validation and test)", cache=True)
     tta_seed: int = _f(TTA_SEED, "seed of the test-time views: an image's views depend only on it and the image's "
                                  "pixels (ladnn.infer), never on the other images scored with it", cache=True)
     head: str = _f("linear", "linear (paper code) or fc3 (three FC layers, paper Figure 2)", HEADS, cache=False)
     covid_weight: float = _f(PAPER_COVID_WEIGHT, "weight w of the COVID loss term (paper Section 2.2)", cache=False)
-    lesion_mask: str = _f("any_lesion", "which samples get lesion loss terms (any_lesion = the paper code's rule)",
+    lesion_mask: str = _f("any_lesion", "which samples get lesion loss terms (any_lesion: the paper code's rule)",
                           LESION_MASKS, cache=False)
     loss_reduction: str = _f("mean", "mean: the loss divided by N x 6 entries (paper code); per_image: by N",
                              REDUCTIONS, cache=False)

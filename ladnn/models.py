@@ -1,6 +1,7 @@
 """Models on any timm backbone: `build_model(backbone, method)` -> logits (6 columns for LA-DNN, 1 for baseline)."""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
 import os
@@ -222,6 +223,24 @@ def split_model(model: LADNN, top_blocks: int) -> tuple[nn.Module, nn.Module]:
         raise ValueError(f"{type(model.backbone).__name__}: running its children in order does not reproduce its "
                          "forward, so it cannot be split for cached activations; use --finetune full")
     return lower, upper
+
+
+def frozen_split(cfg, model: LADNN) -> tuple[nn.Module, nn.Module]:
+    """finetune=head/top (`cfg`, a `ladnn.config.Config`): the frozen lower part (no gradients) and the trainable
+    part above it, as training splits the model for its activation caches."""
+    lower, upper = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
+    for p in lower.parameters():
+        p.requires_grad_(False)
+    return lower, upper
+
+
+def weights_digest(net: nn.Module) -> str:
+    """A hash of a network's parameters and buffers: equal for two copies of the same weights."""
+    h = hashlib.sha256()
+    for k, v in net.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 _CAM_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -1,6 +1,7 @@
 """Inference from a run directory: one code path for `ladnn predict`, `ladnn evaluate` and `ladnn serve`."""
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,8 @@ from ladnn.data import splits
 from ladnn.dicom import AGGREGATION, MIN_LUNG_FRACTION, parse_window, patient_means, series_files
 from ladnn.files import write_atomic
 from ladnn.images import MAX_PIXELS, ImageError, ct_check, decode_with_info, preprocess, read_bytes
-from ladnn.infer import inference_net, model_input, tta_outputs
-from ladnn.models import LADNN, build_model
+from ladnn.infer import forward, inference_net, model_input, outputs, tta_outputs
+from ladnn.models import LADNN, build_model, frozen_split, weights_digest
 from ladnn.rundir import P_COVID, P_LESIONS, Run, predictions_table
 from ladnn.summary import Evaluation, Scores
 
@@ -37,10 +38,14 @@ class Predictor:
         self.model.eval().to(device).to(memory_format=torch.channels_last)  # faster convolutions, CPU and GPU
         self.device = torch.device(device)
         self.size = self.model.data_config["input_size"][-1]
-        # scores come from a frozen copy (ladnn.infer.inference_net); Grad-CAM++ needs the model itself
-        self.scorer = inference_net(self.model, torch.zeros(1, 3, self.size, self.size, device=self.device))
         self.tasks = self.config.tasks
         self.run_dir = self.run.path
+
+    @cached_property
+    def scorer(self) -> torch.nn.Module:
+        """The network `probs` scores with: a frozen copy of the model (ladnn.infer.inference_net), built on first
+        use; Grad-CAM++ needs the model itself."""
+        return inference_net(self.model, torch.zeros(1, 3, self.size, self.size, device=self.device))
 
     def preprocess(self, data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS
                    ) -> tuple[np.ndarray, torch.Tensor]:
@@ -118,6 +123,35 @@ class Predictor:
             for j, pr in zip(idx, self.probs_batched(xs, batch)):
                 out[j].update(self.result(pr))
         return out
+
+
+def plain_probs(runs, images: list[tuple[bytes, str]], device: str = "cpu") -> list[np.ndarray]:
+    """Each run's probabilities of the plain view (tta 1) of the same images, given as (bytes, name): what
+    `Predictor(run, tta=1).probs` gives, computed for many runs at once. An image is decoded and preprocessed once
+    for all runs that preprocess alike, and runs whose frozen lower part holds the same weights (finetune head or
+    top on one backbone's pretrained weights) share its activations, as training shares one activation cache:
+    each such run adds only its upper part (ladnn.models.frozen_split)."""
+    inputs: dict = {}
+    lower_out: dict = {}
+    out = []
+    for run in runs:
+        pr = Predictor(run, device, tta=1)
+        key = (pr.size, tuple(pr.config.preprocess), repr(pr.window))
+        if key not in inputs:
+            inputs[key] = torch.cat([pr.preprocess(data, name)[1] for data, name in images])
+        x = inputs[key]
+        if pr.config.finetune == "full":
+            out.append(pr.probs(x))
+            continue
+        lower, upper = frozen_split(pr.config, pr.model)
+        shared = (key, weights_digest(lower), repr(sorted(pr.model.data_config.items())))
+        if shared not in lower_out:
+            fast = inference_net(lower, pr.input(x[:2]))
+            lower_out[shared] = outputs(fast, x, pr.model.data_config, pr.device)
+        a = lower_out[shared]
+        logits = forward(inference_net(upper, a[:2].to(pr.device)), a, pr.device)
+        out.append(torch.sigmoid(logits).numpy())
+    return out
 
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}

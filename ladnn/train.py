@@ -38,7 +38,7 @@ from ladnn.infer import (
 )
 from ladnn.loss import lesion_attention_loss
 from ladnn.metrics import binary_metrics, bootstrap_ci, evaluate_predictions, lesion_prevalence
-from ladnn.models import LADNN, build_model, split_model, timm_name
+from ladnn.models import LADNN, build_model, frozen_split, timm_name
 from ladnn.rundir import UNSEEN, Run, RunDir, is_done, predictions_table
 from ladnn.sources import linked_groups, protocol_info
 from ladnn.summary import RunInfo, RunMetrics, Scores, Unseen
@@ -211,14 +211,6 @@ def feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, device) -> dict[
     print(f"cached in {time.time() - t:.0f} s: {f}", flush=True)
     _save(f, feats)
     return feats
-
-
-def frozen_split(cfg: Config, model: LADNN) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """finetune=head/top: the frozen lower part (no gradients) and the trainable part above it."""
-    lower, upper = split_model(model, 0 if cfg.finetune == "head" else cfg.top_blocks)
-    for p in lower.parameters():
-        p.requires_grad_(False)
-    return lower, upper
 
 
 def batch_source(cfg: Config, model: LADNN, imgs: dict, device, data: dict | None = None

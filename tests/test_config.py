@@ -27,6 +27,14 @@ def test_the_training_notebooks_parameters_cell_is_configs():
     assert set(field_names()) <= set(ns)
 
 
+def test_papermill_reads_every_parameter():
+    """papermill cannot parse a line whose comment holds '=' ("Passed unknown parameter" in every build log)."""
+    import papermill as pm
+
+    found = pm.inspect_notebook(str(ROOT / "notebooks" / "train.ipynb"))
+    assert set(field_names()) - set(found) == set()
+
+
 def test_sync_rewrites_a_stale_cell(tmp_path):
     nb_path = tmp_path / "train.ipynb"
     shutil.copy(ROOT / "notebooks" / "train.ipynb", nb_path)

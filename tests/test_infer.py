@@ -68,6 +68,27 @@ def test_inference_net_scores_as_the_model_at_any_batch_and_falls_back():
     assert inference_net(odd, torch.ones(1, 3, 4, 4)) is odd  # the eager module itself, in eval mode
 
 
+def test_run_net_chunks_cpu_batches_and_changes_no_output(monkeypatch):
+    from ladnn import infer
+
+    calls = []
+
+    class Counting(nn.Module):
+        def forward(self, x):
+            calls.append(len(x))
+            return x.flatten(1).sum(1, keepdim=True) * 2
+
+    x = torch.randn(10, 3, 8, 8)
+    monkeypatch.setattr(infer, "CPU_CHUNK_VALUES", 4 * 3 * 8 * 8)  # 4 inputs a call
+    out = infer.run_net(Counting(), x, torch.device("cpu"))
+    assert calls == [4, 4, 2]
+    torch.testing.assert_close(out, x.flatten(1).sum(1, keepdim=True) * 2)
+    calls.clear()
+    monkeypatch.setattr(infer, "CPU_CHUNK_VALUES", 1)  # never fewer than one input a call
+    infer.run_net(Counting(), x[:3], torch.device("cpu"))
+    assert calls == [1, 1, 1]
+
+
 def test_global_augmentation_draws_are_unchanged():
     """The training views come from torch's global generator in the order they always had: per batch, the scale
     of every image, then the shear, then the flip (and for `strong` the rotation, shift, contrast, brightness)."""

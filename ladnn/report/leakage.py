@@ -97,10 +97,9 @@ def subset_auc(pred: pd.DataFrame, names) -> dict:
             "auc": float(skm.roc_auc_score(p[Y_TRUE], p[P_COVID])) if ok else None}
 
 
-def reencoded_auc(run, images: list[tuple[bytes, str]], y) -> dict:
-    """Test AUC of a run on images given as (bytes, name), such as the test split re-encoded once by `reencode`."""
-    from ladnn.predict import Predictor
+def reencoded_aucs(runs, images: list[tuple[bytes, str]], y) -> list[dict]:
+    """Test AUC of each run on images given as (bytes, name), such as the test split re-encoded once by `reencode`:
+    the plain view, as before test-time views existed (`ladnn.predict.plain_probs`: cheap enough for every run)."""
+    from ladnn.predict import plain_probs
 
-    pr = Predictor(run, tta=1)  # the plain view, as before test-time views existed: cheap enough for every run
-    p = pr.probs_batched([pr.preprocess(data, name)[1] for data, name in images])[:, 0]
-    return {"n": len(p), "auc": float(skm.roc_auc_score(y, p))}
+    return [{"n": len(p), "auc": float(skm.roc_auc_score(y, p[:, 0]))} for p in plain_probs(runs, images)]

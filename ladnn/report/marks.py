@@ -75,7 +75,7 @@ def marks_effect(run: str, rows: pd.DataFrame) -> pd.DataFrame:
         xs = []
         for img in (rgb, painted_out(rgb, mask), painted_out(rgb, control)):
             buf = io.BytesIO()
-            Image.fromarray(img).save(buf, "PNG")
+            Image.fromarray(img).save(buf, "PNG", compress_level=1)  # lossless: the same pixels, 3x faster
             xs.append(pr.preprocess(buf.getvalue(), name)[1])
         p = pr.probs(torch.cat(xs))[:, 0]
         with torch.enable_grad():

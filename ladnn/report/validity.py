@@ -11,7 +11,7 @@ import pandas as pd
 from ladnn.images import decode, read_bytes
 from ladnn.metrics import mean_ci
 from ladnn.report import METHOD_NAMES, fmt_ci, paper_table, recipe
-from ladnn.report.leakage import near_duplicates, reencode, reencoded_auc, subset_auc
+from ladnn.report.leakage import near_duplicates, reencode, reencoded_aucs, subset_auc
 from ladnn.rundir import Run
 
 
@@ -94,8 +94,9 @@ def rescored(runs: pd.DataFrame, subsets: dict[str, pd.Series], reencoded: pd.Da
     test table), also with every test image re-encoded as JPEG before scoring."""
     if reencoded is not None:  # the same bytes for every run: decode and write each JPEG once
         jpegs = [(reencode(read_bytes(f)), f) for f in reencoded["image"]]
+        aucs = reencoded_aucs(list(runs["path"]), jpegs, reencoded["covid"])
     rows = []
-    for _, r in runs.iterrows():
+    for k, (_, r) in enumerate(runs.iterrows()):
         row = {"backbone": r["backbone"], "dataset": r["dataset"], "method": METHOD_NAMES[r["method"]],
                "seed": r["seed"], "AUC (all test)": r["auc"]}
         pred = Run(r["path"]).predictions
@@ -103,7 +104,7 @@ def rescored(runs: pd.DataFrame, subsets: dict[str, pd.Series], reencoded: pd.Da
             s = subset_auc(pred, names)
             row[f"AUC ({name})"], row[f"n ({name})"] = s["auc"], s["n"]
         if reencoded is not None:
-            row["AUC (all re-encoded as JPEG)"] = reencoded_auc(r["path"], jpegs, reencoded["covid"])["auc"]
+            row["AUC (all re-encoded as JPEG)"] = aucs[k]["auc"]
         rows.append(row)
     return pd.DataFrame(rows)
 
