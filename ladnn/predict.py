@@ -10,11 +10,10 @@ import torch
 from ladnn.config import LESIONS, TASKS, Config
 from ladnn.data import splits
 from ladnn.dicom import AGGREGATION, MIN_LUNG_FRACTION, parse_window, patient_means, series_files
-from ladnn.files import write_atomic
 from ladnn.images import MAX_PIXELS, ImageError, ct_check, decode_with_info, preprocess, read_bytes
 from ladnn.infer import forward, inference_net, model_input, outputs, tta_outputs
 from ladnn.models import LADNN, build_model, frozen_split, weights_digest
-from ladnn.rundir import P_COVID, P_LESIONS, Run, predictions_table
+from ladnn.rundir import P_COVID, P_LESIONS, IncompleteRunError, Run, predictions_table
 from ladnn.summary import Evaluation, Scores
 
 
@@ -32,7 +31,12 @@ class Predictor:
         self.config = Config.from_dict(ckpt["config"])
         self.tta = self.config.tta if tta is None else tta
         self.model: LADNN = build_model(self.config.backbone, self.config.method, self.config.head, pretrained=False)
-        self.model.load_state_dict(ckpt["state_dict"])
+        try:
+            self.model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as e:
+            raise IncompleteRunError(f"{self.run.path / 'model.pt'}: its weights do not fit the "
+                                     f"{self.config.backbone} {self.config.method} model that "
+                                     f"{self.run.path / 'config.json'} describes ({str(e)[:300]})") from None
         self.model.data_config = ckpt["data_config"]
         self.model.weights_source = ckpt["weights_source"]
         self.model.eval().to(device).to(memory_format=torch.channels_last)  # faster convolutions, CPU and GPU
@@ -154,7 +158,7 @@ def plain_probs(runs, images: list[tuple[bytes, str]], device: str = "cpu") -> l
     return out
 
 
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom"}
 DIAGNOSIS_COVID = {"covid-19", "covid19", "covid"}
 
 
@@ -242,18 +246,23 @@ def external_table(folder: str | Path, labels: str | Path | None = None):
     folder = Path(folder)
     if labels or (folder / "labels.csv").is_file():
         return labels_table(labels or folder / "labels.csv")
-    rows = []
+    rows, skipped = [], []
     for sub, y in (("covid", 1), ("noncovid", 0)):
         d = folder / sub
         if not d.is_dir():
             raise FileNotFoundError(f"{folder}: expected labels.csv, or subfolders covid/ and noncovid/; {d} is "
                                     "missing")
-        rows += [{"name": f"{sub}/{p.relative_to(d)}", "image": str(p), "covid": y, "lesions_known": False,
-                  "patient": "", "diagnosis": sub, "slice_scored": True, **{k: 0 for k in LESIONS}}
-                 for p in sorted(d.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXT]
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.suffix.lower() in IMAGE_EXT:
+                rows.append({"name": f"{sub}/{p.relative_to(d)}", "image": str(p), "covid": y, "lesions_known": False,
+                             "patient": "", "diagnosis": sub, "slice_scored": True, **{k: 0 for k in LESIONS}})
+            elif p.is_file():
+                skipped.append(f"{p}: not an image or DICOM file name (expected {', '.join(sorted(IMAGE_EXT))})")
     if not rows:
         raise FileNotFoundError(f"{folder}: no images found in covid/ or noncovid/")
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["skipped"] = skipped
+    return out
 
 
 def score_table(pr: Predictor, df, progress: bool = False) -> tuple:
@@ -276,6 +285,9 @@ def score_table(pr: Predictor, df, progress: bool = False) -> tuple:
         if pred["slice_scored"].sum() == 0:
             raise ValueError("no slice is left to score (every slice shows too little lung or is excluded)")
         scored = pred[pred["slice_scored"]]
+        if scored["y_true"].nunique() < 2:
+            raise ValueError(f"the {len(scored)} slices left to score (with lung, not excluded) hold one class "
+                             "only: no AUC, sensitivity or specificity; nothing was written")
     else:
         scored = pred
     return pred, Scores.from_dict(evaluate_predictions(scored, seed=pr.config.seed))
@@ -351,9 +363,17 @@ def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir
     are scored when they show lung; a set with patients is also scored per patient (AGGREGATION)."""
     import dataclasses
     import io
+    import sys
 
     pr = Predictor(run_dir, device, window=window)
     df = external_table(images, labels) if images else splits(pr.config, data_dir)["test"]
+    for line in df.attrs.get("skipped", []):
+        print(f"skipped {line}", file=sys.stderr)
+    if df["covid"].nunique() < 2:
+        only = "COVID-19" if df["covid"].iloc[0] else "not COVID-19"
+        where = labels or (Path(images) / "labels.csv" if (Path(images) / "labels.csv").is_file() else images)
+        raise ValueError(f"{where}: all {len(df)} images are labelled {only}; an evaluation needs both "
+                         "classes (AUC, sensitivity and specificity): nothing was written")
     pred, scores = score_table(pr, df, progress)
     per, per_scores = patient_scores(pred, pr.config.seed) if images else (None, None)
     n_left = int((~pred["slice_scored"]).sum()) if "slice_scored" in pred else 0
@@ -367,13 +387,11 @@ def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir
                                  else "whole patients, else source documents, else single images"),
                    slices=slices, per_patient=per_scores, aggregation=AGGREGATION if per is not None else "",
                    window=list(pr.window) if dicom else None)
-    out = pr.run.write_evaluation(f"eval-{Path(images).name}" if images else "eval", pred, e)
-    if per is not None:
-        write_atomic(out / "patients.csv", per.to_csv(index=False))
     buf = io.BytesIO()
     roc_figure(pred[pred["slice_scored"]] if "slice_scored" in pred else pred, scores,
                f"{pr.run.path.name} on {Path(images).name if images else 'its test split'}"
                ).savefig(buf, format="png", dpi=120)
-    write_atomic(out / "roc.png", buf.getvalue())
-    files = Run.evaluation_files(out) + ([str(out / "patients.csv")] if per is not None else [])
+    extra = {"roc.png": buf.getvalue(), **({"patients.csv": per.to_csv(index=False)} if per is not None else {})}
+    out = pr.run.write_evaluation(f"eval-{Path(images).name}" if images else "eval", pred, e, extra)
+    files = [str(out / f) for f in ("predictions.csv", "metrics.json", *extra)]
     return dataclasses.replace(e, written_to=str(out), files=files)

@@ -4,30 +4,90 @@ complete, for a scheduler. The book (ladnn.book) and the benchmarks read profile
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 
 import yaml
 
-from ladnn.config import Config
+from ladnn.config import Config, ConfigError, check_key, field_names, parse_value
 
 
 class BuildError(RuntimeError):
     """A profile, notebook or book build that cannot go on; the message says why."""
 
 
+PROFILE_KEYS = ("description", "matrix", "config", "backbone_config", "optional_backbones", "gradcam_images",
+                "ablations")
+ABLATION_KEYS = ("seeds", "variants")
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping; a syntax error names the file, line and column, and an empty file or one that is not a
+    mapping is an error naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise BuildError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(data, dict):
+        raise BuildError(f"{path}: expected a YAML mapping of profile keys, got "
+                         f"{'an empty file' if data is None else type(data).__name__}")
+    return data
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BuildError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _config(d: dict, where: str) -> Config:
+    try:
+        return Config.from_dict(d, where)
+    except ConfigError as e:
+        raise BuildError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+
+
 def load_profile(name: str, root: Path, overrides: dict | None = None) -> dict:
     """A profile YAML: `matrix` (lists crossed into runs), `config` (Config fields shared by every run),
     `backbone_config` (fields for one backbone only, such as `pretrained: false`), `optional_backbones` (joined to the
     matrix only where their ImageNet weights resolve), `ablations` and notebook options. `overrides` (the runner's
-    `--set`) replace fields of every run, ablations included."""
+    `--set`) replace fields of every run, ablations included. Every key is checked: an unknown one, anywhere, is an
+    error naming it and the nearest valid key, and every backbone must be a timm model."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else root / "profiles" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
         raise BuildError(f"no profile {name!r} ({path}); known profiles: {known}")
-    prof = yaml.safe_load(path.read_text())
+    prof = read_yaml(path)
+    try:
+        for k in prof:
+            check_key(k, PROFILE_KEYS, str(path))
+        if "matrix" not in prof:
+            raise BuildError(f"{path}: a profile needs a 'matrix' (lists of Config fields crossed into runs)")
+        matrix = dict(_mapping(prof["matrix"], f"{path}: matrix"))
+        for k, v in matrix.items():
+            check_key(k, field_names(), f"{path}: matrix")
+            if not isinstance(v, list) or not v:
+                raise BuildError(f"{path}: matrix.{k}: expected a non-empty list, got {v!r}")
+        shared = _mapping(prof.get("config"), f"{path}: config")
+        per_backbone = _mapping(prof.get("backbone_config"), f"{path}: backbone_config")
+        abl = _mapping(prof.get("ablations"), f"{path}: ablations")
+        for k in abl:
+            check_key(k, ABLATION_KEYS, f"{path}: ablations")
+    except ConfigError as e:
+        raise BuildError(str(e)) from None
     prof["name"] = path.stem
-    matrix = dict(prof["matrix"])
+    from ladnn.models import WeightsError, check_backbone
+
     optional = prof.get("optional_backbones") or []
+    for b in [*matrix.get("backbone", []), *optional, *per_backbone]:
+        try:
+            check_backbone(str(b))
+        except WeightsError as e:
+            raise BuildError(f"{path}: {e}") from None
     if optional:
         from ladnn.models import weights_available
 
@@ -35,31 +95,33 @@ def load_profile(name: str, root: Path, overrides: dict | None = None) -> dict:
         prof["left_out"] = {b: why for b, (ok, why) in found.items() if not ok}
         matrix["backbone"] = list(matrix["backbone"]) + [b for b, (ok, _) in found.items() if ok]
     keys = list(matrix)
-    per_backbone = prof.get("backbone_config") or {}
     runs = []
     for values in itertools.product(*(matrix[k] for k in keys)):
         point = dict(zip(keys, values))
-        cfg = {**prof.get("config", {}), **per_backbone.get(point.get("backbone"), {}), **point, **(overrides or {})}
-        runs.append(Config.from_dict(cfg))  # validates every field
+        extra = _mapping(per_backbone.get(point.get("backbone")), f"{path}: backbone_config.{point.get('backbone')}")
+        runs.append(_config({**shared, **extra, **point, **(overrides or {})}, str(path)))  # validates every field
     prof["runs"] = runs
-    abl = prof.get("ablations") or {}
+    variants = _mapping(abl.get("variants"), f"{path}: ablations.variants")
     prof["ablation_runs"] = [
-        (f"ablation-{name}-s{seed}", Config.from_dict({**runs[0].to_dict(), **change, "method": "ladnn", "seed": seed,
-                                                       **(overrides or {})}))
-        for name, change in (abl.get("variants") or {}).items() for seed in abl.get("seeds", [0])]
+        (f"ablation-{name}-s{seed}",
+         _config({**runs[0].to_dict(), **_mapping(change, f"{path}: ablations.variants.{name}"), "method": "ladnn",
+                  "seed": seed, **(overrides or {})}, f"{path}: ablations.variants.{name}"))
+        for name, change in variants.items() for seed in abl.get("seeds", [0])]
     return prof
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """`KEY=VALUE` strings (VALUE read as YAML: 8, 1e-3, false, [AirBr]) into Config fields."""
-    from ladnn.config import field_names
-
+    """`KEY=VALUE` strings into Config fields, each VALUE parsed by its field's type (`ladnn.config.parse_value`:
+    8, 1e-3, false, [AirBr])."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or key not in field_names():
+        if not sep:
             raise BuildError(f"--set {item!r}: expected FIELD=VALUE with a Config field ({', '.join(field_names())})")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = parse_value(key, value)
+        except ConfigError as e:
+            raise BuildError(f"--set {item!r}: {e}") from None
     return out
 
 
@@ -80,9 +142,16 @@ def plan(profile: str, root: str | Path = ".", overrides: dict | None = None) ->
     import shlex
 
     from ladnn.cli import config_args
-    from ladnn.rundir import is_done
+    from ladnn.rundir import is_done, status, unreadable
 
     root = Path(root).resolve()
     prof = load_profile(profile, root, overrides)
-    return [shlex.join(["ladnn", "train", *config_args(cfg), "--out", str(out.relative_to(root)), "--overwrite"])
-            for _, cfg, out in training_runs(prof, root) if not is_done(out, cfg)]
+    lines = []
+    for _, cfg, out in training_runs(prof, root):
+        if is_done(out, cfg):
+            continue
+        if status(out) == "damaged":  # listed again, and the file it could not read is named
+            print(f"plan: {out} is listed again: {unreadable(out)}", file=sys.stderr)
+        lines.append(shlex.join(["ladnn", "train", *config_args(cfg), "--out", str(out.relative_to(root)),
+                                 "--overwrite"]))
+    return lines

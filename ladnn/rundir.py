@@ -6,15 +6,16 @@ import io
 import json
 import shutil
 import time
+import uuid
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ladnn.config import LESIONS, Config
+from ladnn.config import LESIONS, Config, ConfigError
 from ladnn.data import groups_of
-from ladnn.files import write_atomic
+from ladnn.files import replace_folder, write_atomic, write_folder_atomic
 from ladnn.summary import Evaluation, RunMetrics
 
 CONFIG, HISTORY, MODEL, PREDICTIONS, METRICS, STATUS = (
@@ -29,18 +30,36 @@ P_LESIONS = tuple(f"p_{k}" for k in LESIONS)  # LA-DNN only
 Y_LESIONS = tuple(f"y_{k}" for k in LESIONS)
 
 
+STATES = ("complete", "running", "failed")
+
+
 class RunExistsError(FileExistsError):
     pass
 
 
 class IncompleteRunError(FileNotFoundError):
-    """A folder that is not a complete run: never read as a result."""
+    """A folder that is not a complete run: never read as a result. The message names the file and why."""
+
+
+def read_status(run: str | Path) -> tuple[str, str]:
+    """(state, why): 'complete', 'running', 'failed', 'absent' (no status.json) or 'damaged' (a status.json that
+    cannot be read, or holds no known state; `why` names the file and says what is wrong)."""
+    p = Path(run) / STATUS
+    if not p.is_file():
+        return "absent", f"{p}: no such file"
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return "damaged", f"{p}: cannot be read ({type(e).__name__}: {e})"
+    state = d.get("status") if isinstance(d, dict) else None
+    if state not in STATES:
+        return "damaged", f"{p}: expected an object with 'status' one of {STATES}, got {str(d)[:80]!r}"
+    return state, ""
 
 
 def status(run: str | Path) -> str:
-    """'complete', 'running', 'failed' or 'absent'."""
-    p = Path(run) / STATUS
-    return json.loads(p.read_text())["status"] if p.is_file() else "absent"
+    """'complete', 'running', 'failed', 'absent' or 'damaged' (`read_status`)."""
+    return read_status(run)[0]
 
 
 def predictions_table(df: pd.DataFrame, probs: np.ndarray, tasks: tuple[str, ...]) -> pd.DataFrame:
@@ -57,18 +76,28 @@ def predictions_table(df: pd.DataFrame, probs: np.ndarray, tasks: tuple[str, ...
 
 
 class RunDir:
-    """The writer: `start`, `write` each file, then `finish` (or `fail`)."""
+    """The writer: `start`, `write` each file, then `finish` (or `fail`). Replacing a finished run (`overwrite`)
+    writes the new run into a hidden folder beside it (`.NAME.new-*`) and swaps it in only at `finish`: a run that
+    fails or is killed leaves the finished one as it was."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = self.final = Path(path)
+
+    def check(self, overwrite: bool = False) -> str:
+        """Whether `start` may write here (RunExistsError if not), touching nothing; returns the folder's state."""
+        state = status(self.final)
+        if state == "complete" and not overwrite:
+            raise RunExistsError(f"{self.final} holds a finished run; pass --overwrite to replace it")
+        if self.final.exists() and (not self.final.is_dir() or (any(self.final.iterdir()) and state == "absent")):
+            raise RunExistsError(f"{self.final} exists and is not a ladnn run directory; refusing to write into it")
+        return state
 
     def start(self, config: dict, overwrite: bool = False) -> None:
-        if status(self.path) == "complete" and not overwrite:
-            raise RunExistsError(f"{self.path} holds a finished run; pass --overwrite to replace it")
-        if self.path.exists() and any(self.path.iterdir()) and status(self.path) == "absent":
-            raise RunExistsError(f"{self.path} exists and is not a ladnn run directory; refusing to write into it")
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        state = self.check(overwrite)
+        if state == "complete":  # trained beside it, swapped in by `finish`
+            self.path = self.final.parent / f".{self.final.name}.new-{uuid.uuid4().hex[:8]}"
+        elif self.final.exists():  # a failed, interrupted or damaged run: nothing worth keeping
+            shutil.rmtree(self.final)
         self.path.mkdir(parents=True)
         self._status("running")
         self.write(CONFIG, json.dumps(config, indent=2))
@@ -97,8 +126,16 @@ class RunDir:
         if missing:
             raise RuntimeError(f"{self.path}: run is missing {missing}")
         self._status("complete")
+        if self.path != self.final:  # the old run leaves only once the new one is complete
+            self.path = replace_folder(self.path, self.final)
 
     def fail(self, err: BaseException) -> None:
+        """Mark the run failed; a replacement that failed is removed, and the finished run it was to replace
+        stays."""
+        if self.path != self.final:
+            shutil.rmtree(self.path, ignore_errors=True)
+            print(f"{self.final}: the new run failed ({type(err).__name__}); the finished run there is unchanged")
+            return
         self._status("failed", error=f"{type(err).__name__}: {err}")
 
 
@@ -106,9 +143,23 @@ class Run:
     """The reader: a complete run's config, history, predictions and metrics, each read once when first used."""
 
     def __init__(self, path: str | Path):
+        """Refuses (IncompleteRunError, naming the file) a folder that is not a complete run: a status other than
+        complete, a missing result file, or a config.json or metrics.json that cannot be read."""
         self.path = Path(path)
-        if (st := status(self.path)) != "complete":
-            raise IncompleteRunError(f"{self.path}: not a finished run (status: {st})")
+        st, why = read_status(self.path)
+        if st != "complete":
+            raise IncompleteRunError(f"{self.path}: not a finished run (status: {st}{'; ' + why if why else ''})")
+        missing = [f for f in FILES if not (self.path / f).is_file()]
+        if missing:
+            raise IncompleteRunError(f"{self.path}: marked complete but {', '.join(str(self.path / f) for f in missing)} "
+                                     "missing")
+        try:
+            self.config  # noqa: B018 - read now, so a damaged file is named here
+            self.metrics  # noqa: B018
+        except ConfigError as e:
+            raise IncompleteRunError(str(e)) from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise IncompleteRunError(f"{self.path / METRICS}: cannot be read ({type(e).__name__}: {e})") from None
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -137,10 +188,25 @@ class Run:
         return out
 
     def checkpoint(self, device: str = "cpu") -> dict:
-        """model.pt: config, state_dict, data_config and weights_source."""
+        """model.pt: config, state_dict, data_config and weights_source. A file that cannot be read, or whose
+        config differs from config.json (a checkpoint copied from another run), is refused naming both."""
         import torch
 
-        return torch.load(self.path / MODEL, map_location=device, weights_only=False)
+        f = self.path / MODEL
+        try:
+            ckpt = torch.load(f, map_location=device, weights_only=False)
+        except Exception as e:  # noqa: BLE001 - torch raises EOFError, RuntimeError, UnpicklingError...
+            raise IncompleteRunError(f"{f}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from None
+        if not isinstance(ckpt, dict) or not {"config", "state_dict", "data_config", "weights_source"} <= set(ckpt):
+            raise IncompleteRunError(f"{f}: not a ladnn checkpoint (expected config, state_dict, data_config and "
+                                     "weights_source)")
+        saved = json.loads((self.path / CONFIG).read_text())
+        if ckpt["config"] != saved:
+            diff = sorted(k for k in set(saved) | set(ckpt["config"]) if saved.get(k) != ckpt["config"].get(k))
+            shown = ", ".join(f"{k}: {ckpt['config'].get(k)!r} in {MODEL}, {saved.get(k)!r} in {CONFIG}"
+                              for k in diff[:4])
+            raise IncompleteRunError(f"{f} does not belong to {self.path / CONFIG}: they differ in {shown}")
+        return ckpt
 
     def matches(self, cfg: Config) -> bool:
         """Trained with exactly `cfg`: the saved fields, read as written (a run saved before a field existed was
@@ -160,29 +226,51 @@ class Run:
                         "lesion_ap": les.get("mean_ap"), "lesion_images": les["n"]})
         return row
 
-    def write_evaluation(self, name: str, predictions: pd.DataFrame, metrics: Evaluation) -> Path:
-        """`ladnn evaluate`'s output: predictions.csv and metrics.json in the sub-folder `name` of the run."""
-        out = self.path / name
-        write_atomic(out / PREDICTIONS, predictions.to_csv(index=False))
-        write_atomic(out / METRICS, json.dumps(metrics.to_dict(), indent=2))
-        return out
+    def write_evaluation(self, name: str, predictions: pd.DataFrame, metrics: Evaluation,
+                         extra: dict[str, str | bytes] | None = None) -> Path:
+        """`ladnn evaluate`'s output: predictions.csv, metrics.json and `extra` files (roc.png, patients.csv) in the
+        sub-folder `name` of the run, written all at once (a failure leaves the earlier evaluation as it was)."""
+        files = {PREDICTIONS: predictions.to_csv(index=False), METRICS: json.dumps(metrics.to_dict(), indent=2),
+                 **(extra or {})}
+        return write_folder_atomic(self.path / name, files)
 
-    @staticmethod
-    def evaluation_files(out: Path) -> list[str]:
-        return [str(out / f) for f in (PREDICTIONS, METRICS, "roc.png")]
+
+def unreadable(path: str | Path) -> str:
+    """Why `path` cannot be read as a complete run (naming the file), or '' when it can."""
+    try:
+        Run(path)
+        return ""
+    except IncompleteRunError as e:
+        return str(e)
 
 
 def is_done(path: str | Path, cfg: Config) -> bool:
-    """A complete run with exactly this config (the book's incremental build)."""
-    return status(path) == "complete" and Run(path).matches(cfg)
+    """A complete run with exactly this config (the book's incremental build); a damaged one is not done."""
+    try:
+        return status(path) == "complete" and Run(path).matches(cfg)
+    except (IncompleteRunError, OSError, ValueError):
+        return False
+
+
+def skipped_runs(folder: str | Path) -> list[str]:
+    """Why each folder directly inside `folder` that looks like a run (it has a status.json) is not read as one."""
+    out = []
+    for p in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        if (p / STATUS).is_file() and not p.name.startswith("."):
+            try:
+                Run(p)
+            except IncompleteRunError as e:
+                out.append(str(e))
+    return out
 
 
 def find_runs(folder: str | Path) -> list[Run]:
-    """Every complete run directly inside `folder`, by name. Folders that are not complete runs are skipped with a
-    line saying so: a failed or interrupted run is never read as a result."""
+    """Every complete run directly inside `folder`, by name. Folders that are not complete runs (failed,
+    interrupted, damaged) are skipped with a line naming the file and why: they are never read as results. Hidden
+    folders (a replacement being trained, `RunDir`) are not looked at."""
     runs = []
     for p in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
-        if (p / STATUS).is_file():
+        if (p / STATUS).is_file() and not p.name.startswith("."):
             try:
                 runs.append(Run(p))
             except IncompleteRunError as e:

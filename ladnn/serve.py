@@ -11,8 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -23,6 +24,25 @@ from ladnn.images import MAX_PIXELS, ImageError
 from ladnn.predict import Predictor
 
 PAGE = Path(__file__).with_name("page.html")
+_ERROR_LIST = {"errors": [{"filename": "scan.txt", "status": 415, "error": "scan.txt: not a readable image (...)"}]}
+PREDICT_RESPONSES = {
+    200: {"description": "every file scored: `results` (one per file, in upload order), empty `errors`"},
+    207: {"description": "some files scored: `results` for those, and `errors`, one per file that failed, each "
+                         "with its filename, status and message",
+          "content": {"application/json": {"example": {"results": [{"filename": "a.png", "p_covid": 0.4}],
+                                                       **_ERROR_LIST}}}},
+    400: {"description": "no file uploaded, a malformed form, or no file could be scored (truncated, empty, "
+                         "corrupt); `detail` names every file"},
+    411: {"description": "no Content-Length header"},
+    413: {"description": "the upload, a file's pixels, or the number of files exceeds a limit"},
+    415: {"description": "no uploaded file is a readable image or DICOM file", "content": {
+        "application/json": {"example": {"detail": "scan.txt: not a readable image (...)", **_ERROR_LIST}}}},
+}
+
+
+def error_status(e: ImageError) -> int:
+    """The HTTP status of an upload that cannot be scored: 413 over a limit, 415 not an image, else 400."""
+    return 413 if "exceeds the limit" in str(e) else 415 if "not a readable image" in str(e) else 400
 
 
 def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 16,
@@ -31,6 +51,7 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     model (ladnn.dicom)."""
     pred = Predictor(run_dir, window=window)
     lock = threading.Lock()  # one model, shared: Grad-CAM++ hooks must not interleave
+    scoring = anyio.CapacityLimiter(1)  # one worker thread scores; the event loop stays free
     limit = int(max_upload_mb * 1024 * 1024)
     MultiPartParser.spool_max_size = limit + 1  # keep every upload in memory (the default spills to disk at 1 MB)
     metrics = pred.run.metrics
@@ -49,7 +70,8 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
         return PAGE.read_text().replace("__MODEL_INFO__", json.dumps(info))
 
     @app.get("/api/health")
-    def health() -> dict:
+    async def health() -> dict:
+        """Answers at once, also while uploads are being scored (scoring runs in a worker thread)."""
         return {"status": "ok"}
 
     @app.get("/api/model")
@@ -57,10 +79,29 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
         """The run's configuration, weights and test metrics."""
         return info
 
-    @app.post("/api/predict")
-    async def predict(request: Request, cam: bool = False) -> dict:
+    def score(data: bytes, name: str, cam: bool) -> dict:
+        """One upload's result (runs in the worker thread); ImageError for an input that cannot be scored."""
+        with lock:
+            rgb, x, meta = pred.preprocess_with_info(data, name, max_pixels)
+            r = {"filename": name, **pred.result(pred.probs(x)[0]), "warnings": meta["check"]["warnings"]}
+            if "lung_fraction" in meta:
+                r["lung_fraction"] = meta["lung_fraction"]
+                if meta["lung_fraction"] < MIN_LUNG_FRACTION:
+                    r["warnings"].append(f"this DICOM slice shows little lung (lung fraction "
+                                         f"{meta['lung_fraction']:.3f}): the model only saw slices through the lungs")
+            if cam:
+                r["cam"] = pred.cam_overlays(rgb, x)
+                buf = io.BytesIO()
+                Image.fromarray(rgb).save(buf, "PNG", compress_level=1)
+                r["image"] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        return r
+
+    @app.post("/api/predict", responses=PREDICT_RESPONSES)
+    async def predict(request: Request, cam: bool = False):
         """Multipart upload of one or more images (field name `files`). Returns per image the COVID probability,
-        the lesion probabilities (LA-DNN) and, with `?cam=true`, Grad-CAM++ overlays as PNG data URLs."""
+        the lesion probabilities (LA-DNN) and, with `?cam=true`, Grad-CAM++ overlays as PNG data URLs. Files that
+        cannot be scored are listed in `errors`, one per file, beside the results of the others (status 207); when
+        no file can be scored the status is that of the errors (400, 413 or 415) and `detail` names every file."""
         length = request.headers.get("content-length")
         if length is None:
             raise HTTPException(411, "a Content-Length header is required")
@@ -74,30 +115,21 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
         files = [f for f in form.getlist("files") if hasattr(f, "read")]
         if not files:
             raise HTTPException(400, "no image uploaded: send one or more files in the multipart field 'files'")
-        results = []
+        results, errors = [], []
         for f in files:
             data = await f.read()
             name = f.filename or "<upload>"
-            try:
-                with lock:
-                    rgb, x, meta = pred.preprocess_with_info(data, name, max_pixels)
-                    r = {"filename": name, **pred.result(pred.probs(x)[0]), "warnings": meta["check"]["warnings"]}
-                    if "lung_fraction" in meta:
-                        r["lung_fraction"] = meta["lung_fraction"]
-                        if meta["lung_fraction"] < MIN_LUNG_FRACTION:
-                            r["warnings"].append(f"this DICOM slice shows little lung (lung fraction "
-                                                 f"{meta['lung_fraction']:.3f}): the model only saw slices "
-                                                 "through the lungs")
-                    if cam:
-                        r["cam"] = pred.cam_overlays(rgb, x)
-                        buf = io.BytesIO()
-                        Image.fromarray(rgb).save(buf, "PNG")
-                        r["image"] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+            try:  # off the event loop: other requests (health, the page) are answered meanwhile
+                results.append(await anyio.to_thread.run_sync(score, data, name, cam, limiter=scoring))
             except ImageError as e:
-                status = 413 if "exceeds the limit" in str(e) else 415 if "not a readable image" in str(e) else 400
-                raise HTTPException(status, str(e)) from None
-            results.append(r)
-        return {"results": results, "notice": info["notice"]}
+                errors.append({"filename": name, "status": error_status(e), "error": str(e)})
+        if not results:
+            codes = {e["status"] for e in errors}
+            detail = "; ".join(e["error"] for e in errors)
+            return JSONResponse({"detail": detail, "errors": errors, "notice": info["notice"]},
+                                status_code=codes.pop() if len(codes) == 1 else 400)
+        body = {"results": results, "errors": errors, "notice": info["notice"]}
+        return JSONResponse(body, status_code=207 if errors else 200)
 
     return app
 

@@ -131,7 +131,20 @@ def _save(f: Path, feats: dict) -> None:
 
 
 def _load(f: Path) -> dict | None:
-    return torch.load(f, weights_only=True) if f.exists() else None
+    """A cached activation file, or None when there is none. A damaged one (a truncated write, a full disk) is
+    named, removed and built again, as if it had never been written."""
+    if not f.exists():
+        return None
+    try:
+        feats = torch.load(f, weights_only=True)
+        if isinstance(feats, dict) and all(torch.is_tensor(v) for v in feats.values()):
+            return feats
+        why = "not a mapping of tensors"
+    except Exception as e:  # noqa: BLE001 - torch raises EOFError, RuntimeError, UnpicklingError...
+        why = f"{type(e).__name__}: {e}"
+    print(f"activation cache {f} is damaged ({why}); removing it and computing it again", flush=True)
+    f.unlink(missing_ok=True)
+    return None
 
 
 def _cache_file(cfg: Config, model: LADNN, imgs: dict) -> Path:
@@ -319,20 +332,24 @@ def train_or_load(cfg: Config, out: str | Path, data_dir=None) -> RunMetrics:
 
 
 def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) -> RunMetrics:
-    """Train, keep the epoch with the lowest validation COVID loss, predict the test split, write the run directory."""
+    """Train, keep the epoch with the lowest validation COVID loss, predict the test split, write the run directory.
+    The config, the data and the weights are checked, and the images decoded, before `out` is touched; with
+    `overwrite` a finished run in `out` is replaced only once the new one is complete (ladnn.rundir.RunDir)."""
+    t0 = time.time()
     run = RunDir(out)
+    run.check(overwrite)
+    device = pick_device(cfg.device)
+    inputs = prepare_inputs(cfg, data_dir, device)
     run.start(cfg.to_dict(), overwrite=overwrite)
     try:
-        return _train(cfg, run, data_dir)
+        return _train(cfg, run, device, *inputs, t0)
     except BaseException as e:
         run.fail(e)
         raise
 
 
-def _train(cfg: Config, run: RunDir, data_dir) -> RunMetrics:
-    t0 = time.time()
-    device = pick_device(cfg.device)
-    data, model, imgs = prepare_inputs(cfg, data_dir, device)
+def _train(cfg: Config, run: RunDir, device: torch.device, data: dict, model: LADNN, imgs: dict, t0: float
+           ) -> RunMetrics:
     Y, known = {}, {}
     for s in ("train", "val", "test"):
         Y[s], known[s] = (t.to(device) for t in targets(data[s], cfg.zero_lesions if s == "train" else []))

@@ -71,7 +71,7 @@ def test_bad_values_name_the_field():
         Config(finetune="all")
     with pytest.raises(ValueError, match="'zero_lesions'"):
         Config(zero_lesions=["GGO", "Lungs"])
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(ValueError, match="unknown key 'sed'; did you mean 'seed'"):
         Config.from_dict({"sed": 1})
 
 

@@ -31,7 +31,7 @@ def test_16_bit_is_rescaled_not_clipped():
 
 def test_rgba_is_composited_on_black():
     buf = io.BytesIO()
-    Image.new("RGBA", (4, 4), (200, 100, 50, 0)).save(buf, "PNG")
+    Image.new("RGBA", (20, 20), (200, 100, 50, 0)).save(buf, "PNG")
     assert np.asarray(decode(buf.getvalue())).max() == 0
 
 

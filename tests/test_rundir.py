@@ -20,8 +20,31 @@ def test_lifecycle_and_refusal(tmp_path):
     with pytest.raises(RunExistsError, match="--overwrite"):
         RunDir(r.path).start({"a": 2})
     assert json.loads((r.path / "config.json").read_text()) == {"a": 1}
-    RunDir(r.path).start({"a": 2}, overwrite=True)
-    assert status(r.path) == "running" and not (r.path / "metrics.json").exists()
+    new = RunDir(r.path)
+    new.start({"a": 2}, overwrite=True)  # trained beside the finished run, which stays until the new one is done
+    assert new.path != r.path and new.path.parent == r.path.parent and new.path.name.startswith(".")
+    assert status(new.path) == "running" and status(r.path) == "complete"
+    assert json.loads((r.path / "config.json").read_text()) == {"a": 1}
+    for f in ("history.csv", "model.pt", "predictions.csv", "metrics.json"):
+        new.write(f, "y")
+    new.finish()
+    assert new.path == r.path and json.loads((r.path / "config.json").read_text()) == {"a": 2}
+    assert (r.path / "model.pt").read_text() == "y" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_failed_replacement_leaves_the_finished_run_byte_identical(tmp_path):
+    r = RunDir(tmp_path / "run")
+    r.start({"a": 1})
+    for f in ("history.csv", "model.pt", "predictions.csv", "metrics.json"):
+        r.write(f, f"old {f}")
+    r.finish()
+    before = {p.name: p.read_bytes() for p in r.path.iterdir()}
+    new = RunDir(r.path)
+    new.start({"a": 2}, overwrite=True)
+    new.write("history.csv", "half")
+    new.fail(RuntimeError("killed"))
+    assert {p.name: p.read_bytes() for p in r.path.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the replacement's folder is gone
 
 
 def test_failure_is_marked(tmp_path):
@@ -44,7 +67,7 @@ def test_reader_refuses_unfinished_runs_and_reads_finished_ones(tmp_path):
     import pandas as pd
 
     from ladnn.config import Config
-    from ladnn.rundir import P_COVID, IncompleteRunError, Run, is_done, predictions_table
+    from ladnn.rundir import P_COVID, IncompleteRunError, Run, find_runs, is_done, predictions_table
 
     r = RunDir(tmp_path / "run")
     r.start(Config().to_dict())
@@ -66,8 +89,8 @@ def test_reader_refuses_unfinished_runs_and_reads_finished_ones(tmp_path):
     out = run.write_evaluation("eval", pred, e)
     assert Evaluation.from_dict(json.loads((out / "metrics.json").read_text())) == e
     RunDir(r.path).start(Config().to_dict(), overwrite=True)
-    with pytest.raises(IncompleteRunError):
-        Run(r.path)
+    assert Run(r.path).metrics == metrics  # a replacement that has not finished hides nothing
+    assert [x.path for x in find_runs(tmp_path)] == [r.path]  # and its hidden folder is never read as a run
 
 
 def test_predictions_carry_the_resampling_cluster():
