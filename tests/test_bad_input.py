@@ -276,7 +276,7 @@ def profile_empty_file(env: Env):
 @case
 def profile_unknown_backbone(env: Env):
     _plan_refuses(env, "matrix:\n  backbone: [efficientnet_lite9]\n", "timm has no model named 'efficientnet_lite9'",
-                  "efficientnet_lite0")
+                  "close names: efficientnet_lite")
 
 
 @case
