@@ -662,7 +662,7 @@ def service_health_while_scoring(env: Env):
         server.should_exit = True
         t.join(10)
     assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == 16
-    assert answered >= 3, f"/api/health answered {answered} times while the 16-file request was being scored"
+    assert answered >= 10, f"/api/health answered {answered} times while the 16-file request was being scored"
 
 
 @case

@@ -112,7 +112,7 @@ def test_profiles(tmp_path):
         load_profile("nope", ROOT)
     bad = tmp_path / "bad.yaml"
     bad.write_text("description: x\nmatrix: {seed: [0]}\nconfig: {finetune: sideways}\n")
-    with pytest.raises(ValueError, match="finetune"):
+    with pytest.raises(BuildError, match=r"bad\.yaml: config field 'finetune': 'sideways' is not one of"):
         load_profile(str(bad), ROOT)
 
 
