@@ -32,7 +32,8 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_options(t)
     t.add_argument("--out", required=True, help="run directory to create")
-    t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out: the new run trains beside it and "
+                                                       "replaces it only once complete; a failure leaves it as it was")
     _data_arg(t)
 
     e = sub.add_parser("evaluate", help="score a run's test split, or an external folder, and write metrics")

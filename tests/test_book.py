@@ -91,7 +91,7 @@ def test_book_pages_load_in_a_real_browser(built):
             driver.save_screenshot(str(shots / f"{page.replace('/', '_')}.png"))
     finally:
         driver.quit()
-    assert len(list(shots.glob("*.png"))) == 9
+    assert len(list(shots.glob("book*.png"))) == 9
 
 
 def test_failed_notebook_fails_the_build(tmp_path):
