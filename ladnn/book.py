@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ladnn.pages import book_config, check_html
 from ladnn.profiles import BuildError, load_profile, parse_overrides, plan, run_name, training_runs
-from ladnn.rundir import skipped_runs, unreadable
+from ladnn.rundir import scan_runs, unreadable
 from ladnn.runner import execute_all, prepare_caches
 
 # Validity first: it is the longest (it scores every run again), and the others fit beside it on the other core.
@@ -51,7 +51,7 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     missing = [f"{name}: {e}" for name, _, out in todo if (e := unreadable(out))]
     if missing:  # a run the book needs: the build stops, naming each
         raise BuildError("runs the book needs are not complete:\n  " + "\n  ".join(missing))
-    for line in skipped_runs(runs_dir) + skipped_runs(runs_dir / "ablations"):  # not in this profile: left out
+    for line in scan_runs(runs_dir)[1] + scan_runs(runs_dir / "ablations")[1]:  # not in this profile: left out
         print(f"[book {prof['name']}] skipped (not read): {line}", flush=True)
     params = {"profile": prof["name"], "runs_dir": str(runs_dir.relative_to(root)),
               "gradcam_images": prof.get("gradcam_images", 6)}

@@ -8,7 +8,7 @@ import os
 import sys
 import typing
 
-from ladnn.config import Config
+from ladnn.config import Config, field_types
 
 NOTICE = "Research software, not a medical device: never use it to diagnose anyone."
 
@@ -69,17 +69,16 @@ def _window_arg(p: argparse.ArgumentParser) -> None:
 def add_config_options(p: argparse.ArgumentParser) -> None:
     """One option per `Config` field: the name with dashes, the default and choices from the dataclass, the help
     from the field's metadata; booleans get --x/--no-x, lists take several values."""
-    hints, default = typing.get_type_hints(Config), Config()
+    default = Config()
     for f in dataclasses.fields(Config):
-        kind = hints[f.name]
-        args = typing.get_args(kind)
+        kind, _ = field_types()[f.name]  # X | None -> X
         kw = {"help": f.metadata["help"], "default": getattr(default, f.name)}
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is list:
-            kw.update(nargs="*", type=args[0], metavar=f.name.upper().rstrip("S"))
+            kw.update(nargs="*", type=typing.get_args(kind)[0], metavar=f.name.upper().rstrip("S"))
         else:
-            kw["type"] = next((t for t in args if t is not type(None)), kind)  # X | None -> X
+            kw["type"] = kind
         if f.metadata["choices"]:
             kw["choices"] = f.metadata["choices"]
         p.add_argument(f"--{f.name.replace('_', '-')}", **kw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import sys
 import types
@@ -95,9 +96,8 @@ class Config:
 
     def __post_init__(self) -> None:
         """Every field's type (from its annotation; an int is taken as a float), allowed values and range."""
-        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            value = _typed(f.name, hints[f.name], getattr(self, f.name))
+            value = _typed(f.name, getattr(self, f.name))
             object.__setattr__(self, f.name, value)
             allowed, low, above = f.metadata["choices"], f.metadata["low"], f.metadata["above"]
             bad = [v for v in (value if isinstance(value, list) else [value]) if allowed and v not in allowed]
@@ -155,18 +155,27 @@ def check_key(key: str, valid, where: str) -> None:
         raise ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
-def _typed(name: str, kind, value):
-    """`value` checked against the annotation `kind` (int for float is converted); a ConfigError names the field."""
-    args = typing.get_args(kind)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        kind = next(t for t in args if t is not type(None))
-        args = typing.get_args(kind)
+@functools.cache
+def field_types() -> dict[str, tuple[Any, bool]]:
+    """Each field's annotated type, `X | None` read as X, and whether it may be None: what `Config` checks,
+    `parse_value` parses and the command line's options take."""
+    out = {}
+    for name, kind in typing.get_type_hints(Config).items():
+        optional = typing.get_origin(kind) in (typing.Union, types.UnionType)
+        out[name] = (next(t for t in typing.get_args(kind) if t is not type(None)) if optional else kind, optional)
+    return out
+
+
+def _typed(name: str, value):
+    """`value` checked against the field's annotation (an int for a float is converted); a ConfigError names the
+    field."""
+    kind, optional = field_types()[name]
+    if value is None and optional:
+        return None
     if typing.get_origin(kind) is list:
         if isinstance(value, tuple):
             value = list(value)
-        if isinstance(value, list) and all(isinstance(v, args[0]) for v in value):
+        if isinstance(value, list) and all(isinstance(v, typing.get_args(kind)[0]) for v in value):
             return value
     elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -187,13 +196,10 @@ def parse_value(name: str, text: str):
     """A field's value from text (`--set FIELD=VALUE`, a profile's string): parsed by the field's annotated type,
     so `1e-3` is a float, `none` empties an optional field, and a list is `[a, b]` or `a,b`."""
     check_key(name, field_names(), "config")
-    kind = typing.get_type_hints(Config)[name]
-    args = typing.get_args(kind)
+    kind, optional = field_types()[name]
     t = text.strip()
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        if t.lower() in ("none", "null", ""):
-            return None
-        kind = next(a for a in args if a is not type(None))
+    if optional and t.lower() in ("none", "null", ""):
+        return None
     try:
         if typing.get_origin(kind) is list:
             inner = t[1:-1] if t.startswith("[") and t.endswith("]") else t

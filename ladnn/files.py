@@ -29,6 +29,23 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
+def load_cache(f: Path, load, why_bad):
+    """A cache file read by `load`, or None when there is none. A damaged one (a truncated write, a full disk: `load`
+    fails, or `why_bad(value)` says what is wrong) is named, removed, and None returned, so that the caller builds
+    it again as if it had never been written."""
+    if not f.exists():
+        return None
+    try:
+        value = load(f)
+        if not (why := why_bad(value)):
+            return value
+    except Exception as e:  # noqa: BLE001 - numpy and torch raise EOFError, ValueError, RuntimeError, pickle errors
+        why = f"{type(e).__name__}: {e}"
+    print(f"cache file {f} is damaged ({why}); removing it and building it again", flush=True)
+    f.unlink(missing_ok=True)
+    return None
+
+
 def replace_folder(new: str | Path, final: str | Path) -> Path:
     """Move the finished folder `new` to `final`, replacing what is there: the old folder is renamed aside first
     and removed only once `new` is in place, so `final` holds the old folder or the new one, never a mix."""
@@ -47,8 +64,9 @@ def write_folder_atomic(folder: str | Path, files: dict[str, str | bytes]) -> Pa
     folder = Path(folder)
     tmp = folder.parent / f".{folder.name}.new-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        for name, data in files.items():
-            write_atomic(tmp / name, data)
+        tmp.mkdir(parents=True)
+        for name, data in files.items():  # the folder is private until it is swapped in: plain writes suffice
+            (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
         return replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from ladnn.config import PREPROCESS
 from ladnn.dicom import DicomError, decode_dicom, is_dicom
-from ladnn.files import write_atomic
+from ladnn.files import load_cache, write_atomic
 
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
 MIN_SIDE = 16  # images narrower or lower than this are refused (D0's smallest is 53 x 26 pixels)
@@ -220,19 +220,10 @@ class ImageCache:
 
 
 def _load_cached(f: Path, size: int) -> np.ndarray | None:
-    """A cached decoded image, or None when there is none; a damaged one is named, removed and decoded again."""
-    if not f.exists():
-        return None
-    try:
-        arr = np.load(f)
-        if arr.shape == (size, size, 3) and arr.dtype == np.uint8:
-            return arr
-        why = f"holds {arr.dtype} {arr.shape}, expected uint8 {(size, size, 3)}"
-    except (OSError, ValueError, EOFError) as e:
-        why = f"{type(e).__name__}: {e}"
-    print(f"image cache {f} is damaged ({why}); removing it and decoding the image again", flush=True)
-    f.unlink(missing_ok=True)
-    return None
+    """A cached decoded image, or None when there is none or it is damaged (`load_cache`)."""
+    want = (size, size, 3)
+    return load_cache(f, np.load, lambda a: "" if a.shape == want and a.dtype == np.uint8 else
+                      f"holds {a.dtype} {a.shape}, expected uint8 {want}")
 
 
 def _draw(n: int, strong: bool, shear_deg: float, scale: tuple[float, float],

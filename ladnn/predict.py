@@ -235,7 +235,9 @@ def labels_table(csv_path: str | Path):
                     "slice_scored": not (covid and inf == "0"), "lesions_known": False, **{k: 0 for k in LESIONS}})
     if not out:
         raise ValueError(f"{path}: no rows")
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    table.attrs["source"] = str(path)  # named in errors about the set as a whole
+    return table
 
 
 def external_table(folder: str | Path, labels: str | Path | None = None):
@@ -261,7 +263,7 @@ def external_table(folder: str | Path, labels: str | Path | None = None):
     if not rows:
         raise FileNotFoundError(f"{folder}: no images found in covid/ or noncovid/")
     out = pd.DataFrame(rows)
-    out.attrs["skipped"] = skipped
+    out.attrs.update(skipped=skipped, source=str(folder))
     return out
 
 
@@ -371,9 +373,8 @@ def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir
         print(f"skipped {line}", file=sys.stderr)
     if df["covid"].nunique() < 2:
         only = "COVID-19" if df["covid"].iloc[0] else "not COVID-19"
-        where = labels or (Path(images) / "labels.csv" if (Path(images) / "labels.csv").is_file() else images)
-        raise ValueError(f"{where}: all {len(df)} images are labelled {only}; an evaluation needs both "
-                         "classes (AUC, sensitivity and specificity): nothing was written")
+        raise ValueError(f"{df.attrs.get('source', 'the test split')}: all {len(df)} images are labelled {only}; an "
+                         "evaluation needs both classes (AUC, sensitivity and specificity): nothing was written")
     pred, scores = score_table(pr, df, progress)
     per, per_scores = patient_scores(pred, pr.config.seed) if images else (None, None)
     n_left = int((~pred["slice_scored"]).sum()) if "slice_scored" in pred else 0

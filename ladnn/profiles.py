@@ -142,7 +142,7 @@ def plan(profile: str, root: str | Path = ".", overrides: dict | None = None) ->
     import shlex
 
     from ladnn.cli import config_args
-    from ladnn.rundir import is_done, status, unreadable
+    from ladnn.rundir import is_done, read_status
 
     root = Path(root).resolve()
     prof = load_profile(profile, root, overrides)
@@ -150,8 +150,9 @@ def plan(profile: str, root: str | Path = ".", overrides: dict | None = None) ->
     for _, cfg, out in training_runs(prof, root):
         if is_done(out, cfg):
             continue
-        if status(out) == "damaged":  # listed again, and the file it could not read is named
-            print(f"plan: {out} is listed again: {unreadable(out)}", file=sys.stderr)
+        state, why = read_status(out)
+        if state == "damaged":  # listed again, and the file it could not read is named
+            print(f"plan: {out} is listed again: {why}", file=sys.stderr)
         lines.append(shlex.join(["ladnn", "train", *config_args(cfg), "--out", str(out.relative_to(root)),
                                  "--overwrite"]))
     return lines

@@ -252,29 +252,26 @@ def is_done(path: str | Path, cfg: Config) -> bool:
         return False
 
 
-def skipped_runs(folder: str | Path) -> list[str]:
-    """Why each folder directly inside `folder` that looks like a run (it has a status.json) is not read as one."""
-    out = []
-    for p in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
-        if (p / STATUS).is_file() and not p.name.startswith("."):
-            try:
-                Run(p)
-            except IncompleteRunError as e:
-                out.append(str(e))
-    return out
-
-
-def find_runs(folder: str | Path) -> list[Run]:
-    """Every complete run directly inside `folder`, by name. Folders that are not complete runs (failed,
-    interrupted, damaged) are skipped with a line naming the file and why: they are never read as results. Hidden
-    folders (a replacement being trained, `RunDir`) are not looked at."""
-    runs = []
+def scan_runs(folder: str | Path) -> tuple[list[Run], list[str]]:
+    """The complete runs directly inside `folder`, by name, and why each other folder that looks like a run (it has
+    a status.json) is not read as one: failed, interrupted or damaged, with the file named. Hidden folders (a
+    replacement being trained, `RunDir`) are not looked at."""
+    runs, skipped = [], []
     for p in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
         if (p / STATUS).is_file() and not p.name.startswith("."):
             try:
                 runs.append(Run(p))
             except IncompleteRunError as e:
-                print(f"skipping {e}")
+                skipped.append(str(e))
+    return runs, skipped
+
+
+def find_runs(folder: str | Path) -> list[Run]:
+    """Every complete run directly inside `folder` (`scan_runs`), with a line for each folder skipped and why: a
+    failed, interrupted or damaged run is never read as a result."""
+    runs, skipped = scan_runs(folder)
+    for why in skipped:
+        print(f"skipping {why}")
     return runs
 
 

@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import sys
-import threading
 from pathlib import Path
 
 import anyio
@@ -50,8 +49,9 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     """The service for one trained run; the model is loaded once, here. `window`: how DICOM uploads are shown to the
     model (ladnn.dicom)."""
     pred = Predictor(run_dir, window=window)
-    lock = threading.Lock()  # one model, shared: Grad-CAM++ hooks must not interleave
-    scoring = anyio.CapacityLimiter(1)  # one worker thread scores; the event loop stays free
+    # one worker thread scores, one upload at a time (one model, shared: Grad-CAM++ hooks must not interleave);
+    # the event loop stays free
+    scoring = anyio.CapacityLimiter(1)
     limit = int(max_upload_mb * 1024 * 1024)
     MultiPartParser.spool_max_size = limit + 1  # keep every upload in memory (the default spills to disk at 1 MB)
     metrics = pred.run.metrics
@@ -81,19 +81,18 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
 
     def score(data: bytes, name: str, cam: bool) -> dict:
         """One upload's result (runs in the worker thread); ImageError for an input that cannot be scored."""
-        with lock:
-            rgb, x, meta = pred.preprocess_with_info(data, name, max_pixels)
-            r = {"filename": name, **pred.result(pred.probs(x)[0]), "warnings": meta["check"]["warnings"]}
-            if "lung_fraction" in meta:
-                r["lung_fraction"] = meta["lung_fraction"]
-                if meta["lung_fraction"] < MIN_LUNG_FRACTION:
-                    r["warnings"].append(f"this DICOM slice shows little lung (lung fraction "
-                                         f"{meta['lung_fraction']:.3f}): the model only saw slices through the lungs")
-            if cam:
-                r["cam"] = pred.cam_overlays(rgb, x)
-                buf = io.BytesIO()
-                Image.fromarray(rgb).save(buf, "PNG", compress_level=1)
-                r["image"] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        rgb, x, meta = pred.preprocess_with_info(data, name, max_pixels)
+        r = {"filename": name, **pred.result(pred.probs(x)[0]), "warnings": meta["check"]["warnings"]}
+        if "lung_fraction" in meta:
+            r["lung_fraction"] = meta["lung_fraction"]
+            if meta["lung_fraction"] < MIN_LUNG_FRACTION:
+                r["warnings"].append(f"this DICOM slice shows little lung (lung fraction "
+                                     f"{meta['lung_fraction']:.3f}): the model only saw slices through the lungs")
+        if cam:
+            r["cam"] = pred.cam_overlays(rgb, x)
+            buf = io.BytesIO()
+            Image.fromarray(rgb).save(buf, "PNG", compress_level=1)
+            r["image"] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
         return r
 
     @app.post("/api/predict", responses=PREDICT_RESPONSES)

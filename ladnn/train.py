@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ladnn.config import LESIONS, Config, cache_key
 from ladnn.data import load_table, splits, subset
-from ladnn.files import write_atomic
+from ladnn.files import load_cache, write_atomic
 from ladnn.images import ImageCache, augment, cache_dir
 from ladnn.infer import (
     autocast,
@@ -131,20 +131,10 @@ def _save(f: Path, feats: dict) -> None:
 
 
 def _load(f: Path) -> dict | None:
-    """A cached activation file, or None when there is none. A damaged one (a truncated write, a full disk) is
-    named, removed and built again, as if it had never been written."""
-    if not f.exists():
-        return None
-    try:
-        feats = torch.load(f, weights_only=True)
-        if isinstance(feats, dict) and all(torch.is_tensor(v) for v in feats.values()):
-            return feats
-        why = "not a mapping of tensors"
-    except Exception as e:  # noqa: BLE001 - torch raises EOFError, RuntimeError, UnpicklingError...
-        why = f"{type(e).__name__}: {e}"
-    print(f"activation cache {f} is damaged ({why}); removing it and computing it again", flush=True)
-    f.unlink(missing_ok=True)
-    return None
+    """A cached activation file, or None when there is none or it is damaged (`load_cache`)."""
+    return load_cache(f, lambda p: torch.load(p, weights_only=True),
+                      lambda d: "" if isinstance(d, dict) and all(torch.is_tensor(v) for v in d.values())
+                      else "not a mapping of tensors")
 
 
 def _cache_file(cfg: Config, model: LADNN, imgs: dict) -> Path:

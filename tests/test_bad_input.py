@@ -672,14 +672,9 @@ def service_refuses_a_damaged_run(env: Env):
         env.client()
 
 
-def _openapi_documents_partial_results(env: Env):
-    spec = env.client().get("/openapi.json").json()
-    return spec["paths"]["/api/predict"]["post"]["responses"]
-
-
 @case
 def service_documents_partial_results(env: Env):
-    responses = _openapi_documents_partial_results(env)
+    responses = env.client().get("/openapi.json").json()["paths"]["/api/predict"]["post"]["responses"]
     assert "207" in responses and "errors" in json.dumps(responses["207"])
 
 
