@@ -5,6 +5,7 @@ Research software, not a medical device. Uploads are read into memory, never wri
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import sys
@@ -61,7 +62,14 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
             "test_metrics_ci95": metrics.covid_ci95.to_dict(), "generalisation": gen,
             "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_pixels": max_pixels},
             "notice": "Research software, not a medical device. The model only knows chest CT slices."}
-    app = FastAPI(title="LA-DNN diagnosis service (research use only)", version="0.1.0",
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        """The frozen scoring copy is built before the first request: tracing it holds the GIL for a moment, which
+        would stall /api/health during the first upload."""
+        await anyio.to_thread.run_sync(lambda: pred.scorer, limiter=scoring)
+        yield
+
+    app = FastAPI(title="LA-DNN diagnosis service (research use only)", version="0.1.0", lifespan=lifespan,
                   description="COVID-19 and lesion probabilities for chest CT slices, with Grad-CAM++ maps. "
                               + info["notice"])
 
@@ -128,7 +136,8 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
             return JSONResponse({"detail": detail, "errors": errors, "notice": info["notice"]},
                                 status_code=codes.pop() if len(codes) == 1 else 400)
         body = {"results": results, "errors": errors, "notice": info["notice"]}
-        return JSONResponse(body, status_code=207 if errors else 200)
+        # rendered in the worker thread too: 16 results with overlays are megabytes of JSON
+        return await anyio.to_thread.run_sync(JSONResponse, body, 207 if errors else 200)
 
     return app
 
