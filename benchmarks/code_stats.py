@@ -18,13 +18,13 @@ RUN_FILES = {"config.json", "metrics.json", "predictions.csv", "history.csv", "s
 LAYERS = (
     ("ladnn", "ladnn.config", "ladnn.files", "ladnn.summary"),
     ("ladnn.data", "ladnn.sources", "ladnn.dicom", "ladnn.images", "ladnn.models", "ladnn.rundir", "ladnn.loss", "ladnn.metrics",
-     "ladnn.fetch"),
+     "ladnn.fetch", "ladnn.mtl"),
     ("ladnn.infer", "ladnn.cam"),
     ("ladnn.train", "ladnn.predict", "ladnn.generalisation"),
     ("ladnn.report", "ladnn.report.dataset", "ladnn.report.leakage", "ladnn.report.lesions", "ladnn.report.maps",
      "ladnn.report.marks",
      "ladnn.report.reproduction", "ladnn.report.results", "ladnn.report.selection", "ladnn.report.unseen",
-     "ladnn.report.validity", "ladnn.serve", "ladnn.cli", "ladnn.profiles", "ladnn.runner", "ladnn.pages",
+     "ladnn.report.validity", "ladnn.report.lab", "ladnn.serve", "ladnn.cli", "ladnn.profiles", "ladnn.runner", "ladnn.pages",
      "ladnn.book"),
 )
 LAYER_OF = {m: k for k, layer in enumerate(LAYERS) for m in layer}

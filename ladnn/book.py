@@ -51,7 +51,7 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     missing = [f"{name}: {e}" for name, _, out in todo if (e := unreadable(out))]
     if missing:  # a run the book needs: the build stops, naming each
         raise BuildError("runs the book needs are not complete:\n  " + "\n  ".join(missing))
-    for line in scan_runs(runs_dir)[1] + scan_runs(runs_dir / "ablations")[1]:  # not in this profile: left out
+    for line in [x for sub in ("", "ablations", "lab") for x in scan_runs(runs_dir / sub)[1]]:  # not in this profile: left out
         print(f"[book {prof['name']}] skipped (not read): {line}", flush=True)
     params = {"profile": prof["name"], "runs_dir": str(runs_dir.relative_to(root)),
               "gradcam_images": prof.get("gradcam_images", 6)}

@@ -24,6 +24,9 @@ REDUCTIONS = ("mean", "per_image")
 PROTOCOLS = ("official", "grouped", "collection")
 PREPROCESS = ("crop", "gray", "clahe", "jpeg")  # applied in this order (ladnn.images.preprocess)
 AUGMENTS = ("paper", "strong")
+# How the task losses are combined into one update (ladnn.mtl): the paper's fixed weighted sum, uncertainty weighting
+# (Kendall, Gal and Cipolla, CVPR 2018), or a Jacobian-descent aggregator of the per-task gradients from torchjd.
+TASK_WEIGHTINGS = ("fixed", "uncertainty", "upgrad", "mgda", "pcgrad", "cagrad", "nashmtl")
 TTA_SEED = 4321  # default seed of the test-time views (Config.tta_seed)
 PAPER_COVID_WEIGHT = 5.0  # the paper code's weight of the COVID term (Section 2.2; Code/train.py)
 SHORT_BACKBONES = ("vgg16, resnet18, resnet50, densenet121, densenet169, efficientnet_b0, efficientnet_b1, "
@@ -87,6 +90,18 @@ class Config:
                                    "re-encoded at quality 75)", PREPROCESS, cache=True)
     augment: str = _f("paper", "paper: the paper code's flip, scale and tiny shear; strong: adds rotation, shift, "
                                "brightness and contrast", AUGMENTS, cache=True)
+    task_weighting: str = _f("fixed", "how the tasks are combined: fixed (the paper's weighted sum of its six terms: "
+                                      "covid_weight, loss_reduction); or, over its two tasks (COVID, the lesions' "
+                                      "sum; ladnn.mtl), uncertainty (learned weights, Kendall et al. 2018) or a "
+                                      "torchjd aggregator of their gradients on the shared layers (upgrad, mgda, "
+                                      "pcgrad, cagrad, nashmtl); ladnn only", TASK_WEIGHTINGS, cache=False)
+    grad_diagnostics: bool = _f(False, "record, every training step, the cosine and norm ratio of each lesion "
+                                       "term's gradient to the COVID term's on the shared layers "
+                                       "(grad_diagnostics.csv; ladnn only; six extra backward passes per step)",
+                                cache=False)
+    train_fraction: float = _f(1.0, "share of the training patients used, drawn per class and nested: for one seed "
+                                    "a smaller share's patients are among a larger one's (ladnn.data.train_subset)",
+                               cache=False, above=0)
     zero_lesions: list[str] = _f([], "ablation: train with these lesion labels set to 0", LESIONS, cache=False)  # noqa: RUF009
     pretrained: bool = _f(True, "start from ImageNet weights (no: random initialisation)", cache=True)
     weights: str | None = _f(None, "ImageNet weights file for the backbone", cache=True)
@@ -107,6 +122,11 @@ class Config:
                 raise ConfigError(f"config field {f.name!r}: {value!r} is below its minimum {low:g}")
             if value is not None and above is not None and value <= above:
                 raise ConfigError(f"config field {f.name!r}: {value!r} must be above {above:g}")
+        if self.train_fraction > 1:
+            raise ConfigError(f"config field 'train_fraction': {self.train_fraction!r} is above its maximum 1")
+        if self.method == "baseline" and (self.task_weighting != "fixed" or self.grad_diagnostics):
+            field_ = "task_weighting" if self.task_weighting != "fixed" else "grad_diagnostics"
+            raise ConfigError(f"config field {field_!r}: the baseline has one task; use method 'ladnn'")
         if not self.fold < self.folds:
             raise ConfigError(f"config field 'fold' must be below 'folds' ({self.folds}): got {self.fold}")
 

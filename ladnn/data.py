@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import math
 import os
 import re
 import zipfile
@@ -271,6 +272,25 @@ def subset(df: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFrame:
     for (_, _), g in df.groupby(["split", "covid"], sort=True):
         parts.append(g.sample(n=min(len(g), max(1, limit // 2)), random_state=seed))
     return pd.concat(parts).sort_index()
+
+
+def train_subset(df: pd.DataFrame, fraction: float, seed: int = 0) -> pd.DataFrame:
+    """The rows of the training patients kept at `fraction` (the learning curves of the multi-task lab): within each
+    class, the patients (`groups_of`) in an order drawn with `seed`, and the first ceil(fraction x count) of them.
+    For one seed the subsets are nested (every patient of a smaller fraction is in a larger one) and hold both
+    classes; the order of the rows is kept."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"train_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return df
+    groups = pd.Series(groups_of(df), index=df.index)
+    rng = np.random.default_rng(seed)
+    keep: set[str] = set()
+    for c in sorted(df["covid"].unique()):
+        pool = sorted(set(groups[df["covid"] == c]))
+        order = [pool[i] for i in rng.permutation(len(pool))]
+        keep.update(order[:math.ceil(fraction * len(pool))])
+    return df[groups.isin(keep)]
 
 
 def splits(cfg: Config, root=None) -> dict[str, pd.DataFrame]:

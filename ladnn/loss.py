@@ -1,4 +1,5 @@
-"""The lesion-attention loss (paper Section 2.2; the rule of the paper's released code)."""
+"""The lesion-attention loss (paper Section 2.2; the rule of the paper's released code), written as a weighted sum
+of one loss per task so that other ways of combining the tasks (ladnn.mtl) start from the same six terms."""
 from __future__ import annotations
 
 import torch
@@ -20,22 +21,37 @@ def lesion_mask(y: torch.Tensor, known: torch.Tensor, rule: str) -> torch.Tensor
     raise ValueError(f"unknown lesion mask rule {rule!r}")
 
 
+def task_losses(logits: torch.Tensor, y: torch.Tensor, known: torch.Tensor | None = None,
+                rule: str = "any_lesion") -> torch.Tensor:
+    """One loss per output column, each averaged over the N images of the batch:
+    L_0 = (1/N) sum_i BCE(COVID_i) and L_k = (1/N) sum_i m_i BCE(lesion_ik) (m_i: the lesion mask). With one logit
+    column (the baseline) only L_0."""
+    y = y.to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, y[:, :logits.shape[1]], reduction="none")
+    if logits.shape[1] == 1:
+        return bce.mean(0)
+    if known is None:
+        known = torch.ones(len(y), dtype=torch.bool, device=y.device)
+    m = lesion_mask(y, known, rule).to(bce.dtype)
+    return torch.cat([bce[:, :1].mean(0), (m[:, None] * bce[:, 1:]).mean(0)])
+
+
+def task_weights(n_tasks: int, covid_weight: float = PAPER_COVID_WEIGHT, reduction: str = "mean") -> torch.Tensor:
+    """The paper's fixed weights of the task losses: (w, 1, 1, 1, 1, 1), divided by 6 (`mean`: the paper code's
+    `BCELoss` mean over the N x 6 entries) or not (`per_image`). The baseline's single term has weight 1."""
+    if n_tasks == 1:
+        return torch.ones(1)
+    if reduction not in ("mean", "per_image"):
+        raise ValueError(f"unknown loss reduction {reduction!r}")
+    c = torch.tensor([covid_weight] + [1.0] * (n_tasks - 1))
+    return c / n_tasks if reduction == "mean" else c
+
+
 def lesion_attention_loss(logits: torch.Tensor, y: torch.Tensor, known: torch.Tensor | None = None,
                           covid_weight: float = PAPER_COVID_WEIGHT, rule: str = "any_lesion",
                           reduction: str = "mean") -> torch.Tensor:
-    """The per-image terms  w * BCE(COVID)  +  m_i * sum_k BCE(lesion_k)  (m_i: the lesion mask), summed over the
-    batch and divided by N x 6 (`mean`: the paper code's `BCELoss` mean over every entry) or by N (`per_image`).
-    With one logit column (the baseline) only the COVID term is used, unweighted, and both reductions agree."""
-    y = y.to(logits.dtype)
-    if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y[:, 0])
-    if known is None:
-        known = torch.ones(len(y), dtype=torch.bool, device=y.device)
-    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
-    m = lesion_mask(y, known, rule).to(bce.dtype)
-    per_image = covid_weight * bce[:, 0] + m * bce[:, 1:].sum(axis=1)
-    if reduction == "mean":
-        return per_image.sum() / bce.numel()
-    if reduction == "per_image":
-        return per_image.mean()
-    raise ValueError(f"unknown loss reduction {reduction!r}")
+    """The paper's objective  (1/6N) sum_i [ w BCE(COVID_i) + m_i sum_k BCE(lesion_ik) ]  (`mean`; `per_image`
+    divides by N): the task losses (`task_losses`) weighted by `task_weights`. With one logit column (the baseline)
+    only the COVID term is used, unweighted, and both reductions agree."""
+    losses = task_losses(logits, y, known, rule)
+    return task_weights(len(losses), covid_weight, reduction).to(losses) @ losses

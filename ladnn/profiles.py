@@ -16,9 +16,10 @@ class BuildError(RuntimeError):
     """A profile, notebook or book build that cannot go on; the message says why."""
 
 
-PROFILE_KEYS = ("description", "matrix", "config", "backbone_config", "optional_backbones", "gradcam_images",
-                "ablations")
+PROFILE_KEYS = ("base", "description", "matrix", "config", "backbone_config", "optional_backbones", "gradcam_images",
+                "ablations", "lab")
 ABLATION_KEYS = ("seeds", "variants")
+LAB_KEYS = ("seeds", "fractions", "weightings", "diagnostic_seeds")
 
 
 def read_yaml(path: Path) -> dict:
@@ -62,6 +63,17 @@ def load_profile(name: str, root: Path, overrides: dict | None = None) -> dict:
         known = sorted(p.stem for p in (root / "profiles").glob("*.yaml"))
         raise BuildError(f"no profile {name!r} ({path}); known profiles: {known}")
     prof = read_yaml(path)
+    if "base" in prof:  # another profile's keys, each replaced whole by this one's
+        base = prof["base"]
+        if not isinstance(base, str) or base == path.stem:
+            raise BuildError(f"{path}: base: expected the name of another profile, got {base!r}")
+        base_path = root / "profiles" / f"{base}.yaml"
+        if not base_path.is_file():
+            raise BuildError(f"{path}: base: no profile {base!r} ({base_path})")
+        parent = read_yaml(base_path)
+        if "base" in parent:
+            raise BuildError(f"{path}: base: {base_path} has a base of its own; one level only")
+        prof = {**parent, **{k: v for k, v in prof.items() if k != "base"}}
     try:
         for k in prof:
             check_key(k, PROFILE_KEYS, str(path))
@@ -77,6 +89,9 @@ def load_profile(name: str, root: Path, overrides: dict | None = None) -> dict:
         abl = _mapping(prof.get("ablations"), f"{path}: ablations")
         for k in abl:
             check_key(k, ABLATION_KEYS, f"{path}: ablations")
+        lab = _mapping(prof.get("lab"), f"{path}: lab")
+        for k in lab:
+            check_key(k, LAB_KEYS, f"{path}: lab")
     except ConfigError as e:
         raise BuildError(str(e)) from None
     prof["name"] = path.stem
@@ -107,7 +122,26 @@ def load_profile(name: str, root: Path, overrides: dict | None = None) -> dict:
          _config({**runs[0].to_dict(), **_mapping(change, f"{path}: ablations.variants.{name}"), "method": "ladnn",
                   "seed": seed, **(overrides or {})}, f"{path}: ablations.variants.{name}"))
         for name, change in variants.items() for seed in abl.get("seeds", [0])]
+    prof["lab_runs"] = lab_runs(lab, runs[0], overrides, f"{path}: lab") if lab else []
     return prof
+
+
+def lab_runs(lab: dict, first: Config, overrides: dict | None, where: str) -> list[tuple[str, Config]]:
+    """The multi-task lab's runs (book chapter "Multi-task lab"), each the profile's first recipe with one change:
+    - `fractions` x both methods x `seeds`: the learning curves (`train_fraction`; the whole split is the matrix's);
+    - `weightings` x `seeds`: LA-DNN with another way of combining the tasks (`task_weighting`);
+    - `diagnostic_seeds`: LA-DNN on the whole split recording its tasks' gradients (`grad_diagnostics`)."""
+    seeds = lab.get("seeds", [0])
+    base = {**first.to_dict()}
+    todo = [(f"lab-ladnn-gradients-s{s}", {"method": "ladnn", "grad_diagnostics": True, "seed": s})
+            for s in lab.get("diagnostic_seeds", [])]  # the longest first: two jobs then end together
+    for kind in lab.get("weightings", []):
+        todo += [(f"lab-ladnn-{kind}-s{s}", {"method": "ladnn", "task_weighting": kind, "seed": s}) for s in seeds]
+    for frac in sorted(lab.get("fractions", []), reverse=True):
+        for method in ("baseline", "ladnn"):
+            todo += [(f"lab-{method}-f{round(float(frac) * 100):03d}-s{s}", {"method": method, "train_fraction": frac,
+                                                                           "seed": s}) for s in seeds]
+    return [(name, _config({**base, **change, **(overrides or {})}, where)) for name, change in todo]
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -130,10 +164,11 @@ def run_name(cfg: Config) -> str:
 
 
 def training_runs(prof: dict, root: Path) -> list[tuple[str, Config, Path]]:
-    """(name, config, run folder) of every run of a profile, ablations included."""
+    """(name, config, run folder) of every run of a profile, ablations and the lab's runs included."""
     runs_dir = root / "runs" / prof["name"]
     todo = [(run_name(c), c, runs_dir / run_name(c)) for c in prof["runs"]]
-    return todo + [(name, c, runs_dir / "ablations" / name) for name, c in prof["ablation_runs"]]
+    todo += [(name, c, runs_dir / "ablations" / name) for name, c in prof["ablation_runs"]]
+    return todo + [(name, c, runs_dir / "lab" / name) for name, c in prof.get("lab_runs", [])]
 
 
 def plan(profile: str, root: str | Path = ".", overrides: dict | None = None) -> list[str]:

@@ -22,6 +22,7 @@ CONFIG, HISTORY, MODEL, PREDICTIONS, METRICS, STATUS = (
     "config.json", "history.csv", "model.pt", "predictions.csv", "metrics.json", "status.json")
 FILES = (CONFIG, HISTORY, MODEL, PREDICTIONS, METRICS)
 UNSEEN = "unseen_source.csv"  # official D0 runs: predictions on the D1 images present (sources D0 never saw)
+GRADIENTS = "grad_diagnostics.csv"  # Config.grad_diagnostics: per step, each lesion term's gradient against COVID's
 
 # Columns of predictions.csv: one row per test image.
 IMAGE, Y_TRUE, P_COVID, LESIONS_KNOWN = "image", "y_true", "p_covid", "lesions_known"

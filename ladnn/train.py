@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ladnn.config import LESIONS, Config, cache_key
-from ladnn.data import load_table, splits, subset
+from ladnn.data import load_table, splits, subset, train_subset
 from ladnn.files import load_cache, write_atomic
 from ladnn.images import ImageCache, augment, cache_dir
 from ladnn.infer import (
@@ -36,10 +36,11 @@ from ladnn.infer import (
     tta_outputs,
     view_outputs,
 )
-from ladnn.loss import lesion_attention_loss
+from ladnn.loss import task_losses, task_weights
 from ladnn.metrics import binary_metrics, bootstrap_ci, evaluate_predictions, lesion_prevalence
 from ladnn.models import LADNN, build_model, frozen_split, timm_name
-from ladnn.rundir import UNSEEN, Run, RunDir, is_done, predictions_table
+from ladnn.mtl import GradientProbe, TaskCombiner
+from ladnn.rundir import GRADIENTS, UNSEEN, Run, RunDir, is_done, predictions_table
 from ladnn.sources import linked_groups, protocol_info
 from ladnn.summary import RunInfo, RunMetrics, Scores, Unseen
 
@@ -90,6 +91,10 @@ class ImageBatches:
         return tta_outputs(net, self.imgs[split], self.tta, self.model.data_config, self.device, self.tta_seed,
                            self.strength)
 
+    def keep_train(self, rows: torch.Tensor) -> None:
+        """Train on these rows of the training split only (`Config.train_fraction`)."""
+        self.imgs = {**self.imgs, "train": self.imgs["train"][rows.to(self.imgs["train"].device)]}
+
 
 class FeatureBatches:
     """finetune=head/top: the trainable upper part sees cached activations of the frozen lower part; each training
@@ -114,6 +119,10 @@ class FeatureBatches:
         if extra is None:
             return plain
         return torch.stack([plain, *(forward(net, v, self.device) for v in extra)]).mean(0)
+
+    def keep_train(self, rows: torch.Tensor) -> None:
+        """Train on these rows of the training split only (`Config.train_fraction`); the cache is not copied."""
+        self.feats = {**self.feats, "train": self.feats["train"][:, rows]}
 
 
 @contextlib.contextmanager
@@ -231,25 +240,31 @@ def batch_source(cfg: Config, model: LADNN, imgs: dict, device, data: dict | Non
 
 
 # ---------------------------------------------------------------- the steps
-def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               known: torch.Tensor, cfg: Config, device: torch.device) -> torch.Tensor:
-    """One optimiser step on the lesion-attention loss (eq. in Section 2.2); returns the batch loss (no sync)."""
+def train_step(combine: TaskCombiner, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               known: torch.Tensor, cfg: Config, device: torch.device, probe: GradientProbe | None = None
+               ) -> torch.Tensor:
+    """One optimiser step: the six task losses (`task_losses`), combined by `cfg.task_weighting` (the paper's
+    weighted sum of Section 2.2 by default; ladnn.mtl). Returns the batch's value of the paper's loss, whatever
+    the combination (no sync)."""
     with autocast(device):
-        logits = net(x).float()[:, :len(cfg.tasks)]
-    loss = lesion_attention_loss(logits, y[:, :len(cfg.tasks)], known, cfg.covid_weight, cfg.lesion_mask,
-                                cfg.loss_reduction)
+        features, logits = combine.forward(x)
+    losses = task_losses(logits.float()[:, :len(cfg.tasks)], y[:, :len(cfg.tasks)], known, cfg.lesion_mask)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if probe is not None:  # the tasks' gradients on the shared layers, before the step
+        probe.record(losses)
+    combine.backward(losses, features)
     opt.step()
-    return loss.detach()
+    return (task_weights(len(losses), cfg.covid_weight, cfg.loss_reduction).to(losses) @ losses).detach()
 
 
-def fit_epoch(net, opt, source, y: torch.Tensor, known: torch.Tensor, cfg: Config, g: torch.Generator, device) -> float:
-    """One pass over the training split; the mean loss per image."""
-    net.train()
+def fit_epoch(combine: TaskCombiner, opt, source, y: torch.Tensor, known: torch.Tensor, cfg: Config,
+              g: torch.Generator, device, probe: GradientProbe | None = None) -> float:
+    """One pass over the training split; the mean loss per image (the paper's loss)."""
+    combine.body.train()
+    combine.head.train()
     total = torch.zeros((), device=device)
     for idx, x in source.epoch(cfg.batch_size, g):
-        total += train_step(net, opt, x, y[idx], known[idx], cfg, device) * len(idx)  # summed on the device
+        total += train_step(combine, opt, x, y[idx], known[idx], cfg, device, probe) * len(idx)  # summed on device
     return float(total) / len(y)
 
 
@@ -340,21 +355,32 @@ def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) 
 
 def _train(cfg: Config, run: RunDir, device: torch.device, data: dict, model: LADNN, imgs: dict, t0: float
            ) -> RunMetrics:
+    source, net = batch_source(cfg, model, imgs, device, data)
+    if cfg.train_fraction < 1:  # the multi-task lab's learning curves: nested subsets of the training patients
+        kept = train_subset(data["train"], cfg.train_fraction, cfg.seed)
+        source.keep_train(torch.as_tensor(kept.index.to_numpy()))
+        data = {**data, "train": kept.reset_index(drop=True)}
     Y, known = {}, {}
     for s in ("train", "val", "test"):
         Y[s], known[s] = (t.to(device) for t in targets(data[s], cfg.zero_lesions if s == "train" else []))
-    source, net = batch_source(cfg, model, imgs, device, data)
     seed_everything(cfg.seed)  # the head's init and the batch order do not depend on a feature-cache hit
     for m in model.head.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
+    combine = TaskCombiner(cfg, net).to(device)
+    probe = GradientProbe(cfg, net) if cfg.grad_diagnostics else None
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if combine.parameters():  # uncertainty weighting's log-variances: no weight decay
+        opt.add_param_group({"params": combine.parameters(), "weight_decay": 0.0})
     g = torch.Generator().manual_seed(cfg.seed)
     history, best_state = [], None
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.backbone}/{cfg.method}/seed{cfg.seed}", unit="epoch")
     for epoch in bar:
-        loss = fit_epoch(net, opt, source, Y["train"], known["train"], cfg, g, device)
-        h = {"epoch": epoch, "train_loss": loss, **evaluate(net, source, Y["val"]), "seconds": round(time.time() - t0, 2)}
+        if probe is not None:
+            probe.epoch = epoch
+        loss = fit_epoch(combine, opt, source, Y["train"], known["train"], cfg, g, device, probe)
+        h = {"epoch": epoch, "train_loss": loss, **evaluate(net, source, Y["val"]), **combine.weights(),
+             **(probe.epoch_summary() if probe is not None else {}), "seconds": round(time.time() - t0, 2)}
         if not history or h["val_covid_loss"] < min(x["val_covid_loss"] for x in history):
             best_state = copy.deepcopy(model.state_dict())
         history.append(h)
@@ -371,6 +397,8 @@ def _train(cfg: Config, run: RunDir, device: torch.device, data: dict, model: LA
     if UNSEEN_SPLIT in data:
         unseen = unseen_source_eval(cfg, data[UNSEEN_SPLIT], source.outputs(net, UNSEEN_SPLIT))
         run.write(UNSEEN, unseen[1].to_csv(index=False))
+    if probe is not None:
+        run.write(GRADIENTS, pd.DataFrame(probe.rows).to_csv(index=False))
     info = RunInfo(best_epoch=min(history, key=lambda h: h["val_covid_loss"])["epoch"],
                    seconds=round(time.time() - t0, 1), device=str(device), timm_name=timm_name(cfg.backbone),
                    weights_source=model.weights_source, pretrained=cfg.pretrained, torch=torch.__version__,

@@ -4,6 +4,7 @@ from torch import nn
 
 from ladnn.config import Config
 from ladnn.models import build_model
+from ladnn.mtl import TaskCombiner
 from ladnn.train import FeatureBatches, ImageBatches, evaluate, fit_epoch, train_step
 
 
@@ -35,13 +36,13 @@ def test_steps_lower_the_loss_on_a_separable_problem():
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     src, known = FeatureBatches(feats, torch.device("cpu")), torch.zeros(32, dtype=torch.bool)
     g = torch.Generator().manual_seed(0)
-    first = fit_epoch(net, opt, src, y, known, cfg, g, torch.device("cpu"))
+    first = fit_epoch(TaskCombiner(cfg, net), opt, src, y, known, cfg, g, torch.device("cpu"))
     for _ in range(20):
-        last = fit_epoch(net, opt, src, y, known, cfg, g, torch.device("cpu"))
+        last = fit_epoch(TaskCombiner(cfg, net), opt, src, y, known, cfg, g, torch.device("cpu"))
     assert last < first
     ev = evaluate(net, src, y)
     assert ev["val_auc"] > 0.9 and set(ev) == {"val_covid_loss", "val_auc", "val_accuracy", "val_f1"}
-    loss = train_step(net, opt, x[0, :8], y[:8], known[:8], cfg, torch.device("cpu"))
+    loss = train_step(TaskCombiner(cfg, net), opt, x[0, :8], y[:8], known[:8], cfg, torch.device("cpu"))
     assert loss.dim() == 0 and not loss.requires_grad
 
 
