@@ -18,7 +18,7 @@ from ladnn.rundir import scan_runs, unreadable
 from ladnn.runner import execute_all, prepare_caches
 
 # Validity first: it is the longest (it scores every run again), and the others fit beside it on the other core.
-ANALYSIS = ("validity", "sources", "data", "results", "gradcam", "pairplot", "reproduction")
+ANALYSIS = ("validity", "sources", "data", "results", "gradcam", "pairplot", "reproduction", "lab")
 
 
 def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool = False, jobs: int = 2,

@@ -358,7 +358,7 @@ def _train(cfg: Config, run: RunDir, device: torch.device, data: dict, model: LA
     source, net = batch_source(cfg, model, imgs, device, data)
     if cfg.train_fraction < 1:  # the multi-task lab's learning curves: nested subsets of the training patients
         kept = train_subset(data["train"], cfg.train_fraction, cfg.seed)
-        source.keep_train(torch.as_tensor(kept.index.to_numpy()))
+        source.keep_train(torch.tensor(kept.index.to_numpy()))
         data = {**data, "train": kept.reset_index(drop=True)}
     Y, known = {}, {}
     for s in ("train", "val", "test"):
