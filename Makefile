@@ -3,18 +3,28 @@
 #   make test   runs the tests, including a smoke build of the book
 PROFILE ?= quick
 PYTHON ?= python3
-export LADNN_DATA_DIR ?= $(abspath ../shared/data)
+# The data: $LADNN_DATA_DIR when set, else ./data, else a copy beside the repository (../shared/data); when none is
+# found, `ladnn data ensure` fetches it into ./data (ignored by git), or stops at once with one line when offline.
+DATA = d=$$($(PYTHON) -m ladnn.fetch) && export LADNN_DATA_DIR="$$d" &&
 # Real CT for evaluation only (never trained or chosen on): the chapter "New sources" and benchmarks/transfer.py
 export LADNN_EXTERNAL_DIR ?= $(abspath ../shared/external/covid-ct-md-sample)
 
-.PHONY: install browser book test lint clean gpu-check plan
+.PHONY: data install browser book test lint clean gpu-check plan
+
+# First, before the install: a machine without data and without internet stops here at once, with one line.
+data:
+	@$(PYTHON) -m ladnn.fetch >/dev/null
 
 install:
 	$(PYTHON) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PYTHON) -m pip install -q -e ".[book,test]"
 
-book: install
-	$(PYTHON) -m ladnn.book --profile $(PROFILE)
+# OPTIONAL=1: a profile's optional backbones join where their weights resolve (the model hub, $LADNN_WEIGHTS_DIR)
+OPTIONAL ?=
+BOOK_FLAGS = --profile $(PROFILE) $(if $(OPTIONAL),--with-optional-backbones)
+
+book: data install
+	@$(DATA) $(PYTHON) -m ladnn.book $(BOOK_FLAGS)
 
 # The browser tests need Debian's chromium and chromium-driver: installed here when missing and we may (root, apt),
 # else one line says what to install.
@@ -28,15 +38,15 @@ browser:
 	    exit 1; \
 	  fi; }
 
-test: install browser
+test: data install browser
 	$(PYTHON) -m ruff check ladnn tests
-	$(PYTHON) -m pytest -q tests
+	@$(DATA) $(PYTHON) -m pytest -q tests
 
 lint:
 	$(PYTHON) -m ruff check ladnn tests
 
 plan:
-	@$(PYTHON) -m ladnn.book --profile $(PROFILE) --plan
+	@$(DATA) $(PYTHON) -m ladnn.book $(BOOK_FLAGS) --plan
 
 gpu-check:
 	$(PYTHON) benchmarks/gpu_check.py

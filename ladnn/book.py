@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 
 from ladnn.pages import book_config, check_html
-from ladnn.profiles import BuildError, load_profile, parse_overrides, plan, run_name, training_runs
+from ladnn.profiles import (
+    OPTIONAL_FLAG,
+    BuildError,
+    load_profile,
+    parse_overrides,
+    plan,
+    run_name,
+    training_runs,
+)
 from ladnn.rundir import scan_runs, unreadable
 from ladnn.runner import execute_all, prepare_caches
 
@@ -22,9 +30,11 @@ ANALYSIS = ("validity", "sources", "data", "results", "gradcam", "pairplot", "re
 
 
 def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool = False, jobs: int = 2,
-          overrides: dict | None = None) -> Path:
+          overrides: dict | None = None, optional: bool = False) -> Path:
     root = Path(root).resolve()
-    prof = load_profile(profile, root, overrides)
+    prof = load_profile(profile, root, overrides, optional)
+    for backbone, why in (prof.get("joined") or {}).items():
+        print(f"[book {prof['name']}] {backbone} joins ({OPTIONAL_FLAG}): weights from {why}", flush=True)
     for backbone, why in (prof.get("left_out") or {}).items():
         print(f"[book {prof['name']}] {backbone} left out: {why}", flush=True)
     from ladnn.data import DataError, data_dir
@@ -85,14 +95,18 @@ def main(argv: list[str] | None = None) -> int:
                          "GPUs each gets one of its own")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="replace a Config field in every run, e.g. --set device=cpu --set limit=8 (a dry run)")
+    ap.add_argument(OPTIONAL_FLAG, dest="optional", action="store_true",
+                    help="let the profile's optional backbones join where their ImageNet weights resolve (the model "
+                         "hub, $LADNN_WEIGHTS_DIR or its local cache); without it a profile trains the same runs on "
+                         "any machine")
     ap.add_argument("--plan", action="store_true",
                     help="print one `ladnn train` command per run not yet complete, for a scheduler; train nothing")
     a = ap.parse_args(argv)
     try:
         if a.plan:
-            print("\n".join(plan(a.profile, a.root, parse_overrides(a.set))))
+            print("\n".join(plan(a.profile, a.root, parse_overrides(a.set), a.optional)))
             return 0
-        build(a.profile, a.root, a.notebooks_only, max(1, a.jobs), parse_overrides(a.set))
+        build(a.profile, a.root, a.notebooks_only, max(1, a.jobs), parse_overrides(a.set), a.optional)
     except BuildError as e:
         print(f"book build failed: {e}", file=sys.stderr)
         return 1

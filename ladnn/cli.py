@@ -24,6 +24,10 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="download or check the data").add_subparsers(dest="data_cmd", required=True)
     f = d.add_parser("fetch", help="download COVID-CT and the LA-DNN files (pinned commits, SHA-256 checked)")
     f.add_argument("--dest", help="where to put the data (default: $LADNN_DATA_DIR, else ~/.cache/ladnn/data)")
+    e = d.add_parser("ensure", help="print the data folder of the two commands, fetching the data into DEST when "
+                                    "none is found ($LADNN_DATA_DIR, DEST, then BESIDE); one line and exit 1 offline")
+    e.add_argument("--dest", default="data", help="where to fetch the data when none is found (default: ./data)")
+    e.add_argument("--beside", default="../shared/data", help="a copy next to the repository, used when present")
     c = d.add_parser("check", help="verify a data copy against the manifest and print what it holds")
     _data_arg(c)
     c.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of every file")
@@ -115,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace) -> int:
+    if a.cmd == "data" and a.data_cmd == "ensure":
+        from ladnn.fetch import FetchError, ensure
+
+        try:
+            print(ensure(a.dest, a.beside))
+        except FetchError as e:
+            print(f"ladnn data: {e}", file=sys.stderr)
+            return 1
+        return 0
     if a.cmd == "data" and a.data_cmd == "fetch":
         from ladnn.fetch import fetch
         from ladnn.images import cache_dir
@@ -129,9 +142,15 @@ def _run(a: argparse.Namespace) -> int:
         print(f"D0: {r['D0']['covid']} COVID / {r['D0']['noncovid']} non-COVID images; split {r['D0']['split']}")
         print(f"D1: found {r['D1']['found']} of the paper's {r['D1']['of_paper']} new images "
               f"({r['D1']['covid']} COVID / {r['D1']['noncovid']} non-COVID) in {len(r['D1']['zips'])} zip(s)")
+        z = r["D1"]["archives"]
+        print(f"D1 archives: {z['pinned']} pinned; {len(z['present'])} present"
+              + (f", {len(z['verified'])} of them verified" if "verified" in z else "")
+              + f"; {len(z['absent'])} absent (optional; `ladnn data fetch` downloads them)")
+        for rel in z["absent"]:
+            print(f"  absent: {rel}")
         if "verify" in r:
             v = r["verify"]
-            print(f"SHA-256: {v['ok']} files match, {len(v['missing'])} missing, {len(v['mismatched'])} mismatched")
+            print(f"digests: {v['ok']} files match, {len(v['missing'])} missing, {len(v['mismatched'])} mismatched")
             if v["mismatched"]:
                 print("mismatched:", *v["mismatched"][:10], sep="\n  ")
                 return 1

@@ -135,9 +135,9 @@ def _noncovid_patients(root: Path) -> dict[str, str]:
     path = root / NONCOVID_META
     if not path.is_file():
         raise DataError(f"{path}: missing: the patient of every non-COVID image, which the protocols group by. "
-                        "`ladnn data fetch` does not download it yet: take images/NonCOVID-CT-MetaInfo.csv from the "
-                        "GitHub repository boyercb/bst263-final-project (commit 714a3163; its first two columns, "
-                        "`image name,patient id`, are the ones read)")
+                        "`ladnn data fetch` downloads it (images/NonCOVID-CT-MetaInfo.csv of the GitHub repository "
+                        "boyercb/bst263-final-project, commit 714a3163; its first two columns, `image name,patient "
+                        "id`, are the ones kept)")
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if not rows or [c.strip() for c in rows[0][:2]] != ["image name", "patient id"]:
@@ -323,6 +323,13 @@ def check(root: str | Path | None = None, verify: bool = True) -> dict:
                "noncovid": int((d1["covid"] == 0).sum()),
                "zips": sorted(os.path.relpath(p, root) for p in glob.glob(str(root / NEW_DIR / "*" / "*.zip")))},
     }
+    from ladnn.fetch import is_d1_zip, manifest, matches
+
+    pinned = {rel: want for rel, want in manifest().items() if is_d1_zip(rel)}
+    present = [rel for rel in pinned if (root / rel).is_file()]
+    report["D1"]["archives"] = {
+        "pinned": len(pinned), "present": present, "absent": [rel for rel in pinned if rel not in present],
+        **({"verified": [rel for rel in present if matches(root / rel, pinned[rel])]} if verify else {})}
     if verify:
         from ladnn.fetch import verify_tree
         report["verify"] = verify_tree(root)

@@ -21,8 +21,19 @@ from ladnn.images import augment, normalize
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """`auto`: the GPU when there is one, else the CPU."""
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+    """`auto`: the GPU when there is one, else the CPU. A GPU asked for by name (`cuda`, `cuda:1`) that is not
+    visible is an error, not a silent run on the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        import os
+
+        raise RuntimeError(f"device {name!r} was asked for but this machine shows "
+                           f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} GPU(s) "
+                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+                           "not training on the CPU instead: pass --device cpu for that")
+    return device
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,6 @@ import importlib
 import io
 import os
 import re
-import socket
 import weakref
 from pathlib import Path
 
@@ -95,15 +94,23 @@ def package_weights(arch: str) -> tuple[Path, dict, str] | None:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the model hub answers a TCP connection within `timeout` seconds ($HF_ENDPOINT, else huggingface.co).
-    Without it, every hub lookup retries for about a minute before failing."""
-    from urllib.parse import urlparse
+    """Whether the model hub answers within `timeout` seconds: a HEAD request to $HF_ENDPOINT (else
+    https://huggingface.co) through urllib, which goes through the proxy of $HTTPS_PROXY / $HTTP_PROXY and honours
+    $NO_PROXY, as the hub client does. Any HTTP answer counts as reachable. False when $HF_HUB_OFFLINE is set.
+    Without this check, every hub lookup retries for about a minute before failing."""
+    import urllib.error
+    import urllib.request
 
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler())  # reads the proxy variables now
+        opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
         return True
-    except OSError:
+    except urllib.error.HTTPError:  # the hub (or the proxy in front of it) answered
+        return True
+    except (OSError, ValueError):
         return False
 
 

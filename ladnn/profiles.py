@@ -52,10 +52,14 @@ def _config(d: dict, where: str) -> Config:
         raise BuildError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
 
 
-def load_profile(name: str, root: Path, overrides: dict | None = None) -> dict:
+OPTIONAL_FLAG = "--with-optional-backbones"
+
+
+def load_profile(name: str, root: Path, overrides: dict | None = None, optional: bool = False) -> dict:
     """A profile YAML: `matrix` (lists crossed into runs), `config` (Config fields shared by every run),
     `backbone_config` (fields for one backbone only, such as `pretrained: false`), `optional_backbones` (joined to the
-    matrix only where their ImageNet weights resolve), `ablations` and notebook options. `overrides` (the runner's
+    matrix only when asked for, with `optional`, and then only where their ImageNet weights resolve: so a profile
+    trains the same runs with or without a network unless asked otherwise), `ablations` and notebook options. `overrides` (the runner's
     `--set`) replace fields of every run, ablations included. Every key is checked: an unknown one, anywhere, is an
     error naming it and the nearest valid key, and every backbone must be a timm model."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else root / "profiles" / f"{name}.yaml"
@@ -97,17 +101,21 @@ def load_profile(name: str, root: Path, overrides: dict | None = None) -> dict:
     prof["name"] = path.stem
     from ladnn.models import WeightsError, check_backbone
 
-    optional = prof.get("optional_backbones") or []
-    for b in [*matrix.get("backbone", []), *optional, *per_backbone]:
+    for b in [*matrix.get("backbone", []), *(prof.get("optional_backbones") or []), *per_backbone]:
         try:
             check_backbone(str(b))
         except WeightsError as e:
             raise BuildError(f"{path}: {e}") from None
-    if optional:
+    extra = prof.get("optional_backbones") or []
+    if extra and not optional:  # what a profile trains never depends on the network
+        prof["left_out"] = {b: f"optional; joins only with {OPTIONAL_FLAG} (where its ImageNet weights resolve)"
+                            for b in extra}
+    elif extra:
         from ladnn.models import weights_available
 
-        found = {b: weights_available(b) for b in optional}
+        found = {b: weights_available(b) for b in extra}
         prof["left_out"] = {b: why for b, (ok, why) in found.items() if not ok}
+        prof["joined"] = {b: why for b, (ok, why) in found.items() if ok}
         matrix["backbone"] = list(matrix["backbone"]) + [b for b, (ok, _) in found.items() if ok]
     keys = list(matrix)
     runs = []
@@ -171,23 +179,31 @@ def training_runs(prof: dict, root: Path) -> list[tuple[str, Config, Path]]:
     return todo + [(name, c, runs_dir / "lab" / name) for name, c in prof.get("lab_runs", [])]
 
 
-def plan(profile: str, root: str | Path = ".", overrides: dict | None = None) -> list[str]:
-    """One self-contained `ladnn train` command per run of the profile that is not complete yet, to run from the
-    repository root on any machine that shares the `runs/` folder (a SLURM job array, say)."""
+def plan(profile: str, root: str | Path = ".", overrides: dict | None = None, optional: bool = False) -> list[str]:
+    """One self-contained `ladnn train` command per run of the profile that is neither complete nor being trained
+    (a claim with a recent heartbeat, `ladnn.rundir.Claim`), for any machine that shares the `runs/` folder (a SLURM
+    job array, say). The run folder and the data folder are absolute, so a command runs from any directory."""
     import shlex
 
     from ladnn.cli import config_args
-    from ladnn.rundir import is_done, read_status
+    from ladnn.data import data_dir
+    from ladnn.rundir import is_done, read_claim, read_status
 
     root = Path(root).resolve()
-    prof = load_profile(profile, root, overrides)
+    prof = load_profile(profile, root, overrides, optional)
+    data = str(data_dir().resolve())
     lines = []
     for _, cfg, out in training_runs(prof, root):
         if is_done(out, cfg):
             continue
+        claim = read_claim(out)
+        if claim and claim["live"]:
+            print(f"plan: {out} left out: being trained (host {claim.get('host', '?')}, pid {claim.get('pid', '?')}, "
+                  f"heartbeat {claim['age']:.0f} s ago)", file=sys.stderr)
+            continue
         state, why = read_status(out)
         if state == "damaged":  # listed again, and the file it could not read is named
             print(f"plan: {out} is listed again: {why}", file=sys.stderr)
-        lines.append(shlex.join(["ladnn", "train", *config_args(cfg), "--out", str(out.relative_to(root)),
+        lines.append(shlex.join(["ladnn", "train", *config_args(cfg), "--data-dir", data, "--out", str(out),
                                  "--overwrite"]))
     return lines

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import socket
+import threading
 import time
 import uuid
 from functools import cached_property
@@ -40,6 +43,106 @@ class RunExistsError(FileExistsError):
 
 class IncompleteRunError(FileNotFoundError):
     """A folder that is not a complete run: never read as a result. The message names the file and why."""
+
+
+class RunClaimedError(FileExistsError):
+    """Another worker (host, process) is training this run and its heartbeat is recent."""
+
+
+# ---------------------------------------------------------------- claims: one worker per run, on any number of hosts
+HEARTBEAT_S = 30.0  # how often a worker touches its claim while it trains
+
+
+def stale_after() -> float:
+    """Seconds without a heartbeat after which a claim may be taken over ($LADNN_CLAIM_STALE_S, default 600)."""
+    return float(os.environ.get("LADNN_CLAIM_STALE_S", "600"))
+
+
+def claim_path(run: str | Path) -> Path:
+    """The claim file of a run folder: beside it (`.NAME.claim`), so the folder itself can be replaced."""
+    run = Path(run)
+    return run.parent / f".{run.name}.claim"
+
+
+def read_claim(run: str | Path) -> dict | None:
+    """The claim on a run (host, pid, token, started) with `age`, the seconds since its last heartbeat (the file's
+    modification time), and `live` (age below `stale_after`); None when nobody claims it."""
+    f = claim_path(run)
+    try:
+        age = time.time() - f.stat().st_mtime
+        d = json.loads(f.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):  # being written, or damaged: a claim all the same, judged by its age
+        d = {}
+    return {**(d if isinstance(d, dict) else {}), "age": age, "live": age < stale_after()}
+
+
+def _describe(c: dict) -> str:
+    return (f"host {c.get('host', '?')}, pid {c.get('pid', '?')}, since {c.get('started', '?')}, last heartbeat "
+            f"{c['age']:.0f} s ago")
+
+
+class Claim:
+    """Exclusive right to train one run folder, on a shared file system (NFS included): the claim file is created
+    with O_EXCL and carries host, pid, a token and the start time; a thread touches it every `HEARTBEAT_S` seconds.
+    A claim whose heartbeat is older than `stale_after()` (a killed job) is taken over: it is renamed aside, which
+    only one worker can do, and claimed anew."""
+
+    def __init__(self, run: str | Path):
+        self.run, self.file = Path(run), claim_path(run)
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.took_over: dict | None = None
+
+    def acquire(self) -> Claim:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = read_claim(self.run)
+                if other is None:  # released meanwhile: try again
+                    continue
+                if other["live"]:
+                    raise RunClaimedError(f"{self.run} is being trained by another worker ({_describe(other)}); "
+                                          "not starting a second one") from None
+                aside = self.file.with_name(f"{self.file.name}.stale-{uuid.uuid4().hex[:8]}")
+                try:
+                    os.rename(self.file, aside)  # one worker wins this rename; the others find no file and retry
+                except FileNotFoundError:
+                    continue
+                aside.unlink(missing_ok=True)
+                self.took_over = other
+                print(f"{self.run}: taking over a stale claim ({_describe(other)})", flush=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, fh)
+            self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.run.name}", daemon=True)
+            self._thread.start()
+            return self
+        raise RunClaimedError(f"{self.run}: could not claim the run (its claim file kept changing)")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.file)
+            except OSError:
+                return
+
+    def owned(self) -> bool:
+        try:
+            return json.loads(self.file.read_text()).get("token") == self.token
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the claim, if it is still ours."""
+        self._stop.set()
+        if self.owned():
+            self.file.unlink(missing_ok=True)
 
 
 def read_status(run: str | Path) -> tuple[str, str]:
@@ -83,9 +186,15 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = self.final = Path(path)
+        self.claim: Claim | None = None
 
     def check(self, overwrite: bool = False) -> str:
-        """Whether `start` may write here (RunExistsError if not), touching nothing; returns the folder's state."""
+        """Whether `start` may write here (RunExistsError if not; RunClaimedError while another worker trains it),
+        touching nothing; returns the folder's state."""
+        other = read_claim(self.final)
+        if other and other["live"] and not (self.claim and self.claim.owned()):
+            raise RunClaimedError(f"{self.final} is being trained by another worker ({_describe(other)}); "
+                                  "not starting a second one")
         state = status(self.final)
         if state == "complete" and not overwrite:
             raise RunExistsError(f"{self.final} holds a finished run; pass --overwrite to replace it")
@@ -93,8 +202,25 @@ class RunDir:
             raise RunExistsError(f"{self.final} exists and is not a ladnn run directory; refusing to write into it")
         return state
 
+    def take(self, overwrite: bool = False) -> str:
+        """Claim the run (`Claim`; a second worker stops here with RunClaimedError) and check it again: it may have
+        finished while we were claiming it. Returns the folder's state."""
+        if self.claim is None:
+            self.claim = Claim(self.final).acquire()
+        try:
+            return self.check(overwrite)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self.claim:
+            self.claim.release()
+            self.claim = None
+
     def start(self, config: dict, overwrite: bool = False) -> None:
-        state = self.check(overwrite)
+        """Create the folder, marked running, under this worker's claim (`take`, done here if not yet)."""
+        state = self.take(overwrite)
         if state == "complete":  # trained beside it, swapped in by `finish`
             self.path = self.final.parent / f".{self.final.name}.new-{uuid.uuid4().hex[:8]}"
         elif self.final.exists():  # a failed, interrupted or damaged run: nothing worth keeping
@@ -120,7 +246,8 @@ class RunDir:
         self.finish()
 
     def _status(self, state: str, **extra) -> None:
-        self.write(STATUS, json.dumps({"status": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}))
+        self.write(STATUS, json.dumps({"status": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                       "host": socket.gethostname(), "pid": os.getpid(), **extra}))
 
     def finish(self) -> None:
         missing = [f for f in FILES if not (self.path / f).is_file()]
@@ -129,15 +256,19 @@ class RunDir:
         self._status("complete")
         if self.path != self.final:  # the old run leaves only once the new one is complete
             self.path = replace_folder(self.path, self.final)
+        self.release()
 
     def fail(self, err: BaseException) -> None:
         """Mark the run failed; a replacement that failed is removed, and the finished run it was to replace
         stays."""
-        if self.path != self.final:
-            shutil.rmtree(self.path, ignore_errors=True)
-            print(f"{self.final}: the new run failed ({type(err).__name__}); the finished run there is unchanged")
-            return
-        self._status("failed", error=f"{type(err).__name__}: {err}")
+        try:
+            if self.path != self.final:
+                shutil.rmtree(self.path, ignore_errors=True)
+                print(f"{self.final}: the new run failed ({type(err).__name__}); the finished run there is unchanged")
+                return
+            self._status("failed", error=f"{type(err).__name__}: {err}")
+        finally:
+            self.release()
 
 
 class Run:

@@ -338,13 +338,19 @@ def train_or_load(cfg: Config, out: str | Path, data_dir=None) -> RunMetrics:
 
 def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) -> RunMetrics:
     """Train, keep the epoch with the lowest validation COVID loss, predict the test split, write the run directory.
-    The config, the data and the weights are checked, and the images decoded, before `out` is touched; with
-    `overwrite` a finished run in `out` is replaced only once the new one is complete (ladnn.rundir.RunDir)."""
+    The run is claimed first (one worker per run, on any host; ladnn.rundir.Claim). The config, the data and the
+    weights are checked, and the images decoded, before `out` is touched; with `overwrite` a finished run in `out` is
+    replaced only once the new one is complete (ladnn.rundir.RunDir)."""
     t0 = time.time()
     run = RunDir(out)
     run.check(overwrite)
-    device = pick_device(cfg.device)
-    inputs = prepare_inputs(cfg, data_dir, device)
+    run.take(overwrite)  # claimed before the data are read: a second worker on this run stops at once
+    try:
+        device = pick_device(cfg.device)
+        inputs = prepare_inputs(cfg, data_dir, device)
+    except BaseException:
+        run.release()
+        raise
     run.start(cfg.to_dict(), overwrite=overwrite)
     try:
         return _train(cfg, run, device, *inputs, t0)

@@ -33,7 +33,8 @@ def collect(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
     `runs`: one row per run (its config as JSON, the training images, the validation COVID loss of the kept epoch);
     `predictions`, `history` and `gradients` (runs with `grad_diagnostics`): the run's files with its name."""
     runs_dir = Path(runs_dir)
-    found = scan_runs(runs_dir)[0] + scan_runs(runs_dir / "lab")[0]
+    own = scan_runs(runs_dir / "lab")[0]
+    found = own + [r for r in scan_runs(runs_dir)[0] if not own or _recipe(r.config) == _recipe(own[0].config)]
     rows, pred, hist, grads = [], [], [], []
     for r in found:
         c, name = r.config, r.path.name
@@ -50,6 +51,12 @@ def collect(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
         raise FileNotFoundError(f"no finished runs in {runs_dir} or {runs_dir / 'lab'}")
     cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"run": []})
     return {"runs": pd.DataFrame(rows), "predictions": cat(pred), "history": cat(hist), "gradients": cat(grads)}
+
+
+def _recipe(c: Config) -> dict:
+    """A config without what the lab varies: the matrix's runs of the lab's recipe have the lab runs' recipe."""
+    return {k: v for k, v in c.to_dict().items()
+            if k not in ("method", "seed", "train_fraction", "task_weighting", "grad_diagnostics")}
 
 
 def _file(table: str) -> str:
