@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--labels", help="a labels CSV elsewhere than IMAGES/labels.csv (its file column is relative to "
                                     "the CSV's folder)")
     _window_arg(e)
-    e.add_argument("--device", default="cpu", help="cpu or cuda")
+    e.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu or cuda")
     _data_arg(e)
 
     p = sub.add_parser("predict", help="one JSON line per image: COVID and lesion probabilities")
@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image or DICOM files, or folders of DICOM series (one line per slice, "
                                              "then one per series: the patient score)")
     _window_arg(p)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu or cuda")
 
     s = sub.add_parser("serve", help="the local diagnosis web page and JSON API")
     s.add_argument("run", help="run directory")

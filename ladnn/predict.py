@@ -11,7 +11,7 @@ from ladnn.config import LESIONS, TASKS, Config
 from ladnn.data import splits
 from ladnn.dicom import AGGREGATION, MIN_LUNG_FRACTION, parse_window, patient_means, series_files
 from ladnn.images import MAX_PIXELS, ImageError, ct_check, decode_with_info, preprocess, read_bytes
-from ladnn.infer import forward, inference_net, model_input, outputs, tta_outputs
+from ladnn.infer import forward, inference_net, model_input, outputs, pick_device, tta_outputs
 from ladnn.models import LADNN, build_model, frozen_split, weights_digest
 from ladnn.rundir import P_COVID, P_LESIONS, IncompleteRunError, Run, predictions_table
 from ladnn.summary import Evaluation, Scores
@@ -22,9 +22,11 @@ class Predictor:
     validation and test images on, so a run's `predictions.csv` is reproduced (to float tolerance) whatever the
     batch an image comes in."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu", tta: int | None = None, window=None):
-        """`tta`: test-time views per image; None uses the run's own (`Config.tta`), 1 scores the plain image only.
+    def __init__(self, run_dir: str | Path, device: str = "auto", tta: int | None = None, window=None):
+        """`device`: auto (the GPU when there is one: the book's analysis notebooks score there), cpu or cuda.
+        `tta`: test-time views per image; None uses the run's own (`Config.tta`), 1 scores the plain image only.
         `window`: how DICOM slices are shown to the model (ladnn.dicom.parse_window; default the lung window)."""
+        device = str(pick_device(device))
         self.window = parse_window(window)
         self.run = Run(run_dir)  # refuses a run that is not complete
         ckpt = self.run.checkpoint(device)
@@ -129,7 +131,7 @@ class Predictor:
         return out
 
 
-def plain_probs(runs, images: list[tuple[bytes, str]], device: str = "cpu") -> list[np.ndarray]:
+def plain_probs(runs, images: list[tuple[bytes, str]], device: str = "auto") -> list[np.ndarray]:
     """Each run's probabilities of the plain view (tta 1) of the same images, given as (bytes, name): what
     `Predictor(run, tta=1).probs` gives, computed for many runs at once. An image is decoded and preprocessed once
     for all runs that preprocess alike, and runs whose frozen lower part holds the same weights (finetune head or
@@ -358,7 +360,7 @@ def summary_text(e: Evaluation, threshold: float = 0.5) -> str:
     return "\n".join(lines)
 
 
-def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir=None, device: str = "cpu",
+def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir=None, device: str = "auto",
                  labels: str | Path | None = None, window=None, progress: bool = False) -> Evaluation:
     """Score the run's test split (or an external set, `external_table`) with the saved model; write
     `eval[-NAME]/` in the run: predictions.csv (and patients.csv), metrics.json and roc.png. External DICOM slices
