@@ -52,7 +52,10 @@ def _bar(iterable=None, **kw):
     except ImportError:
         import contextlib
 
-        class _Quiet(contextlib.nullcontext):
+        class _Quiet(contextlib.AbstractContextManager):
+            def __exit__(self, *exc):
+                return None
+
             def __iter__(self):
                 return iter(iterable)
 

@@ -254,3 +254,17 @@ def test_the_d1_archives_we_hold_have_the_blob_ids_of_the_pinned_commit(data_dir
             "6.2/6.2_covidct.zip": "9e03923c"}
     for rel, prefix in want.items():
         assert digest(data_dir / "la-dnn" / "New_data" / rel, "git-blob").startswith(prefix)
+
+
+def test_fetch_works_before_tqdm_is_installed(server, tmp_path, monkeypatch):
+    """The Makefile's data step runs before the install: without tqdm there is no progress bar, and no error."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    www, url = server
+    (www / "a.csv").write_bytes(b"imgname\n")
+    (www / "imgs.zip").write_bytes(_zip({"CT_COVID/x.png": b"png-bytes"}))
+    r = fetch(tmp_path / "d", [Source(f"{url}/a.csv", "la-dnn/a.csv", sha(b"imgname\n")),
+                               Source(f"{url}/imgs.zip", "covid-ct", None, True)],
+              {"covid-ct/CT_COVID/x.png": sha(b"png-bytes")})
+    assert r["downloaded"] == ["la-dnn/a.csv", "covid-ct"]
