@@ -55,8 +55,9 @@ def execute(src: Path, dst: Path, params: dict, root: Path, tag: str = "") -> No
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
+        # a kernel on a loaded machine (other builds beside this one) may take over papermill's 60 s to start
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", cwd=str(root),
-                            log_output=True, progress_bar=False, execution_timeout=None)
+                            log_output=True, progress_bar=False, execution_timeout=None, start_timeout=600)
     except pm.PapermillExecutionError as e:
         raise BuildError(f"notebook {src.name} failed ({e.ename}: {e.evalue}); the executed copy with the "
                          f"traceback is {dst}") from None
