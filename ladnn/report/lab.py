@@ -228,10 +228,17 @@ def gradient_sentence(summary: pd.DataFrame) -> str:
     s = summary.set_index("term").loc["all five lesions"]
     per = summary[summary["term"] != "all five lesions"]
     most = per.loc[per["conflicting steps"].idxmax()]
-    return (f"On the shared layers the summed lesion gradient has a median cosine of {s['median cosine']:.3f} with "
-            f"the COVID term's gradient, conflicts with it (cosine < 0) in {s['conflicting steps']:.0%} of the "
-            f"{int(s['steps'])} steps, and is {s['median norm ratio']:.2f} times its norm (median). The lesion "
-            f"that conflicts most often is {most['term']} ({most['conflicting steps']:.0%} of its steps).")
+    out = (f"On the shared layers the summed lesion gradient has a median cosine of {s['median cosine']:.3f} with "
+           f"the COVID term's gradient, conflicts with it (cosine < 0) in {s['conflicting steps']:.0%} of the "
+           f"{int(s['steps'])} steps, and is {s['median norm ratio']:.2f} times its norm (median). The lesion "
+           f"that conflicts most often is {most['term']} ({most['conflicting steps']:.0%} of its steps).")
+    if abs(s["median cosine"]) < 0.2:
+        lean = ("against it more often than with it" if s["conflicting steps"] > 0.5 else
+                "with it more often than against it")
+        out += (f" A cosine this close to 0 means nearly orthogonal directions: the lesion task moves the shared "
+                f"layers mostly where the COVID task does not look, slightly {lean}")
+        out += "."
+    return out
 
 
 def plot_gradients(tables: dict):
@@ -304,7 +311,7 @@ def combination_view(comb: pd.DataFrame) -> pd.DataFrame:
     f = lambda m, lo, hi: f"{100 * m:.1f}" if np.isnan(lo) else f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
     out = pd.DataFrame({
         "weighting": comb["weighting"],
-        "val COVID loss": comb["val COVID loss"].round(4),
+        "val COVID loss": [f"{x:.4f}" for x in comb["val COVID loss"]],
         "COVID AUC": [f(*v) for v in comb["auc"]],
         "vs fixed": ["reference" if k == "fixed" else f(m, lo, hi)
                      for k, m, lo, hi in zip(comb["key"], comb["diff"], comb["diff_lo"], comb["diff_hi"])],
@@ -341,6 +348,16 @@ def plot_combination(comb: pd.DataFrame):
     ax.set(xlabel="test AUC difference from the fixed weights (paired by seed, 95% interval)")
     fig.tight_layout()
     return fig
+
+
+def uncertainty_sentence(weights: pd.DataFrame) -> str:
+    """How far uncertainty weighting's learned weights moved from 1, against the paper's ratio of 5 to 1."""
+    moved = float((weights - 1).abs().to_numpy().max())
+    last = weights.iloc[-1]
+    return (f"The learned weights moved at most {moved:.3f} from their start at 1, ending at "
+            f"{last['weight_COVID']:.3f} (COVID) and {last['weight_lesions']:.3f} (lesions): with this recipe's "
+            "learning rate and few steps, uncertainty weighting trained with nearly equal weights, a ratio of about "
+            f"{last['weight_COVID'] / last['weight_lesions']:.2f} to 1 where the paper fixes 5 to 1.")
 
 
 def uncertainty_weights(tables: dict) -> pd.DataFrame:
