@@ -3,9 +3,10 @@
 #   make test   runs the tests, including a smoke build of the book
 PROFILE ?= quick
 PYTHON ?= python3
-# The data: $LADNN_DATA_DIR when set, else ./data, else a copy beside the repository (../shared/data); when none is
-# found, `ladnn data ensure` fetches it into ./data (ignored by git), or stops at once with one line when offline.
-DATA = d=$$($(PYTHON) -m ladnn.fetch) && export LADNN_DATA_DIR="$$d" &&
+# The data: $LADNN_DATA_DIR when set, else ./data, else a copy beside the repository (DATA_BESIDE); when none is
+# found, `python -m ladnn.fetch` fetches it into ./data (ignored by git), or stops at once with one line when offline.
+DATA_BESIDE ?= ../shared/data
+DATA = d=$$($(PYTHON) -m ladnn.fetch data $(DATA_BESIDE)) && export LADNN_DATA_DIR="$$d" &&
 # Real CT for evaluation only (never trained or chosen on): the chapter "New sources" and benchmarks/transfer.py
 export LADNN_EXTERNAL_DIR ?= $(abspath ../shared/external/covid-ct-md-sample)
 
@@ -13,7 +14,7 @@ export LADNN_EXTERNAL_DIR ?= $(abspath ../shared/external/covid-ct-md-sample)
 
 # First, before the install: a machine without data and without internet stops here at once, with one line.
 data:
-	@$(PYTHON) -m ladnn.fetch >/dev/null
+	@$(PYTHON) -m ladnn.fetch data $(DATA_BESIDE) >/dev/null
 
 install:
 	$(PYTHON) -m pip install -q torch==2.14.1 torchvision==0.29.1

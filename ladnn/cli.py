@@ -24,10 +24,6 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="download or check the data").add_subparsers(dest="data_cmd", required=True)
     f = d.add_parser("fetch", help="download COVID-CT and the LA-DNN files (pinned commits, SHA-256 checked)")
     f.add_argument("--dest", help="where to put the data (default: $LADNN_DATA_DIR, else ~/.cache/ladnn/data)")
-    e = d.add_parser("ensure", help="print the data folder of the two commands, fetching the data into DEST when "
-                                    "none is found ($LADNN_DATA_DIR, DEST, then BESIDE); one line and exit 1 offline")
-    e.add_argument("--dest", default="data", help="where to fetch the data when none is found (default: ./data)")
-    e.add_argument("--beside", default="../shared/data", help="a copy next to the repository, used when present")
     c = d.add_parser("check", help="verify a data copy against the manifest and print what it holds")
     _data_arg(c)
     c.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of every file")
@@ -119,15 +115,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace) -> int:
-    if a.cmd == "data" and a.data_cmd == "ensure":
-        from ladnn.fetch import FetchError, ensure
-
-        try:
-            print(ensure(a.dest, a.beside))
-        except FetchError as e:
-            print(f"ladnn data: {e}", file=sys.stderr)
-            return 1
-        return 0
     if a.cmd == "data" and a.data_cmd == "fetch":
         from ladnn.fetch import fetch
         from ladnn.images import cache_dir

@@ -117,10 +117,6 @@ def digest(path: Path, kind: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    return digest(path)
-
-
 def matches(path: Path, want: str) -> bool:
     """Whether a file has the pinned digest `want` (hex SHA-256 or `git-blob:<sha1>`)."""
     kind, _, value = want.rpartition(":")
@@ -321,7 +317,8 @@ def reachable(url: str, timeout: float = 3.0) -> str:
 
 def ensure(default: str | Path, beside: str | Path | None = None) -> Path:
     """The data folder for the two commands: $LADNN_DATA_DIR when set (it must hold the data); else `default` (the
-    repository's `data/`) or `beside` (a copy next to the repository) when one holds the data; else the data are
+    repository's `data/`) or `beside` (a copy the Makefile names, next to the repository) when one holds the data;
+    else the data are
     fetched into `default`, after a check of a few seconds that upstream answers, so that a machine without
     internet stops at once with one line (FetchError) instead of retrying."""
     env = os.environ.get("LADNN_DATA_DIR")
@@ -348,9 +345,12 @@ def ensure(default: str | Path, beside: str | Path | None = None) -> Path:
     return Path(default).resolve()
 
 
-if __name__ == "__main__":  # python -m ladnn.fetch [DEST [BESIDE]]: the Makefile's data step, before any install
+if __name__ == "__main__":  # python -m ladnn.fetch DEST [BESIDE]: the Makefile's data step, before any install
+    if not 2 <= len(sys.argv) <= 3:
+        sys.exit("usage: python -m ladnn.fetch DEST [BESIDE]: print the data folder, fetching the data into DEST "
+                 "when neither $LADNN_DATA_DIR, DEST nor BESIDE holds them")
     try:
-        print(ensure(*(sys.argv[1:] or ["data", "../shared/data"])))
+        print(ensure(*sys.argv[1:]))
     except FetchError as err:
         print(f"make: {err}", file=sys.stderr)
         sys.exit(1)

@@ -53,5 +53,9 @@ def lesion_attention_loss(logits: torch.Tensor, y: torch.Tensor, known: torch.Te
     """The paper's objective  (1/6N) sum_i [ w BCE(COVID_i) + m_i sum_k BCE(lesion_ik) ]  (`mean`; `per_image`
     divides by N): the task losses (`task_losses`) weighted by `task_weights`. With one logit column (the baseline)
     only the COVID term is used, unweighted, and both reductions agree."""
-    losses = task_losses(logits, y, known, rule)
+    return paper_loss(task_losses(logits, y, known, rule), covid_weight, reduction)
+
+
+def paper_loss(losses: torch.Tensor, covid_weight: float = PAPER_COVID_WEIGHT, reduction: str = "mean") -> torch.Tensor:
+    """The task losses (`task_losses`) weighted as the paper weighs them (`task_weights`): its loss of Section 2.2."""
     return task_weights(len(losses), covid_weight, reduction).to(losses) @ losses

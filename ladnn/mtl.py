@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ladnn.config import LESIONS, Config
-from ladnn.loss import task_weights
+from ladnn.loss import paper_loss, task_weights
 
 JD_AGGREGATORS = ("upgrad", "mgda", "pcgrad", "cagrad", "nashmtl")
 CAGRAD_C = 0.5  # CAGrad's c, the value of its paper's experiments (Liu et al., NeurIPS 2021)
@@ -76,7 +76,6 @@ class TaskCombiner:
         self.cfg, self.kind = cfg, cfg.task_weighting
         self.n = len(cfg.tasks)
         self.body, self.head = split_head(net)
-        self.fixed = task_weights(self.n, cfg.covid_weight, cfg.loss_reduction)
         self.uncertainty = UncertaintyWeighting(2) if self.kind == "uncertainty" else None
         self.aggregator = aggregator(self.kind, 2) if self.kind in JD_AGGREGATORS else None
 
@@ -106,7 +105,7 @@ class TaskCombiner:
         elif self.uncertainty is not None:
             self.uncertainty(combined_tasks(losses)).backward()
         else:
-            (self.fixed.to(losses) @ losses).backward()
+            paper_loss(losses, self.cfg.covid_weight, self.cfg.loss_reduction).backward()
 
     def weights(self) -> dict[str, float]:
         """The current weight of each task where the method has one (uncertainty weighting), for the history."""

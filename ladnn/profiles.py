@@ -140,7 +140,7 @@ def lab_runs(lab: dict, first: Config, overrides: dict | None, where: str) -> li
     - `weightings` x `seeds`: LA-DNN with another way of combining the tasks (`task_weighting`);
     - `diagnostic_seeds`: LA-DNN on the whole split recording its tasks' gradients (`grad_diagnostics`)."""
     seeds = lab.get("seeds", [0])
-    base = {**first.to_dict()}
+    base = first.to_dict()
     todo = [(f"lab-ladnn-gradients-s{s}", {"method": "ladnn", "grad_diagnostics": True, "seed": s})
             for s in lab.get("diagnostic_seeds", [])]  # the longest first: two jobs then end together
     for kind in lab.get("weightings", []):

@@ -36,7 +36,7 @@ from ladnn.infer import (
     tta_outputs,
     view_outputs,
 )
-from ladnn.loss import task_losses, task_weights
+from ladnn.loss import paper_loss, task_losses
 from ladnn.metrics import binary_metrics, bootstrap_ci, evaluate_predictions, lesion_prevalence
 from ladnn.models import LADNN, build_model, frozen_split, timm_name
 from ladnn.mtl import GradientProbe, TaskCombiner
@@ -254,7 +254,7 @@ def train_step(combine: TaskCombiner, opt: torch.optim.Optimizer, x: torch.Tenso
         probe.record(losses)
     combine.backward(losses, features)
     opt.step()
-    return (task_weights(len(losses), cfg.covid_weight, cfg.loss_reduction).to(losses) @ losses).detach()
+    return paper_loss(losses.detach(), cfg.covid_weight, cfg.loss_reduction)
 
 
 def fit_epoch(combine: TaskCombiner, opt, source, y: torch.Tensor, known: torch.Tensor, cfg: Config,
