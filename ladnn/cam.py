@@ -9,7 +9,7 @@ from pytorch_grad_cam import GradCAMPlusPlus
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from ladnn.models import LADNN, cam_layer
+from ladnn.models import LADNN, FromFeatures, cam_layer
 
 
 @contextlib.contextmanager
@@ -36,6 +36,30 @@ def cam_maps(model: LADNN, x: torch.Tensor, outputs: list[int]) -> np.ndarray:
     layer = cam_layer(model)
     with gradients_from(model, layer), GradCAMPlusPlus(model=model, target_layers=[layer]) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(k) for k in outputs])
+
+
+class _ImageSizedCam(GradCAMPlusPlus):
+    """Grad-CAM++ of a network whose input is a feature map, with maps of the image's size (the package sizes its
+    maps by the input)."""
+
+    def __init__(self, size: tuple[int, int], **kw):
+        super().__init__(**kw)
+        self.size = size
+
+    def get_target_width_height(self, input_tensor: torch.Tensor) -> tuple[int, int]:
+        return self.size
+
+
+def cam_maps_from_features(model: LADNN, features: torch.Tensor, outputs: list[int], size: int) -> np.ndarray:
+    """`cam_maps` from the backbone's final feature map (`ladnn.models.WithFeatures`, as ONNX Runtime computed it
+    with the probabilities): only the pooling and the head run here, forward and backward, so a map costs about a
+    millisecond. The same maps as `cam_maps` where the target layer outputs that feature map (checked in
+    tests/test_cam.py); `features[i]` goes with `outputs[i]`."""
+    net = FromFeatures(model)
+    if model.training:
+        raise ValueError("cam_maps_from_features: the model is in training mode (dropout, batch statistics)")
+    with gradients_from(net, net.features), _ImageSizedCam((size, size), model=net, target_layers=[net.features]) as cam:
+        return cam(input_tensor=features.detach().float(), targets=[ClassifierOutputTarget(k) for k in outputs])
 
 
 def overlay(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:

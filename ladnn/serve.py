@@ -4,9 +4,7 @@ Research software, not a medical device. Uploads are read into memory, never wri
 """
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -14,14 +12,13 @@ from pathlib import Path
 import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ladnn.dicom import MIN_LUNG_FRACTION
 from ladnn.generalisation import generalisation, recipe_figures
 from ladnn.images import MAX_PIXELS, ImageError
-from ladnn.predict import Predictor
+from ladnn.predict import Predictor, data_url
 
 PAGE = Path(__file__).with_name("page.html")
 _ERROR_LIST = {"errors": [{"filename": "scan.txt", "status": 415, "error": "scan.txt: not a readable image (...)"}]}
@@ -58,15 +55,16 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     metrics = pred.run.metrics
     gen = generalisation(metrics, recipe_figures(pred.config), pred.run.evaluations())
     info = {"run": str(run_dir), "config": pred.config.to_dict(), "outputs": ["COVID", *pred.tasks[1:]],
-            "weights_source": pred.model.weights_source, "test_metrics": metrics.covid.to_dict(),
+            "weights_source": pred.weights_source, "test_metrics": metrics.covid.to_dict(),
             "test_metrics_ci95": metrics.covid_ci95.to_dict(), "generalisation": gen,
             "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_pixels": max_pixels},
             "notice": "Research software, not a medical device. The model only knows chest CT slices."}
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        """The frozen scoring copy is built before the first request: tracing it holds the GIL for a moment, which
-        would stall /api/health during the first upload."""
-        await anyio.to_thread.run_sync(lambda: pred.scorer, limiter=scoring)
+        """The scoring copy (ONNX, exported on a run's first use on this machine) and the model that Grad-CAM++
+        needs are built before the first request: building them holds the GIL for moments, which would stall
+        /api/health during the first upload."""
+        await anyio.to_thread.run_sync(lambda: (pred.scorer, pred.model), limiter=scoring)
         yield
 
     app = FastAPI(title="LA-DNN diagnosis service (research use only)", version="0.1.0", lifespan=lifespan,
@@ -90,23 +88,22 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     def score(data: bytes, name: str, cam: bool) -> dict:
         """One upload's result (runs in the worker thread); ImageError for an input that cannot be scored."""
         rgb, x, meta = pred.preprocess_with_info(data, name, max_pixels)
-        r = {"filename": name, **pred.result(pred.probs(x)[0]), "warnings": meta["check"]["warnings"]}
+        probs, maps = pred.score(x, pred.outputs) if cam else (pred.probs(x), None)
+        r = {"filename": name, **pred.result(probs[0]), "warnings": meta["check"]["warnings"]}
         if "lung_fraction" in meta:
             r["lung_fraction"] = meta["lung_fraction"]
             if meta["lung_fraction"] < MIN_LUNG_FRACTION:
                 r["warnings"].append(f"this DICOM slice shows little lung (lung fraction "
                                      f"{meta['lung_fraction']:.3f}): the model only saw slices through the lungs")
         if cam:
-            r["cam"] = pred.cam_overlays(rgb, x)
-            buf = io.BytesIO()
-            Image.fromarray(rgb).save(buf, "PNG", compress_level=1)
-            r["image"] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+            r["cam"] = pred.cam_overlays(rgb, x, maps=maps)
+            r["image"] = data_url(rgb, "png")
         return r
 
     @app.post("/api/predict", responses=PREDICT_RESPONSES)
     async def predict(request: Request, cam: bool = False):
         """Multipart upload of one or more images (field name `files`). Returns per image the COVID probability,
-        the lesion probabilities (LA-DNN) and, with `?cam=true`, Grad-CAM++ overlays as PNG data URLs. Files that
+        the lesion probabilities (LA-DNN) and, with `?cam=true`, Grad-CAM++ overlays as JPEG data URLs (and the image the model saw, as PNG). Files that
         cannot be scored are listed in `errors`, one per file, beside the results of the others (status 207); when
         no file can be scored the status is that of the errors (400, 413 or 415) and `detail` names every file."""
         length = request.headers.get("content-length")

@@ -31,3 +31,23 @@ def test_backward_to_the_target_layer_only_gives_the_same_map():
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert all(p.requires_grad for p in m.parameters())  # the freeze is undone
     assert all(not mod._forward_hooks for mod in m.modules())
+
+
+def test_maps_from_the_feature_map_equal_the_models():
+    """The ONNX path of `Predictor.cam_maps`: Grad-CAM++ from the backbone's final feature map (`WithFeatures`),
+    through the pooling and the head only, gives the maps of the whole model's target layer."""
+    from ladnn.cam import cam_maps_from_features
+    from ladnn.models import WithFeatures
+
+    torch.manual_seed(0)
+    for name in ("tf_efficientnet_lite0", "resnet18"):
+        m = build_model(name, "ladnn", pretrained=False).eval()
+        x = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            logits, features = WithFeatures(m)(x)
+            torch.testing.assert_close(logits, m(x))
+        got = cam_maps_from_features(m, features, [0, 2, 5], 96)
+        want = cam_maps(m, x, [0, 2, 5])
+        assert got.shape == (3, 96, 96)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        assert all(p.requires_grad for p in m.parameters()) and all(not mod._forward_hooks for mod in m.modules())

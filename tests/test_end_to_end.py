@@ -153,3 +153,27 @@ def test_prepare_fills_the_cache_a_run_reads(tmp_path, monkeypatch, capsys):
     for seed in (0, 1):
         prepare(Config(**{**cfg.to_dict(), "pretrained": False, "seed": seed}))
     assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 3
+
+
+def test_predictor_scores_and_maps_alike_through_onnx_and_torchscript(run, data_dir):
+    """On the CPU `Predictor` scores through the run's ONNX copy and draws Grad-CAM++ maps from its feature map;
+    with `onnx=False` through the frozen TorchScript copy and the model: the same probabilities and maps."""
+    import ladnn.predict as P
+    from ladnn.images import read_bytes
+    from ladnn.infer import OnnxNet
+
+    paths = load_table("D0").query("split == 'test'")["image"].head(3)
+    fast, slow = P.Predictor(run), P.Predictor(run, onnx=False)
+    x = torch.cat([fast.preprocess(read_bytes(p), p)[1] for p in paths])
+    assert isinstance(fast.scorer, OnnxNet) and not isinstance(slow.scorer, OnnxNet)
+    np.testing.assert_allclose(fast.probs(x), slow.probs(x), atol=1e-5)
+    maps = fast.cam_maps(x, [0, 1])
+    assert maps.shape == (2, 3, fast.size, fast.size)
+    np.testing.assert_allclose(maps, slow.cam_maps(x, [0, 1]), atol=1e-3)
+    # `score` (the service's one pass for probabilities and maps) gives what `probs` and `cam_maps` give, with the
+    # run's test-time views and with the plain image alone
+    for tta in (fast.config.tta, 1):
+        fast.tta = slow.tta = tta
+        p, m = fast.score(x, [0, 1])
+        np.testing.assert_allclose(p, slow.probs(x), atol=1e-5)
+        np.testing.assert_allclose(m, maps, atol=1e-3)

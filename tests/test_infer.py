@@ -131,3 +131,77 @@ def test_importing_ladnn_modules_in_any_order(tmp_path):
     code = "; ".join(f"import ladnn.{m}" for m in reversed(mods))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
+
+
+def test_onnx_net_scores_as_the_model_is_cached_and_gives_none_when_it_cannot(monkeypatch, tmp_path):
+    from ladnn import infer
+
+    monkeypatch.setenv("LADNN_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = build_model("efficientnet_lite0", "ladnn", pretrained=False).eval()
+    built = []
+
+    def build():
+        built.append(1)
+        return model
+
+    example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    fast = infer.onnx_net(build, example, "lite0:test")
+    assert isinstance(fast, infer.OnnxNet) and len(built) == 1
+    files = list((tmp_path / "onnx").glob("*.onnx"))
+    assert len(files) == 1 and not list((tmp_path / "onnx").glob(".*tmp"))  # one file, no temporary left
+    with torch.no_grad():
+        for n in (1, 3, 8):  # exported on 2 images, run on other batch sizes
+            x = channels_last(torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(n)))
+            torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=1e-4)
+    # a second copy reads the file: nothing is built or exported
+    monkeypatch.setattr(infer, "_export_onnx", lambda *a: pytest.fail("exported again"))
+    again = infer.onnx_net(build, example, "lite0:test")
+    assert isinstance(again, infer.OnnxNet) and len(built) == 1
+    # another key (other weights) is another file; an export that fails gives None (the caller scores otherwise)
+    # and leaves no file
+    monkeypatch.setattr(infer, "_export_onnx", lambda *a: (_ for _ in ()).throw(RuntimeError("no operator")))
+    assert infer.onnx_net(build, example, "lite0:other") is None
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+    # a damaged file is removed and exported again
+    files[0].write_bytes(b"not onnx")
+    monkeypatch.undo()
+    monkeypatch.setenv("LADNN_CACHE_DIR", str(tmp_path))
+    n = len(built)
+    fixed = infer.onnx_net(build, example, "lite0:test")
+    assert isinstance(fixed, infer.OnnxNet) and len(built) > n and files[0].stat().st_size > 1000
+
+
+def test_onnx_net_refuses_a_copy_that_disagrees(monkeypatch, tmp_path):
+    from ladnn import infer
+
+    monkeypatch.setenv("LADNN_CACHE_DIR", str(tmp_path))
+    model = build_model("efficientnet_lite0", "ladnn", pretrained=False).eval()
+    real = infer._export_onnx
+
+    def wrong(net, example, path):  # exports a network with other weights
+        other = build_model("efficientnet_lite0", "ladnn", pretrained=False).eval()
+        with torch.no_grad():
+            next(other.head.parameters()).add_(1.0)
+        real(other, example, path)
+
+    monkeypatch.setattr(infer, "_export_onnx", wrong)
+    assert infer.onnx_net(lambda: model, torch.randn(2, 3, 64, 64), "lite0:wrong") is None
+    assert not list((tmp_path / "onnx").glob("*.onnx"))
+
+
+def test_onnx_copy_with_two_outputs_scores_and_maps_like_the_model(monkeypatch, tmp_path):
+    """`Predictor`'s ONNX network: the logits and the feature map of `WithFeatures`, every output checked."""
+    from ladnn import infer
+    from ladnn.models import WithFeatures
+
+    monkeypatch.setenv("LADNN_CACHE_DIR", str(tmp_path))
+    model = build_model("efficientnet_lite0", "baseline", pretrained=False).eval()
+    fast = infer.onnx_net(lambda: WithFeatures(model), torch.randn(2, 3, 64, 64), "lite0:two")
+    assert fast is not None and fast.n_outputs == 2
+    x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        logits, features = fast.outputs(x)
+        torch.testing.assert_close(logits, model(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(features, model.backbone.forward_features(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fast(x), logits)  # called: the first output

@@ -81,7 +81,14 @@ def test_cam_overlays_for_every_output(client, data_dir):
     p = load_table("D0")["image"].iloc[0]
     r = post(client, ("a.png", Path(p).read_bytes()), cam=True).json()["results"][0]
     assert set(r["cam"]) == {"COVID", "GGO", "Csld", "CrPa", "AirBr", "InSepThi"}
-    assert r["cam"]["COVID"].startswith("data:image/png;base64,") and r["image"].startswith("data:image/png")
+    assert r["cam"]["COVID"].startswith("data:image/jpeg;base64,") and r["image"].startswith("data:image/png")
+    import base64
+
+    import cv2
+
+    for url, want in ((r["cam"]["GGO"], (224, 224, 3)), (r["image"], (224, 224, 3))):  # both decode, at the model's size
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape == want
     assert r["cam"]["COVID"] != r["cam"]["GGO"]
 
 

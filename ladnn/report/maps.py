@@ -24,15 +24,14 @@ def cam_images(run: str | Path, n: int, data_dir=None) -> pd.DataFrame:
 def _maps(run, rows: pd.DataFrame, outputs):
     import torch
 
-    from ladnn.cam import cam_maps
     from ladnn.images import read_bytes
     from ladnn.predict import Predictor
 
-    pr = Predictor(run, tta=1)  # maps and the probabilities in their titles are of the plain image
+    pr = Predictor(run, tta=1, onnx=False)  # maps and the probabilities in their titles are of the plain image
     rgbs, xs = zip(*(pr.preprocess(read_bytes(p), p) for p in rows["image"]))
     x = torch.cat(xs)
     probs = pr.probs(x)
-    return np.stack(rgbs), {k: cam_maps(pr.model, pr.input(x), [k] * len(x)) for k in outputs}, probs
+    return np.stack(rgbs), dict(zip(outputs, pr.cam_maps(x, list(outputs)))), probs
 
 
 def cam_figure(baseline_run, ladnn_run, rows: pd.DataFrame):

@@ -61,10 +61,9 @@ def marks_effect(run: str, rows: pd.DataFrame) -> pd.DataFrame:
     import torch
     from PIL import Image
 
-    from ladnn.cam import cam_maps
     from ladnn.predict import Predictor
 
-    pr = Predictor(run)
+    pr = Predictor(run, onnx=False)  # a few images: no ONNX export
     if "crop" in pr.config.preprocess:
         raise ValueError(f"{run}: marks are located on the uncropped image; a run with the crop step is not supported")
     out = []
@@ -78,8 +77,7 @@ def marks_effect(run: str, rows: pd.DataFrame) -> pd.DataFrame:
             Image.fromarray(img).save(buf, "PNG", compress_level=1)  # lossless: the same pixels, 3x faster
             xs.append(pr.preprocess(buf.getvalue(), name)[1])
         p = pr.probs(torch.cat(xs))[:, 0]
-        with torch.enable_grad():
-            cam = cam_maps(pr.model, pr.input(xs[0]), [0])[0]
+        cam = pr.cam_maps(xs[0], [0])[0, 0]
         m = cv2.resize(mask.astype(np.uint8), cam.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
         out.append({"image": name, "p_covid": float(p[0]), "p_covid_painted_out": float(p[1]),
                     "p_covid_control": float(p[2]),
