@@ -71,14 +71,16 @@ def test_weight_resolution_order(tmp_path, monkeypatch):
 
 
 def test_unreachable_hub_says_what_to_provide(monkeypatch):
-    real = models.timm.create_model
+    import timm  # ladnn.models imports it inside the functions that build a network
+
+    real = timm.create_model
 
     def offline(name, **kw):
         if kw.get("pretrained") and "pretrained_cfg_overlay" not in kw:
             raise OSError("network is unreachable")
         return real(name, **kw)
 
-    monkeypatch.setattr(models.timm, "create_model", offline)
+    monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(WeightsError, match=r"densenet121\.tv_in1k.*--weights FILE.*LADNN_WEIGHTS_DIR"):
         build_model("densenet121", "ladnn")
 
