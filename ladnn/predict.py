@@ -206,7 +206,7 @@ def plain_probs(runs, images: list[tuple[bytes, str]], device: str = "auto") -> 
     lower_out: dict = {}
     out = []
     for run in runs:
-        pr = Predictor(run, device, tta=1)
+        pr = Predictor(run, device, tta=1, onnx=False)  # a few images for many runs: no ONNX export per run
         key = (pr.size, tuple(pr.config.preprocess), repr(pr.window))
         if key not in inputs:
             inputs[key] = torch.cat([pr.preprocess(data, name)[1] for data, name in images])
