@@ -9,8 +9,11 @@ model's size, after the run's preprocessing): an image gets the same views alone
 beside any other images, on any device."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import io
+import os
 import warnings
 
 import numpy as np
@@ -27,8 +30,6 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        import os
-
         raise RuntimeError(f"device {name!r} was asked for but this machine shows "
                            f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} GPU(s) "
                            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
@@ -44,6 +45,14 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 def autocast(device: torch.device):
     """bf16 autocast on a GPU, nothing on the CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def agrees(got, want, rtol: float = 1e-4) -> bool:
+    """Whether a scoring copy's outputs (a tensor or a sequence of them) equal the network's: the same shapes, and
+    no value further than `rtol` of the output's scale from the network's."""
+    got, want = ([t] if torch.is_tensor(t) else list(t) for t in (got, want))
+    return len(got) == len(want) and all(g.shape == w.shape and bool((g - w).abs().max() <= rtol * (w.abs().max() + 1))
+                                         for g, w in zip(got, want))
 
 
 def inference_net(net: torch.nn.Module, example: torch.Tensor, rtol: float = 1e-4) -> torch.nn.Module:
@@ -65,7 +74,7 @@ def inference_net(net: torch.nn.Module, example: torch.Tensor, rtol: float = 1e-
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice; the fallback below is eager
             fast = torch.jit.freeze(torch.jit.trace(copy.deepcopy(net), example, check_trace=False))
             want, got = net(example), fast(example)
-        ok = got.shape == want.shape and bool((got - want).abs().max() <= rtol * (want.abs().max() + 1))
+        ok = agrees(got, want, rtol)
     except Exception:  # noqa: BLE001 (any tracing failure: the eager network scores the same)
         ok = False
     return fast if ok else net
@@ -102,10 +111,6 @@ def _export_onnx(net: torch.nn.Module, example: torch.Tensor, path) -> None:
     """`net` to an ONNX file at `path` (written whole or not at all), the weights inside it, the batch dimension
     left free. torch's exporter (`dynamo=True`; its graph optimisation made ONNX Runtime 3 times faster here)
     prints its progress; it is kept out of the caller's output."""
-    import contextlib
-    import io
-    import os
-
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -126,8 +131,8 @@ def onnx_net(build, example: torch.Tensor, key: str, rtol: float = 1e-4) -> Onnx
     (eval mode; its outputs a tensor or a tuple of them) and is called only when its ONNX file is not cached yet.
     The export takes about 8 s for EfficientNet-Lite0, so the file is kept in `$LADNN_CACHE_DIR/onnx`, named by a
     hash of `key`, the input shape and the versions of torch, timm and ONNX Runtime: a run is exported once per
-    machine. A new export is checked against the network on `example` like `inference_net`, every output, and
-    kept only if it agrees."""
+    machine. A new export is checked against the network on `example` (`agrees`, every output, as for
+    `inference_net`) and kept only if it agrees."""
     if example.device.type != "cpu":
         return None
     try:
@@ -149,12 +154,9 @@ def onnx_net(build, example: torch.Tensor, key: str, rtol: float = 1e-4) -> Onnx
         _export_onnx(net, example if len(example) > 1 else example.repeat(2, 1, 1, 1), path)
         fast = OnnxNet(_onnx_session(path, threads)).eval()
         with torch.no_grad():
-            want, got = net(channels_last(example)), fast.outputs(example)
-        want = list(want) if isinstance(want, (tuple, list)) else [want]
-        if not (len(got) == len(want) and all(g.shape == w.shape and bool((g - w).abs().max() <= rtol * (
-                w.abs().max() + 1)) for g, w in zip(got, want))):
-            path.unlink(missing_ok=True)
-            raise ValueError("the ONNX copy disagrees with the network")
+            if not agrees(fast.outputs(example), net(channels_last(example)), rtol):
+                path.unlink(missing_ok=True)
+                raise ValueError("the ONNX copy disagrees with the network")
         return fast
     except Exception:  # noqa: BLE001 (no ONNX Runtime, an operator it lacks, a disagreement: the caller decides)
         return None

@@ -72,10 +72,10 @@ class Predictor:
         from ladnn.models import WithFeatures, state_digest
 
         c = self.config
-        example = torch.randn(2, 3, self.size, self.size, generator=torch.Generator().manual_seed(0))
+        example = torch.randn(2, 3, self.size, self.size, generator=torch.Generator().manual_seed(0)).to(self.device)
         key = f"{c.backbone}:{c.method}:{c.head}:with-features:{state_digest(self.checkpoint['state_dict'])}"
-        fast = onnx_net(lambda: WithFeatures(self.model), example.to(self.device), key) if self.onnx else None
-        return fast if fast is not None else inference_net(self.model, example.to(self.device))
+        fast = onnx_net(lambda: WithFeatures(self.model), example, key) if self.onnx else None
+        return fast if fast is not None else inference_net(self.model, example)
 
     def preprocess(self, data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS
                    ) -> tuple[np.ndarray, torch.Tensor]:
@@ -109,13 +109,19 @@ class Predictor:
         """`probs` of uint8 images and their Grad-CAM++ maps for `outputs` (as `cam_maps`). With the ONNX copy the
         plain view goes through the network once for both: its logits join the test-time views' and its feature
         map gives the maps."""
+        plain, features = self._plain_and_features(x)
+        return self.probs(x, plain=plain), self.cam_maps(x, outputs, features)
+
+    def _plain_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The plain view's logits and the backbone's spatial feature map from one pass of the ONNX copy; (None,
+        None) where the scorer is another (TorchScript, a GPU) or the map is not spatial (a transformer's tokens)."""
         from ladnn.infer import OnnxNet
 
-        if not (isinstance(self.scorer, OnnxNet) and self.scorer.n_outputs == 2):
-            return self.probs(x), self.cam_maps(x, outputs)
+        if not isinstance(self.scorer, OnnxNet):
+            return None, None
         with torch.no_grad():
             plain, features = self.scorer.outputs(self.input(x))
-        return self.probs(x, plain=plain), self.cam_maps(x, outputs, features)
+        return (plain, features) if features.dim() == 4 else (None, None)
 
     def probs_batched(self, xs: list[torch.Tensor], batch: int = 32) -> np.ndarray:
         """Probabilities of many preprocessed 1x3xHxW images, `batch` at a time."""
@@ -131,13 +137,12 @@ class Predictor:
         forward pass of the network for all the maps, `ladnn.cam.cam_maps_from_features`; `features`, when the
         caller has that map already), else through the model (`ladnn.cam.cam_maps`, one pass per output)."""
         from ladnn.cam import cam_maps, cam_maps_from_features
-        from ladnn.infer import OnnxNet
 
         n = len(x)
+        if features is None:
+            features = self._plain_and_features(x)[1]
         with torch.enable_grad():
-            if features is None and isinstance(self.scorer, OnnxNet):
-                features = self.scorer.outputs(self.input(x))[1]
-            if features is not None and features.dim() == 4:  # a spatial map (not a transformer's tokens)
+            if features is not None:
                 maps = cam_maps_from_features(self.model, features.repeat(len(outputs), 1, 1, 1),
                                               [k for k in outputs for _ in range(n)], self.size)
                 return maps.reshape(len(outputs), n, *maps.shape[1:])
