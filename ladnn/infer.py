@@ -82,11 +82,11 @@ def inference_net(net: torch.nn.Module, example: torch.Tensor, rtol: float = 1e-
 
 class OnnxNet(torch.nn.Module):
     """A network exported to ONNX, run by ONNX Runtime on the CPU on a batch of any size. Called, it returns the
-    first output (a float32 tensor) like a network with one; `outputs` returns them all."""
+    first output (a float32 tensor) like a network with one; `outputs` returns them all. `path`: its file."""
 
-    def __init__(self, session):
+    def __init__(self, session, path=None):
         super().__init__()
-        self.session = session
+        self.session, self.path = session, path
         self.input_name = session.get_inputs()[0].name
         self.n_outputs = len(session.get_outputs())
 
@@ -145,14 +145,14 @@ def onnx_net(build, example: torch.Tensor, key: str, rtol: float = 1e-4) -> Onnx
         threads = torch.get_num_threads()
         if path.exists():
             try:
-                return OnnxNet(_onnx_session(path, threads)).eval()
+                return OnnxNet(_onnx_session(path, threads), path).eval()
             except Exception:  # noqa: BLE001 (a damaged file: exported again below)
                 path.unlink(missing_ok=True)
         net = build().eval()
         path.parent.mkdir(parents=True, exist_ok=True)
         # torch.export fixes a dimension of size 1: the batch of the example is at least 2
         _export_onnx(net, example if len(example) > 1 else example.repeat(2, 1, 1, 1), path)
-        fast = OnnxNet(_onnx_session(path, threads)).eval()
+        fast = OnnxNet(_onnx_session(path, threads), path).eval()
         with torch.no_grad():
             if not agrees(fast.outputs(example), net(channels_last(example)), rtol):
                 path.unlink(missing_ok=True)

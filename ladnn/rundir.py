@@ -2,6 +2,7 @@
 complete one back. This module is the only one that knows the files of a run and the columns of its predictions."""
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -182,7 +183,8 @@ def predictions_table(df: pd.DataFrame, probs: np.ndarray, tasks: tuple[str, ...
 class RunDir:
     """The writer: `start`, `write` each file, then `finish` (or `fail`). Replacing a finished run (`overwrite`)
     writes the new run into a hidden folder beside it (`.NAME.new-*`) and swaps it in only at `finish`: a run that
-    fails or is killed leaves the finished one as it was."""
+    fails or is killed leaves the finished one as it was. A killed replacement's hidden folder is removed by the
+    next `start` of the same run, which holds the run's claim."""
 
     def __init__(self, path: str | Path):
         self.path = self.final = Path(path)
@@ -221,6 +223,8 @@ class RunDir:
     def start(self, config: dict, overwrite: bool = False) -> None:
         """Create the folder, marked running, under this worker's claim (`take`, done here if not yet)."""
         state = self.take(overwrite)
+        for stale in self.final.parent.glob(f".{glob.escape(self.final.name)}.new-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # a killed replacement's: under our claim, no one else's
         if state == "complete":  # trained beside it, swapped in by `finish`
             self.path = self.final.parent / f".{self.final.name}.new-{uuid.uuid4().hex[:8]}"
         elif self.final.exists():  # a failed, interrupted or damaged run: nothing worth keeping

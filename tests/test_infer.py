@@ -150,6 +150,7 @@ def test_onnx_net_scores_as_the_model_is_cached_and_gives_none_when_it_cannot(mo
     assert isinstance(fast, infer.OnnxNet) and len(built) == 1
     files = list((tmp_path / "onnx").glob("*.onnx"))
     assert len(files) == 1 and not list((tmp_path / "onnx").glob(".*tmp"))  # one file, no temporary left
+    assert fast.path == files[0]  # where the copy lives (benchmarks/predict_latency.py reads it with OpenVINO)
     with torch.no_grad():
         for n in (1, 3, 8):  # exported on 2 images, run on other batch sizes
             x = channels_last(torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(n)))
@@ -157,7 +158,7 @@ def test_onnx_net_scores_as_the_model_is_cached_and_gives_none_when_it_cannot(mo
     # a second copy reads the file: nothing is built or exported
     monkeypatch.setattr(infer, "_export_onnx", lambda *a: pytest.fail("exported again"))
     again = infer.onnx_net(build, example, "lite0:test")
-    assert isinstance(again, infer.OnnxNet) and len(built) == 1
+    assert isinstance(again, infer.OnnxNet) and len(built) == 1 and again.path == files[0]
     # another key (other weights) is another file; an export that fails gives None (the caller scores otherwise)
     # and leaves no file
     monkeypatch.setattr(infer, "_export_onnx", lambda *a: (_ for _ in ()).throw(RuntimeError("no operator")))

@@ -47,6 +47,27 @@ def test_a_failed_replacement_leaves_the_finished_run_byte_identical(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the replacement's folder is gone
 
 
+def test_a_killed_replacements_hidden_folder_is_removed_by_the_next_start(tmp_path):
+    r = RunDir(tmp_path / "run")
+    r.start({"a": 1})
+    for f in ("history.csv", "model.pt", "predictions.csv", "metrics.json"):
+        r.write(f, "old")
+    r.finish()
+    killed = RunDir(r.path)
+    killed.start({"a": 2}, overwrite=True)  # then killed: no fail(), no finish(); its claim goes stale
+    killed.write("history.csv", "half")
+    killed.release()
+    other = tmp_path / ".run2.new-0000"  # another run's replacement: not ours to remove
+    other.mkdir()
+    assert killed.path.exists()
+    new = RunDir(r.path)
+    new.start({"a": 3}, overwrite=True)
+    assert not killed.path.exists() and other.exists() and new.path.exists()
+    assert json.loads((r.path / "config.json").read_text()) == {"a": 1}  # the finished run is untouched
+    new.fail(RuntimeError("stop"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run2.new-0000", "run"]
+
+
 def test_failure_is_marked(tmp_path):
     r = RunDir(tmp_path / "run")
     r.start({})
