@@ -224,7 +224,8 @@ class RunDir:
         """Create the folder, marked running, under this worker's claim (`take`, done here if not yet)."""
         state = self.take(overwrite)
         for stale in self.final.parent.glob(f".{glob.escape(self.final.name)}.new-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # a killed replacement's: under our claim, no one else's
+            if stale.name == f".{self.final.name}.new-{stale.name[-8:]}":  # not another run's (`NAME.new-x`)
+                shutil.rmtree(stale, ignore_errors=True)  # a killed replacement's: under our claim, no one else's
         if state == "complete":  # trained beside it, swapped in by `finish`
             self.path = self.final.parent / f".{self.final.name}.new-{uuid.uuid4().hex[:8]}"
         elif self.final.exists():  # a failed, interrupted or damaged run: nothing worth keeping

@@ -57,15 +57,16 @@ def test_a_killed_replacements_hidden_folder_is_removed_by_the_next_start(tmp_pa
     killed.start({"a": 2}, overwrite=True)  # then killed: no fail(), no finish(); its claim goes stale
     killed.write("history.csv", "half")
     killed.release()
-    other = tmp_path / ".run2.new-0000"  # another run's replacement: not ours to remove
-    other.mkdir()
+    others = [tmp_path / ".run2.new-0000abcd", tmp_path / ".run.new-b.new-0000abcd"]  # other runs' replacements
+    for other in others:  # (of runs `run2` and `run.new-b`): not ours to remove
+        other.mkdir()
     assert killed.path.exists()
     new = RunDir(r.path)
     new.start({"a": 3}, overwrite=True)
-    assert not killed.path.exists() and other.exists() and new.path.exists()
+    assert not killed.path.exists() and all(o.exists() for o in others) and new.path.exists()
     assert json.loads((r.path / "config.json").read_text()) == {"a": 1}  # the finished run is untouched
     new.fail(RuntimeError("stop"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".run2.new-0000", "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(o.name for o in others), "run"])
 
 
 def test_failure_is_marked(tmp_path):
