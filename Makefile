@@ -39,12 +39,11 @@ browser:
 	    exit 1; \
 	  fi; }
 
-test: data install browser
-	$(PYTHON) -m ruff check ladnn tests
+test: data install browser lint
 	@$(DATA) $(PYTHON) -m pytest -q tests
 
 lint:
-	$(PYTHON) -m ruff check ladnn tests
+	$(PYTHON) -m ruff check ladnn tests benchmarks notebooks
 
 plan:
 	@$(DATA) $(PYTHON) -m ladnn.book $(BOOK_FLAGS) --plan
