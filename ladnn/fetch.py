@@ -318,9 +318,8 @@ def reachable(url: str, timeout: float = 3.0) -> str:
 def ensure(default: str | Path, beside: str | Path | None = None) -> Path:
     """The data folder for the two commands: $LADNN_DATA_DIR when set (it must hold the data); else `default` (the
     repository's `data/`) or `beside` (a copy the Makefile names, next to the repository) when one holds the data;
-    else the data are
-    fetched into `default`, after a check of a few seconds that upstream answers, so that a machine without
-    internet stops at once with one line (FetchError) instead of retrying."""
+    else the data are fetched into `default`, after a check of a few seconds that upstream answers, so that a
+    machine without internet stops at once with one line (FetchError) instead of retrying."""
     env = os.environ.get("LADNN_DATA_DIR")
     if env:
         if not holds_data(env):

