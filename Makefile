@@ -16,9 +16,9 @@ export LADNN_EXTERNAL_DIR ?= $(abspath ../shared/external/covid-ct-md-sample)
 data:
 	@$(PYTHON) -m ladnn.fetch data $(DATA_BESIDE) >/dev/null
 
+# constraints.txt: the exact versions of the book (pyproject.toml gives the library ranges)
 install:
-	$(PYTHON) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PYTHON) -m pip install -q -e ".[book,test]"
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[book,test]"
 
 # OPTIONAL=1: a profile's optional backbones join where their weights resolve (the model hub, $LADNN_WEIGHTS_DIR)
 OPTIONAL ?=
@@ -48,8 +48,11 @@ lint:
 plan:
 	@$(DATA) $(PYTHON) -m ladnn.book $(BOOK_FLAGS) --plan
 
+# On a GPU machine: LADNN_DATA_DIR=PACK make gpu-check (PACK from benchmarks/make_datapack.py); within 8 minutes.
+# GPU_CHECK=--cpu runs the same steps on the CPU on 8 images per split (tests/test_gpu_check.py does, in CI).
+GPU_CHECK ?=
 gpu-check:
-	$(PYTHON) benchmarks/gpu_check.py
+	@$(DATA) $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK)
 
 clean:
 	rm -rf _build book/_generated

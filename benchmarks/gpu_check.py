@@ -1,106 +1,158 @@
-"""GPU check (issue: fast on a GPU). For each of the paper's seven backbones and EfficientNet-Lite0 it prints the
-training throughput with our data pipeline (decoded-once uint8 images kept on the GPU, augmented and normalised
-there per batch, as `ladnn train` does) and with synthetic tensors already on the GPU, under bf16 autocast and channels-last, and
-the peak GPU memory. Then it runs one full 15-epoch fine-tuning of Lite0, LA-DNN and baseline, with test metrics.
+"""The GPU check (`make gpu-check`): on a fresh GPU machine, with this repository, a data pack
+(benchmarks/make_datapack.py) and the machine's own PyTorch, it prints
 
-    python benchmarks/gpu_check.py            # on a GPU machine
-    python benchmarks/gpu_check.py --cpu      # dry run on the CPU (tiny settings)
+1. the device, its driver and the precision every run records (ladnn.infer.precision);
+2. one `gpu`-profile run (EfficientNet-Lite0, the whole network, 15 epochs), trained as `ladnn train` trains it,
+   with its time per phase (the phases of benchmarks/run_profile.py, measured in this process);
+3. that run's test split scored on the GPU and on the CPU: the largest difference in P(COVID), the decisions
+   changed at 0.5, and whether scoring on the GPU reproduces the run's own predictions.csv;
+4. a reduced `gpu` book (one backbone, D0, both methods, one seed, one ablation) built with `--jobs N`, and its time.
 
-Backbones other than Lite0 start from random weights here (no hub access on the device); throughput does not
-depend on the weights.
+    LADNN_DATA_DIR=PACK python benchmarks/gpu_check.py [--jobs 4]     # on the GPU machine: within 8 minutes
+    python benchmarks/gpu_check.py --cpu                               # CI: the same steps on the CPU, 8 images
+
+In CPU mode "the GPU" is the CPU (so step 3 compares the CPU with itself), the run is one epoch on 8 images per
+split, and the reduced book is planned (`--plan`), not built: the smoke book of tests/test_book.py builds the book.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import torch
+import numpy as np
+import yaml
 
-from ladnn.config import Config
-from ladnn.data import splits
-from ladnn.images import ImageCache
-from ladnn.models import PAPER_BACKBONES, build_model
-from ladnn.train import targets, train, train_step, train_views
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run_profile import ORDER, PATCH  # the phase timers, shared with run_profile.py
+
+REDUCED = {"backbone": ["tf_efficientnet_lite0"], "dataset": ["D0"], "method": ["baseline", "ladnn"], "seed": [0]}
 
 
-def throughput(backbone: str, device: torch.device, imgs: dict, steps: int, batch: int) -> dict:
-    model = build_model(backbone, "ladnn", pretrained=backbone == "efficientnet_lite0").to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    size = model.data_config["input_size"][-1]
-    opt = torch.optim.Adam(model.parameters(), lr=5e-5, weight_decay=5e-4)
-    x_dev, y_all, known = (t.to(device) for t in imgs[size])  # as `ladnn train` keeps them: uint8, on the device
-    cfg = Config()  # LA-DNN's loss with the paper code's weight and mask
+def driver() -> str:
+    """The NVIDIA driver's version, from nvidia-smi where it is installed."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+        return out.splitlines()[0] if out else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no nvidia-smi)"
 
-    def step(x, y, k):
-        train_step(model, opt, x, y, k, cfg, device)  # the library's own step, bf16 autocast on the GPU
 
-    def timed(make_batch) -> float:
-        for _ in range(3):
-            step(*make_batch())
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(steps):
-            step(*make_batch())
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return steps * batch / (time.perf_counter() - t)
+def timed_run(cfg, out: Path) -> tuple[dict, float]:
+    """`ladnn.train.train` with the phase timers of run_profile.py wrapped around its steps (in this process)."""
+    import ladnn.train
 
-    xs = torch.randn(batch, 3, size, size, device=device)
-    if device.type == "cuda":
-        xs = xs.contiguous(memory_format=torch.channels_last)
-    ys, ks = y_all[:batch].to(device), known[:batch].to(device)
-    model.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    synthetic = timed(lambda: (xs, ys, ks))
-    n = len(x_dev)
+    ns: dict = {}
+    exec(PATCH, ns)  # noqa: S102 - our own timer code (run_profile.PATCH); it wraps ladnn.train's steps and RunDir's writes for the rest of this process
+    t = time.perf_counter()
+    ladnn.train.train(cfg, out, overwrite=True)
+    return ns["_PROF"]["s"], time.perf_counter() - t
 
-    def real():
-        idx = torch.randint(0, n, (batch,), device=device)
-        return train_views(x_dev[idx], model), y_all[idx], known[idx]
 
-    pipeline = timed(real)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return {"backbone": backbone, "input": size, "synthetic_img_s": round(synthetic, 1),
-            "pipeline_img_s": round(pipeline, 1), "pipeline/synthetic": round(pipeline / synthetic, 3),
-            "peak_mem_GiB": round(peak, 2), "weights": model.weights_source}
+def compare_devices(run: Path, cfg, gpu: str) -> dict:
+    """The run's test images scored on `gpu` and on the CPU (its test-time views), and against predictions.csv."""
+    import pandas as pd
+
+    from ladnn.data import splits
+    from ladnn.predict import Predictor
+
+    saved = pd.read_csv(run / "predictions.csv")
+    test = splits(cfg)["test"]
+    if list(test["name"]) != list(saved["image"]):
+        raise SystemExit(f"{run / 'predictions.csv'}: its images are not the test split's, in order")
+    paths = list(test["image"])
+    p = {d: np.array([r["p_covid"] for r in Predictor(run, d, onnx=False).predict_files(paths)])
+         for d in (gpu, "cpu")}
+    own = saved["p_covid"].to_numpy()
+    return {"images": len(paths), "max_abs_diff_gpu_cpu": float(np.abs(p[gpu] - p["cpu"]).max()),
+            "decisions_changed_gpu_cpu": int(((p[gpu] >= 0.5) != (p["cpu"] >= 0.5)).sum()),
+            "max_abs_diff_gpu_vs_predictions_csv": float(np.abs(p[gpu] - own).max()),
+            "decisions_changed_gpu_vs_predictions_csv": int(((p[gpu] >= 0.5) != (own >= 0.5)).sum())}
+
+
+def reduced_book(root: Path, jobs: int, overrides: list[str], plan_only: bool) -> float:
+    """The `gpu` profile cut to REDUCED and one ablation, built (or planned) in a copy of the book's sources."""
+    prof = yaml.safe_load((ROOT / "profiles" / "gpu.yaml").read_text())
+    prof.pop("optional_backbones", None)
+    prof["matrix"] = REDUCED
+    prof["description"] = "gpu check: " + prof["description"]
+    prof["ablations"] = {"seeds": [0], "variants": dict(list(prof["ablations"]["variants"].items())[:1])}
+    for s in ("_config.yml", "_toc.yml", "book", "notebooks", "profiles", "ladnn", "_static"):
+        if (ROOT / s).exists():
+            (shutil.copytree if (ROOT / s).is_dir() else shutil.copy)(ROOT / s, root / s)
+    shutil.rmtree(root / "book" / "_generated", ignore_errors=True)
+    (root / "profiles" / "gpu-check.yaml").write_text(yaml.safe_dump(prof, sort_keys=False))
+    cmd = [sys.executable, "-m", "ladnn.book", "--profile", "gpu-check", "--root", str(root), "--jobs", str(jobs),
+           *[x for o in overrides for x in ("--set", o)], *(["--plan"] if plan_only else [])]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, cwd=root, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+                       capture_output=plan_only, text=True)
+    if r.returncode:
+        raise SystemExit(f"the reduced gpu book failed (exit {r.returncode}): {' '.join(cmd)}\n{r.stderr or ''}")
+    if plan_only:
+        lines = [x for x in r.stdout.splitlines() if x.strip()]
+        print(f"reduced gpu book planned: {len(lines)} runs (`--plan`)")
+        if len(lines) != 2 * 1 + 1:
+            raise SystemExit(f"the reduced gpu book should plan 3 runs, planned {len(lines)}:\n{r.stdout}")
+    return time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cpu", action="store_true", help="dry run on the CPU with tiny settings")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--backbones", nargs="*", default=[*PAPER_BACKBONES, "efficientnet_lite0"])
-    ap.add_argument("--out", default="runs/gpu_check")
+    ap.add_argument("--cpu", action="store_true", help="the same steps on the CPU, on 8 images per split (CI)")
+    ap.add_argument("--jobs", type=int, default=4, help="notebooks side by side in the reduced book (default 4)")
+    ap.add_argument("--out", default=None, help="where the run and the book go (default: a temporary folder)")
     a = ap.parse_args()
-    if a.cpu:
-        a.steps, a.batch, a.epochs = 2, 4, 1
-    device = torch.device("cpu" if a.cpu or not torch.cuda.is_available() else "cuda")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    t_all = time.perf_counter()
+    from ladnn.config import Config
+    from ladnn.infer import cuda_problem, describe, use_device
+    from ladnn.profiles import load_profile
+
+    device = use_device("cpu" if a.cpu else "cuda")  # asked for by name: no GPU is an error, not a CPU run
+    print(f"gpu check ({'CPU mode' if a.cpu else 'GPU'}); {describe(device)}")
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # throughput only; training below is run as `ladnn train` runs it
-        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
-    train_df = splits(Config(limit=16 if a.cpu else None))["train"]
-    y, known = targets(train_df)
-    imgs = {}
-    for s in (224, 240):
-        imgs[s] = (ImageCache(s).stack(train_df["image"]), y, known)
-    for bb in a.backbones:
-        print(json.dumps(throughput(bb, device, imgs, a.steps, a.batch)), flush=True)
-    torch.backends.cudnn.benchmark = False
-    for method in ("ladnn", "baseline"):
-        cfg = Config(method=method, finetune="full", epochs=a.epochs, device=device.type,
-                     limit=16 if a.cpu else None)
-        t = time.perf_counter()
-        m = train(cfg, f"{a.out}/lite0-full-{method}", overwrite=True)
-        print(json.dumps({"run": f"efficientnet_lite0 {method} full {a.epochs} epochs", "seconds": round(
-            time.perf_counter() - t, 1), **{k: round(getattr(m.covid, k), 4) for k in ("auc", "sensitivity", "f1",
-                                                                                 "accuracy")},
-            "best_epoch": m.run.best_epoch}), flush=True)
+        import torch
+
+        print(f"driver {driver()}; torch {torch.__version__}, CUDA {torch.version.cuda}, "
+              f"cuDNN {torch.backends.cudnn.version()}")
+    elif (problem := cuda_problem()):
+        print(problem)
+    small = ["limit=8", "epochs=1", "batch_size=4"] if a.cpu else []
+    overrides = [f"device={device.type}", *small]
+    first = next(c for c in load_profile("gpu", ROOT)["runs"] if c.dataset == "D0")
+    cfg = Config.from_dict({**first.to_dict(), **dict(o.split("=", 1) for o in overrides)})
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(a.out or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        run = work / "run"
+        phases, wall = timed_run(cfg, run)
+        metrics = json.loads((run / "metrics.json").read_text())
+        print(f"one gpu-profile run ({cfg.backbone}, {cfg.method}, {cfg.finetune}, {cfg.epochs} epochs, "
+              f"{metrics['covid']['n']} test images): {wall:.1f} s, test AUC {metrics['covid']['auc']:.4f}")
+        print(f"  {'phase':<24}{'seconds':>9}")
+        for k in ORDER[2:9]:
+            print(f"  {k:<24}{phases.get(k, 0.0):>9.2f}")
+        print(f"  {'other (start, checks)':<24}{wall - sum(phases.values()):>9.2f}")
+        print(f"  precision recorded: {json.dumps(metrics['run']['precision'])}")
+        cmp = compare_devices(run, cfg, device.type)
+        print("test split, GPU against CPU: " + json.dumps(cmp))
+        book_root = work / "book"
+        book_root.mkdir(exist_ok=True)
+        b = reduced_book(book_root, a.jobs, overrides, plan_only=a.cpu)
+        if not a.cpu:
+            print(f"reduced gpu book (3 runs, 8 notebooks, --jobs {a.jobs}): {b:.0f} s")
+    print(f"gpu check done in {time.perf_counter() - t_all:.0f} s")
 
 
 if __name__ == "__main__":

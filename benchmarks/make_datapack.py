@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ladnn.data import SPLIT_DIR, data_dir, load_table
+from ladnn.data import NONCOVID_META, SPLIT_DIR, data_dir, load_table
 from ladnn.images import load_resized, read_bytes
 
 
@@ -29,6 +29,8 @@ def main() -> None:
         shutil.copy(f, out / SPLIT_DIR / f.name)
     for f in (src / "la-dnn" / "New_data").glob("*.csv"):
         shutil.copy(f, out / "la-dnn" / "New_data" / f.name)
+    (out / NONCOVID_META).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / NONCOVID_META, out / NONCOVID_META)  # the patient of every negative: the loader needs it
     df = load_table("D0")
     for p in df["image"]:
         arr = load_resized(read_bytes(p), a.size, p)
@@ -38,7 +40,8 @@ def main() -> None:
         with open(dst, "wb") as fh:  # keeps the original name; the decoder reads the format from the content
             img.save(fh, "PNG", optimize=True)
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"{len(df)} images at {a.size} px in {out}: {total / 2**20:.1f} MiB")
+    load_table("D0", out)  # the pack loads as the data does, or this stops with the loader's own error
+    print(f"{len(df)} images at {a.size} px in {out}: {total / 2**20:.1f} MiB (loads as D0)")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ inside another timed call counts for the outer one. The last lines give the run'
 steps, and, once per book, the time the caches took to fill.
 
     python benchmarks/run_profile.py [--root REPO] [--threads 1] [--method ladnn] [--seed 0] [--json FILE]
+    python benchmarks/run_profile.py --profile gpu --set device=cpu --set limit=8 --set epochs=1   # the gpu
+        profile's CPU dry run: what a run costs besides its training steps
 """
 from __future__ import annotations
 
@@ -126,13 +128,16 @@ def main() -> None:
     ap.add_argument("--method", default="ladnn")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the table here (JSON)")
+    ap.add_argument("--profile", default="quick", help="the profile whose first run of --method and --seed is timed")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="replace a Config field")
     a = ap.parse_args()
     root = Path(a.root).resolve()
     sys.path.insert(0, str(root))
-    from ladnn.profiles import load_profile
+    from ladnn.profiles import load_profile, parse_overrides
     from ladnn.train import prepare
 
-    cfg = next(c for c in load_profile("quick", root)["runs"] if c.method == a.method and c.seed == a.seed)
+    cfg = next(c for c in load_profile(a.profile, root, parse_overrides(a.set))["runs"]
+               if c.method == a.method and c.seed == a.seed)
     t = time.perf_counter()
     prepare(cfg)
     cache_s = time.perf_counter() - t
@@ -143,8 +148,9 @@ def main() -> None:
         s = profile_notebook(root, {**cfg.to_dict(), "out": str(work / "run")}, work)
     wall = s.pop("wall")
     steps = s["training steps"]
-    print(f"one quick run ({cfg.backbone}, {cfg.method}, seed {cfg.seed}, {cfg.epochs} epochs), {a.threads} "
-          f"thread(s), executed as the book executes it; code: {root}")
+    print(f"one {a.profile} run ({cfg.backbone}, {cfg.finetune}, {cfg.device}, limit {cfg.limit}, {cfg.method}, "
+          f"seed {cfg.seed}, {cfg.epochs} epochs), {a.threads} thread(s), executed as the book executes it; code: "
+          f"{root}")
     print(f"{'phase':<24}{'seconds':>9}{'share':>8}  why")
     for k in ORDER:
         print(f"{k:<24}{s[k]:>9.1f}{s[k] / wall:>8.1%}  {WHY[k]}")

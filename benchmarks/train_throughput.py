@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms as T
 from tqdm import tqdm
 
+import ladnn.mtl
 import ladnn.train
 from ladnn.config import Config
 from ladnn.data import splits
@@ -83,12 +84,17 @@ def mixed_bf16(net: torch.nn.Module):
     depthwise = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     for m in depthwise:
         m.forward = functools.partial(float32_forward, m.forward)
-    old = ladnn.train.autocast
-    ladnn.train.autocast = lambda device: torch.autocast("cpu", dtype=torch.bfloat16)
+    old = ladnn.mtl.TaskCombiner.forward
+
+    def bf16_forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return old(self, x)
+
+    ladnn.mtl.TaskCombiner.forward = bf16_forward
     try:
         yield
     finally:
-        ladnn.train.autocast = old
+        ladnn.mtl.TaskCombiner.forward = old
         for m in depthwise:
             del m.forward
 

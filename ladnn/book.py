@@ -33,6 +33,7 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
           overrides: dict | None = None, optional: bool = False) -> Path:
     root = Path(root).resolve()
     prof = load_profile(profile, root, overrides, optional)
+    print(f"[book {prof['name']}] {device_line(prof)}", flush=True)
     for backbone, why in (prof.get("joined") or {}).items():
         print(f"[book {prof['name']}] {backbone} joins ({OPTIONAL_FLAG}): weights from {why}", flush=True)
     for backbone, why in (prof.get("left_out") or {}).items():
@@ -85,14 +86,37 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     return index
 
 
+def device_line(prof: dict) -> str:
+    """The device the profile's runs will use and its precision (ladnn.infer.describe); a device the profile names
+    that this machine lacks stops the build here, before anything is trained."""
+    from ladnn.infer import describe, use_device
+
+    names = sorted({c.device for c in prof["runs"]})
+    try:
+        return "; ".join(describe(use_device(n)) for n in names)
+    except RuntimeError as e:
+        raise BuildError(f"profile {prof['name']}: {e}") from None
+
+
+def default_jobs() -> int:
+    """Notebooks side by side: 2 on a CPU (or 1 on one core); on a GPU machine, up to 8, two CPU cores each. A run
+    on a GPU spends most of its time starting, decoding, scoring and writing on the CPU (README, "Time on a GPU"),
+    so several runs share one GPU and keep it busy."""
+    from ladnn.runner import gpu_count
+
+    cores = os.cpu_count() or 1
+    return max(1, min(8, cores // 2)) if gpu_count() else min(2, cores)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ladnn.book", description=__doc__)
     ap.add_argument("--profile", default="quick", help="profile name in profiles/ or a YAML path (default: quick)")
     ap.add_argument("--root", default=".", help="the repository root (holds _toc.yml)")
     ap.add_argument("--notebooks-only", action="store_true", help="execute the notebooks, skip jupyter-book")
-    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="notebooks executed side by side (default: 2, or 1 on one core); on a machine with several "
-                         "GPUs each gets one of its own")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="notebooks executed side by side (default: 2 on a CPU, or 1 on one core; on a GPU machine "
+                         "half its cores, at most 8, sharing the GPU); on a machine with several GPUs each gets one "
+                         "of its own")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="replace a Config field in every run, e.g. --set device=cpu --set limit=8 (a dry run)")
     ap.add_argument(OPTIONAL_FLAG, dest="optional", action="store_true",
@@ -106,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.plan:
             print("\n".join(plan(a.profile, a.root, parse_overrides(a.set), a.optional)))
             return 0
-        build(a.profile, a.root, a.notebooks_only, max(1, a.jobs), parse_overrides(a.set), a.optional)
+        jobs = default_jobs() if a.jobs is None else max(1, a.jobs)
+        build(a.profile, a.root, a.notebooks_only, jobs, parse_overrides(a.set), a.optional)
     except BuildError as e:
         print(f"book build failed: {e}", file=sys.stderr)
         return 1

@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port")
     _window_arg(s)
+    s.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu or cuda")
     return ap
 
 
@@ -175,7 +176,7 @@ def _run(a: argparse.Namespace) -> int:
     elif a.cmd == "serve":
         from ladnn.serve import serve
 
-        serve(a.run, a.host, a.port, a.window)
+        serve(a.run, a.host, a.port, a.window, a.device)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Safe image decoding, a decode-once cache, and the paper's augmentation."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -283,6 +284,12 @@ def augment(x: torch.Tensor, shear_deg: float = 0.2, scale: tuple[float, float] 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """N x 3 x H x W in 0..255 (uint8 or float) -> float, normalised with the backbone's own mean/std."""
     x = x.float() / 255
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    m, s = _mean_std(tuple(mean), tuple(std), x.device, x.dtype)
     return (x - m) / s
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_std(mean: tuple, std: tuple, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std as 1 x 3 x 1 x 1 tensors on `device`, made once per device (no host-to-device copy per
+    batch)."""
+    return tuple(torch.tensor(v, dtype=dtype, device=device).view(1, 3, 1, 1) for v in (mean, std))

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import io
 import os
+import platform
 import warnings
 
 import numpy as np
@@ -23,6 +24,26 @@ from tqdm import tqdm
 from ladnn.images import augment, cache_dir, normalize
 
 
+def cuda_problem() -> str | None:
+    """Why a GPU this machine seems to have cannot be used, in one line; None when CUDA works or there is no sign of
+    a GPU. `torch.cuda.is_available()` answers False without a word when the driver is older than this torch's CUDA
+    build needs: its warning is caught here, and an NVIDIA device file without a usable CUDA is named."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ok = torch.cuda.is_available()
+    if ok:
+        return None
+    said = [str(w.message).split("(Triggered internally")[0].strip() for w in caught
+            if "CUDA" in str(w.message) or "NVIDIA" in str(w.message)]
+    built = f"this torch {torch.__version__} is built for CUDA {torch.version.cuda}" if torch.version.cuda else \
+        f"this torch {torch.__version__} is built without CUDA"
+    if said:
+        return f"a GPU is present but unusable: {said[0]} ({built}); training on the CPU"
+    if os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version"):
+        return f"an NVIDIA device is present but CUDA is not usable ({built}); training on the CPU"
+    return None
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """`auto`: the GPU when there is one, else the CPU. A GPU asked for by name (`cuda`, `cuda:1`) that is not
     visible is an error, not a silent run on the CPU."""
@@ -30,21 +51,66 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        problem = cuda_problem()
         raise RuntimeError(f"device {name!r} was asked for but this machine shows "
                            f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} GPU(s) "
-                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}"
+                           f"{'; ' + problem.split(';')[0] if problem else ''}); "
                            "not training on the CPU instead: pass --device cpu for that")
     return device
+
+
+# One stated precision on every device: float32 everywhere, with TF32 off, so that a run trained or scored on a GPU
+# gives the numbers it gives on the CPU up to float32 rounding (the book's numbers hold on either). The networks
+# here are small (EfficientNet-Lite, at batch 32): a run's time on a GPU goes mostly to starting, decoding and
+# scoring, not to matrix arithmetic, so bfloat16 or TF32 would buy little and cost that agreement. On a GPU the
+# cuDNN autotuner is off and deterministic algorithms are asked for (warn_only: an operation that has none, such as
+# DenseNet's adaptive-pool backward, warns and runs), so the same seed repeats a run on the same GPU.
+PRECISION = {"dtype": "float32", "tf32": False, "matmul_precision": "highest"}
+
+
+def use_device(name: str = "auto") -> torch.device:
+    """`pick_device`, with the precision settings of `PRECISION` applied to torch for that device."""
+    device = pick_device(name)
+    torch.set_float32_matmul_precision(PRECISION["matmul_precision"])  # no TF32, nor bfloat16 inside matmuls
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (read at its first use)
+        torch.backends.cuda.matmul.allow_tf32 = PRECISION["tf32"]
+        torch.backends.cudnn.allow_tf32 = PRECISION["tf32"]
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device
+
+
+def precision(device: torch.device) -> dict:
+    """What a run records of how it computed (`metrics.json`'s `run.precision`, shown on its page): the device and
+    its name, the number type, TF32, and the determinism settings."""
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        return {"device": f"cuda:{idx}", "name": torch.cuda.get_device_name(idx), "cuda": torch.version.cuda,
+                **PRECISION, "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+                "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+                "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    return {"device": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            **PRECISION, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+
+
+def describe(device: torch.device) -> str:
+    """One line: the device a command computes on and its precision (the first line of a `train` and a build)."""
+    p = precision(device)
+    where = f"{p['device']} ({p['name']}, CUDA {p['cuda']})" if device.type == "cuda" else \
+        f"cpu ({p['threads']} threads)"
+    det = "deterministic algorithms, cuDNN autotuner off" if device.type == "cuda" else "CPU kernels"
+    line = f"device: {where}; {p['dtype']}, TF32 {'on' if p['tf32'] else 'off'}, {det}"
+    if device.type == "cpu" and (problem := cuda_problem()):
+        line += f"\n{problem}"
+    return line
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """4-D inputs in channels-last memory format (faster convolutions on CPU and GPU alike)."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on a GPU, nothing on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
 def agrees(got, want, rtol: float = 1e-4) -> bool:
@@ -203,11 +269,10 @@ CPU_CHUNK_VALUES = 640_000
 
 
 def run_net(net: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`net` on a batch of network inputs already on `device` (under `autocast`), in CPU-sized chunks: float32
-    outputs on the CPU. The chunks change no draw and no order, only how many inputs share one call."""
+    """`net` on a batch of network inputs already on `device`, in CPU-sized chunks: float32 outputs on the CPU.
+    The chunks change no draw and no order, only how many inputs share one call."""
     n = len(x) if device.type != "cpu" else max(1, CPU_CHUNK_VALUES // max(1, x[0].numel()))
-    with autocast(device):
-        return torch.cat([net(c).float().cpu() for c in x.split(n)]) if len(x) else net(x).float().cpu()
+    return torch.cat([net(c).float().cpu() for c in x.split(n)]) if len(x) else net(x).float().cpu()
 
 
 def _scores(net: torch.nn.Module, x: torch.Tensor, data_config: dict, device: torch.device) -> torch.Tensor:

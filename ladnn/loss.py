@@ -2,6 +2,8 @@
 of one loss per task so that other ways of combining the tasks (ladnn.mtl) start from the same six terms."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -58,4 +60,11 @@ def lesion_attention_loss(logits: torch.Tensor, y: torch.Tensor, known: torch.Te
 
 def paper_loss(losses: torch.Tensor, covid_weight: float = PAPER_COVID_WEIGHT, reduction: str = "mean") -> torch.Tensor:
     """The task losses (`task_losses`) weighted as the paper weighs them (`task_weights`): its loss of Section 2.2."""
-    return task_weights(len(losses), covid_weight, reduction).to(losses) @ losses
+    return _weights_on(len(losses), covid_weight, reduction, losses.device, losses.dtype) @ losses
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_on(n_tasks: int, covid_weight: float, reduction: str, device: torch.device, dtype: torch.dtype
+                ) -> torch.Tensor:
+    """`task_weights` on `device`, made once per device and setting (no host-to-device copy per training step)."""
+    return task_weights(n_tasks, covid_weight, reduction).to(device, dtype)

@@ -272,7 +272,8 @@ def split_model(model: LADNN, top_blocks: int) -> tuple[nn.Module, nn.Module]:
     upper = nn.Sequential(*[m for _, m, _ in units[cut:]], model.head)
     was = model.training
     model.eval()
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    p = next(model.parameters())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(p.device, p.dtype)
     with torch.no_grad():
         ok = torch.allclose(upper(lower(x)), model(x), atol=1e-4, rtol=1e-4)
     model.train(was)
@@ -322,9 +323,10 @@ def cam_layer(model: LADNN, size: int = 224) -> nn.Module:
     hooks = [m.register_forward_hook(hook) for m in model.backbone.modules() if m is not model.backbone]
     was = model.training
     model.eval()
+    p = next(model.parameters())
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, size, size))
+            model(torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype))
     finally:
         model.train(was)
         for h in hooks:

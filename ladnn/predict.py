@@ -12,7 +12,7 @@ from ladnn.config import LESIONS, TASKS, Config
 from ladnn.data import splits
 from ladnn.dicom import AGGREGATION, MIN_LUNG_FRACTION, parse_window, patient_means, series_files
 from ladnn.images import MAX_PIXELS, ImageError, ct_check, decode_with_info, preprocess, read_bytes
-from ladnn.infer import forward, inference_net, model_input, onnx_net, outputs, pick_device, tta_outputs
+from ladnn.infer import forward, inference_net, model_input, onnx_net, outputs, tta_outputs, use_device
 from ladnn.rundir import P_COVID, P_LESIONS, IncompleteRunError, Run, predictions_table
 from ladnn.summary import Evaluation, Scores
 
@@ -33,10 +33,10 @@ class Predictor:
         `onnx`: on the CPU, score with the run's ONNX Runtime copy (`scorer`); False scores with the frozen
         TorchScript copy and exports nothing (for a handful of images, where the first export's 8 s would not pay)."""
         self.onnx = onnx
-        device = str(pick_device(device))
+        device = str(use_device(device))
         self.window = parse_window(window)
         self.run = Run(run_dir)  # refuses a run that is not complete
-        self.checkpoint = self.run.checkpoint(device)
+        self.checkpoint = self.run.checkpoint("cpu")  # read into a model built on the CPU, then moved (`model`)
         self.config = Config.from_dict(self.checkpoint["config"])
         self.tta = self.config.tta if tta is None else tta
         self.data_config: dict = self.checkpoint["data_config"]

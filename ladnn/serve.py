@@ -43,10 +43,10 @@ def error_status(e: ImageError) -> int:
 
 
 def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 16,
-               max_pixels: int = MAX_PIXELS, window=None) -> FastAPI:
+               max_pixels: int = MAX_PIXELS, window=None, device: str = "auto") -> FastAPI:
     """The service for one trained run; the model is loaded once, here. `window`: how DICOM uploads are shown to the
-    model (ladnn.dicom)."""
-    pred = Predictor(run_dir, window=window)
+    model (ladnn.dicom); `device`: where it scores (auto: the GPU when there is one)."""
+    pred = Predictor(run_dir, device, window=window)
     # one worker thread scores, one upload at a time (one model, shared: Grad-CAM++ hooks must not interleave);
     # the event loop stays free
     scoring = anyio.CapacityLimiter(1)
@@ -140,10 +140,13 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     return app
 
 
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, window=None) -> None:
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, window=None, device: str = "auto") -> None:
     import uvicorn
 
+    from ladnn.infer import describe, use_device
+
+    print(describe(use_device(device)), file=sys.stderr, flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding to {host} exposes this research tool to other machines on the network; it is not "
               "a medical device and has no authentication", file=sys.stderr)
-    uvicorn.run(create_app(run_dir, window=window), host=host, port=port)
+    uvicorn.run(create_app(run_dir, window=window, device=device), host=host, port=port)

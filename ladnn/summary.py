@@ -118,6 +118,9 @@ class RunInfo(_Record):
     pretrained: bool
     torch: str
     images: dict[str, int] = field(default_factory=dict)
+    # how it computed (ladnn.infer.precision): device and name, float32 and TF32, determinism; runs written before
+    # it was recorded have none
+    precision: dict | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,14 +26,15 @@ from ladnn.data import load_table, splits, subset, train_subset
 from ladnn.files import load_cache, write_atomic
 from ladnn.images import ImageCache, augment, cache_dir
 from ladnn.infer import (
-    autocast,
     channels_last,
+    describe,
     forward,
     inference_net,
     model_input,
     outputs,
-    pick_device,
+    precision,
     tta_outputs,
+    use_device,
     view_outputs,
 )
 from ladnn.loss import paper_loss, task_losses
@@ -246,9 +247,8 @@ def train_step(combine: TaskCombiner, opt: torch.optim.Optimizer, x: torch.Tenso
     """One optimiser step: the six task losses (`task_losses`), combined by `cfg.task_weighting` (the paper's
     weighted sum of Section 2.2 by default; ladnn.mtl). Returns the batch's value of the paper's loss, whatever
     the combination (no sync)."""
-    with autocast(device):
-        features, logits = combine.forward(x)
-    losses = task_losses(logits.float()[:, :len(cfg.tasks)], y[:, :len(cfg.tasks)], known, cfg.lesion_mask)
+    features, logits = combine.forward(x)
+    losses = task_losses(logits[:, :len(cfg.tasks)], y[:, :len(cfg.tasks)], known, cfg.lesion_mask)
     opt.zero_grad(set_to_none=True)
     if probe is not None:  # the tasks' gradients on the shared layers, before the step
         probe.record(losses)
@@ -282,6 +282,8 @@ def unseen_table(cfg: Config, data_dir=None) -> pd.DataFrame | None:
     if cfg.protocol != "official" or cfg.dataset != "D0":
         return None
     d1 = load_table("D0+D1", data_dir).query("dataset == 'D1'").reset_index(drop=True)
+    if d1.empty:  # no D1 zip present (a data pack holds D0 only)
+        return None
     d1 = subset(d1, cfg.limit, seed=0).reset_index(drop=True)
     return d1 if d1["covid"].nunique() == 2 else None
 
@@ -305,7 +307,7 @@ def prepare_inputs(cfg: Config, data_dir, device: torch.device):
 def prepare(cfg: Config, data_dir=None) -> None:
     """Fill the caches a run reads first, as `train` would: the decoded images and, for `head`/`top`, the frozen
     part's activations. The book calls it once before runs train side by side, so they do not each build them."""
-    device = pick_device(cfg.device)
+    device = use_device(cfg.device)
     data, model, imgs = prepare_inputs(cfg, data_dir, device)
     batch_source(cfg, model, imgs, device, data)
     del model, imgs
@@ -346,7 +348,8 @@ def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) 
     run.check(overwrite)
     run.take(overwrite)  # claimed before the data are read: a second worker on this run stops at once
     try:
-        device = pick_device(cfg.device)
+        device = use_device(cfg.device)
+        print(describe(device), flush=True)
         inputs = prepare_inputs(cfg, data_dir, device)
     except BaseException:
         run.release()
@@ -406,7 +409,7 @@ def _train(cfg: Config, run: RunDir, device: torch.device, data: dict, model: LA
     if probe is not None:
         run.write(GRADIENTS, pd.DataFrame(probe.rows).to_csv(index=False))
     info = RunInfo(best_epoch=min(history, key=lambda h: h["val_covid_loss"])["epoch"],
-                   seconds=round(time.time() - t0, 1), device=str(device), timm_name=timm_name(cfg.backbone),
+                   seconds=round(time.time() - t0, 1), device=str(device), precision=precision(device), timm_name=timm_name(cfg.backbone),
                    weights_source=model.weights_source, pretrained=cfg.pretrained, torch=torch.__version__,
                    images={s: len(d) for s, d in data.items()})
     metrics = RunMetrics(**vars(Scores.from_dict(scores)), protocol=protocol_info(cfg, data), run=info,

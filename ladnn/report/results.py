@@ -212,6 +212,19 @@ def run_summary(run: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("metric")
 
 
+def how_computed(run: str | Path) -> str:
+    """One line: where and in what precision the run computed (metrics.json's `run.precision`)."""
+    info = Run(run).metrics.run
+    p = info.precision
+    if not p:
+        return f"{info.seconds} s on {info.device} (precision not recorded: a run written before it was)"
+    gpu = p["device"].startswith("cuda")
+    det = (f"deterministic algorithms {'on' if p.get('deterministic_algorithms') else 'off'}, cuDNN autotuner "
+           f"{'on' if p.get('cudnn_benchmark') else 'off'}") if gpu else f"{p.get('threads')} CPU threads"
+    return (f"{info.seconds} s on {p['device']} ({p['name']}{', CUDA ' + str(p['cuda']) if gpu else ''}): "
+            f"{p['dtype']}, TF32 {'on' if p['tf32'] else 'off'}, {det}")
+
+
 def config_table(run: str | Path) -> pd.DataFrame:
     return pd.Series(Run(run).config.to_dict(), name="value").astype(str).to_frame()
 
