@@ -155,7 +155,9 @@ class GradientProbe:
 
     def record(self, losses: torch.Tensor) -> None:
         self.step += 1
-        G = task_gradients(losses, self.params, self.scale.to(losses))
+        if self.scale.device != losses.device or self.scale.dtype != losses.dtype:
+            self.scale = self.scale.to(losses)  # once: no host-to-device copy per step
+        G = task_gradients(losses, self.params, self.scale)
         self.rows += [{"epoch": self.epoch, "step": self.step, **r} for r in gradient_stats(G.float())]
 
     def epoch_summary(self) -> dict[str, float]:

@@ -17,6 +17,16 @@ from ladnn.train import targets, train, train_step
 CUDA = torch.device("cuda")
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_settings():
+    """`use_device("cuda")` switches on deterministic algorithms for the process: the other tests get it back."""
+    det, bench, cudnn_det = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+                             torch.backends.cudnn.deterministic)
+    yield
+    torch.use_deterministic_algorithms(det)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, cudnn_det
+
+
 def _model(name="tf_efficientnet_lite0", method="ladnn"):
     torch.manual_seed(0)
     return build_model(name, method, pretrained=False)
@@ -89,7 +99,6 @@ def test_a_run_on_the_gpu_trains_scores_and_writes_the_cpus_numbers(tmp_path, fi
     b = np.loadtxt(tmp_path / "cpu" / "predictions.csv", delimiter=",", skiprows=1, usecols=(1,))
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert json.loads((tmp_path / "gpu" / "metrics.json").read_text())["run"]["precision"]["tf32"] is False
-    torch.use_deterministic_algorithms(False)  # what use_device("cuda") switched on stays in this process
 
 
 @pytest.mark.parametrize("weighting", TASK_WEIGHTINGS)
@@ -163,4 +172,39 @@ def test_predictor_maps_plain_probs_and_service_on_the_gpu(tiny_run):
     np.testing.assert_allclose(got_maps, want_maps, atol=1e-4)
     np.testing.assert_allclose(got_plain, want_plain, atol=1e-5)
     assert abs(r.json()["results"][0]["p_covid"] - float(want_p[0, 0])) < 1e-5
-    torch.use_deterministic_algorithms(False)
+
+
+def test_an_unusable_gpu_is_said_in_one_line(monkeypatch):
+    """A driver too old for this torch's CUDA build: `torch.cuda.is_available()` only warns and answers False, so
+    `auto` would fall back to the CPU without a word. The device line says why; `cuda` by name stops, saying it."""
+    import warnings
+
+    from ladnn import infer
+
+    def unavailable():
+        warnings.warn("CUDA initialization: The NVIDIA driver on your system is too old (found version 12040).",
+                      stacklevel=1)
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", unavailable)
+    first, second = infer.describe(infer.use_device("auto")).split("\n")
+    assert first.startswith("device: cpu (") and "float32, TF32 off" in first
+    assert second.startswith("a GPU is present but unusable: CUDA initialization: The NVIDIA driver")
+    assert "too old" in second and second.endswith("training on the CPU")
+    with pytest.raises(RuntimeError, match="too old"):
+        infer.pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "\n" not in infer.describe(infer.use_device("auto"))  # no GPU, nothing to say
+
+
+def test_a_build_names_its_device_first_and_stops_where_the_profile_wants_a_missing_gpu():
+    from conftest import ROOT
+
+    from ladnn.book import device_line
+    from ladnn.profiles import BuildError, load_profile
+
+    assert device_line(load_profile("quick", ROOT)).startswith("device: cpu (")
+    with pytest.raises(BuildError, match="profile gpu: device 'cuda' was asked for"):
+        device_line(load_profile("gpu", ROOT))
+    with fake_cuda():
+        assert device_line(load_profile("gpu", ROOT)).startswith("device: cuda:0 (pretend GPU")
