@@ -27,15 +27,16 @@ BOOK_FLAGS = --profile $(PROFILE) $(if $(OPTIONAL),--with-optional-backbones)
 book: data install
 	@$(DATA) $(PYTHON) -m ladnn.book $(BOOK_FLAGS)
 
-# The browser tests need Debian's chromium and chromium-driver: installed here when missing and we may (root, apt),
+# The browser tests need Debian's chromium, chromium-driver and nodejs (the page's script run by node, tests/test_serve_page.py):
+# installed here when missing and we may (root, apt),
 # else one line says what to install.
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v node >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium and chromium-driver for the browser tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	    echo "installing Debian's chromium, chromium-driver and nodejs for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nodejs >/dev/null; \
 	  else \
-	    echo "make test needs Chromium for its browser tests: run 'sudo apt-get install chromium chromium-driver' (Debian)" >&2; \
+	    echo "make test needs Chromium and Node.js for its browser tests: run 'sudo apt-get install chromium chromium-driver nodejs' (Debian)" >&2; \
 	    exit 1; \
 	  fi; }
 

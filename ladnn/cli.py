@@ -34,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to create")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out: the new run trains beside it and "
                                                        "replaces it only once complete; a failure leaves it as it was")
+    t.add_argument("--skip-done", action="store_true", help="exit 0 without training when --out holds a finished run "
+                                                         "with exactly this config (the book's --plan lines)")
     _data_arg(t)
 
     e = sub.add_parser("evaluate", help="score a run's test split, or an external folder, and write metrics")
@@ -56,10 +58,21 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="the local diagnosis web page and JSON API")
     s.add_argument("run", help="run directory")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    s.add_argument("--port", type=int, default=8000, help="port")
+    s.add_argument("--port", type=_port, default=8000, help="port (1 to 65535)")
     _window_arg(s)
     s.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu or cuda")
     return ap
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1 to 65535 (argparse's error otherwise, not a traceback from the socket)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 1 to 65535")
+    return port
 
 
 def _window_arg(p: argparse.ArgumentParser) -> None:
@@ -114,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         return _run(a)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:  # OSError: FileNotFoundError, a refused special file, ...
         print(f"ladnn {a.cmd}: error: {e}", file=sys.stderr)
         return 2
 
@@ -151,7 +164,7 @@ def _run(a: argparse.Namespace) -> int:
 
         if a.data_dir:
             os.environ["LADNN_DATA_DIR"] = a.data_dir
-        m = train(_config(a), a.out, overwrite=a.overwrite)
+        m = train(_config(a), a.out, overwrite=a.overwrite, skip_done=a.skip_done)
         print(json.dumps({"out": a.out, **m.covid.to_dict(), "best_epoch": m.run.best_epoch,
                           "seconds": m.run.seconds}))
     elif a.cmd == "evaluate":
@@ -166,10 +179,11 @@ def _run(a: argparse.Namespace) -> int:
         from ladnn.dicom import AGGREGATION
         from ladnn.predict import Predictor, expand_inputs, series_summary
 
-        res = Predictor(a.run, a.device, window=a.window).predict_files(expand_inputs(a.images))
+        files, unreadable, series = expand_inputs(a.images)
+        res = Predictor(a.run, a.device, window=a.window).predict_files(files) + unreadable
         for r in res:
             print(json.dumps(r))
-        for s in series_summary(res):
+        for s in series_summary(res, series):
             print(json.dumps({**s, "aggregation": AGGREGATION}))
         print(NOTICE, file=sys.stderr)
         return 1 if any("error" in r for r in res) else 0

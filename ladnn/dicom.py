@@ -14,6 +14,8 @@ series (folders of slices) ordered by slice location.
 from __future__ import annotations
 
 import io
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,17 @@ WINDOWS = {"lung": (-600.0, 1500.0), "mediastinal": (50.0, 350.0)}
 DEFAULT_WINDOW = "lung"
 LUNG_HU = (-950.0, -300.0)
 MIN_LUNG_FRACTION = 0.05  # a slice "shows lung" when at least this share of the image is aerated lung
+MIN_SIDE = 16  # images, DICOM slices included, narrower or lower than this are refused
+# Transfer syntaxes that need a decoder plugin, and the packages that bring one (pydicom's own handlers decode the
+# uncompressed, deflated and RLE syntaxes).
+DECODERS = {
+    **dict.fromkeys(("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+                     "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
+                    "pylibjpeg pylibjpeg-libjpeg"),  # JPEG baseline, extended, lossless; JPEG-LS
+    **dict.fromkeys(("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+                     "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"),
+                    "pylibjpeg pylibjpeg-openjpeg"),  # JPEG 2000 and HTJ2K
+}
 
 
 AGGREGATION = ("mean COVID probability over the patient's slices that show lung (lung fraction >= "
@@ -48,7 +61,7 @@ def is_dicom(data: bytes) -> bool:
 
 
 def parse_window(window: str | tuple[float, float] | None) -> tuple[float, float]:
-    """`lung`, `mediastinal`, `C,W` (e.g. `-600,1500`) or a (centre, width) pair -> (centre, width)."""
+    """`lung`, `mediastinal`, `C,W` (e.g. `-600,1500`) or a (centre, width) pair -> (centre, width), both finite."""
     if window is None:
         window = DEFAULT_WINDOW
     if isinstance(window, tuple):
@@ -61,14 +74,72 @@ def parse_window(window: str | tuple[float, float] | None) -> tuple[float, float
         except ValueError:
             raise ValueError(f"window {window!r}: use {' or '.join(WINDOWS)} or CENTRE,WIDTH in HU "
                              "(e.g. -600,1500)") from None
+    if not (math.isfinite(c) and math.isfinite(w)):
+        raise ValueError(f"window {window!r}: the centre and the width must be finite numbers of HU")
     if w <= 0:
         raise ValueError(f"window {window!r}: the width must be positive")
     return float(c), float(w)
 
 
-def read_hu(data: bytes, name: str = "<upload>"):
-    """The slice in HU (float32 H x W) and its dataset. Refuses, naming `name`: a file that is not DICOM, not CT,
-    has no pixel data, is not one grey frame, or whose compression has no decoder installed."""
+def tag_name(keyword: str) -> str:
+    """`RescaleSlope (0028,1053)`: a header field as the errors name it."""
+    from pydicom.datadict import tag_for_keyword
+
+    t = tag_for_keyword(keyword)
+    return f"{keyword} ({t >> 16:04X},{t & 0xFFFF:04X})" if t is not None else keyword
+
+
+def header_number(ds, keyword: str, name: str, kind=float, required: str = ""):
+    """A numeric header field (DS or IS) as `kind`, or None when absent. A value that is not one finite number is a
+    DicomError naming the file and the field; so is an absent field when `required` says why it is needed."""
+    try:
+        value = ds.get(keyword, None)
+    except Exception as e:  # noqa: BLE001 - pydicom converts DS/IS values on access and raises ValueError and others
+        raise DicomError(f"{name}: {tag_name(keyword)} cannot be read ({type(e).__name__}: {e})") from None
+    if value is None or value == "":
+        if required:
+            raise DicomError(f"{name}: no {tag_name(keyword)}: {required}")
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise DicomError(f"{name}: {tag_name(keyword)} is {str(value)!r}, not a number") from None
+    if not math.isfinite(number):
+        raise DicomError(f"{name}: {tag_name(keyword)} is {number}, not a finite number")
+    return number
+
+
+def check_header(ds, name: str, max_pixels: int) -> tuple[int, int]:
+    """What the header must say before any pixel is decoded: CT, pixel data, one grey frame, a size between MIN_SIDE
+    a side and `max_pixels` (Rows x Columns x frames: a small compressed file can decode to gigabytes). Returns
+    (rows, columns)."""
+    modality = str(ds.get("Modality", ""))
+    if modality != "CT":
+        raise DicomError(f"{name}: modality {modality or 'missing'!r}, not CT: the model scores CT slices only")
+    if "PixelData" not in ds:
+        raise DicomError(f"{name}: no pixel data (a DICOM file without an image)")
+    frames = header_number(ds, "NumberOfFrames", name, int) or 1
+    spp = header_number(ds, "SamplesPerPixel", name, int) or 1
+    rows = header_number(ds, "Rows", name, int, required="the image size is unknown")
+    cols = header_number(ds, "Columns", name, int, required="the image size is unknown")
+    if rows * cols * max(frames, 1) > max_pixels:
+        raise DicomError(f"{name}: {cols}x{rows} pixels x {frames} frame(s) (from the header) exceeds the limit of "
+                         f"{max_pixels} pixels; not decoded")
+    if frames != 1 or spp != 1:
+        raise DicomError(f"{name}: unsupported frame layout ({frames} frame(s), {spp} sample(s) per pixel): one "
+                         "grey slice per file is expected")
+    if min(rows, cols) < MIN_SIDE:
+        raise DicomError(f"{name}: {cols}x{rows} pixels is below the minimum of {MIN_SIDE} pixels a side: too small to "
+                         "be a CT slice")
+    return rows, cols
+
+
+def read_hu(data: bytes, name: str = "<upload>", max_pixels: int = 50_000_000):
+    """The slice in HU (float32 H x W) and its dataset. Refuses, naming `name` and the field: a file that is not
+    DICOM or not CT, has no pixel data, is not one grey frame, is smaller than MIN_SIDE or larger than `max_pixels`
+    (read from the header, before decoding), lacks a finite RescaleSlope or RescaleIntercept (Type 1 for CT: without
+    them the HU scale is unknown), has a compression with no decoder installed, or decodes to values that are not
+    finite."""
     import warnings
 
     import pydicom
@@ -82,28 +153,26 @@ def read_hu(data: bytes, name: str = "<upload>"):
     ends = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
     if ends:
         raise DicomError(f"{name}: truncated DICOM file ({ends[0]})")
-    modality = str(ds.get("Modality", ""))
-    if modality != "CT":
-        raise DicomError(f"{name}: modality {modality or 'missing'!r}, not CT: the model scores CT slices only")
-    if "PixelData" not in ds:
-        raise DicomError(f"{name}: no pixel data (a DICOM file without an image)")
-    frames, spp = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("SamplesPerPixel", 1))
-    if frames != 1 or spp != 1:
-        raise DicomError(f"{name}: unsupported frame layout ({frames} frame(s), {spp} sample(s) per pixel): one "
-                         "grey slice per file is expected")
+    rows, cols = check_header(ds, name, max_pixels)
+    why = "required for CT images (DICOM PS3.3 C.8.2.1): without it the Hounsfield scale is unknown"
+    slope = header_number(ds, "RescaleSlope", name, required=why)
+    intercept = header_number(ds, "RescaleIntercept", name, required=why)
     try:
         a = ds.pixel_array
     except Exception as e:  # noqa: BLE001 - a missing decoder is a RuntimeError, bad data others
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         what = f"{syntax.name} ({syntax})" if syntax is not None else "unknown"
         if "handler" in str(e).lower() or "plugin" in str(e).lower() or "decod" in str(e).lower():
-            raise DicomError(f"{name}: no decoder installed for its compression, {what}: install pylibjpeg and "
-                             "pylibjpeg-libjpeg (pip install pylibjpeg pylibjpeg-libjpeg)") from None
+            need = DECODERS.get(str(syntax), "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg")
+            raise DicomError(f"{name}: no decoder installed for its compression, {what}: install "
+                             f"{' and '.join(need.split())} (pip install {need})") from None
         raise DicomError(f"{name}: pixel data cannot be read ({type(e).__name__}: {e})") from None
-    if a.ndim != 2:
-        raise DicomError(f"{name}: unsupported frame layout (pixel array of shape {a.shape})")
-    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-    return a.astype(np.float32) * slope + intercept, ds
+    if a.shape != (rows, cols):
+        raise DicomError(f"{name}: pixel array of shape {a.shape}, but the header says {rows} rows and {cols} columns")
+    hu = a.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    if not np.isfinite(hu).all():
+        raise DicomError(f"{name}: {int((~np.isfinite(hu)).sum())} pixel(s) in HU are not finite")
+    return hu, ds
 
 
 def window_image(hu: np.ndarray, window=None) -> np.ndarray:
@@ -124,27 +193,109 @@ def lung_fraction(hu: np.ndarray) -> float:
     return float(inside.mean())
 
 
-def decode_dicom(data: bytes, name: str = "<upload>", window=None):
+def decode_dicom(data: bytes, name: str = "<upload>", window=None, max_pixels: int = 50_000_000):
     """A DICOM CT slice as an 8-bit RGB PIL image (grey in all three channels) through `window`, and what the file
-    says of it: its lung fraction, slice location, patient and window (centre, width)."""
+    says of it: its lung fraction, slice location, patient, study and series, and the window (centre, width)."""
     from PIL import Image
 
-    hu, ds = read_hu(data, name)
-    loc = ds.get("SliceLocation", None)
-    info = {"lung_fraction": round(lung_fraction(hu), 4), "slice_location": None if loc is None else float(loc),
-            "patient_id": str(ds.get("PatientID", "")), "window": list(parse_window(window))}
+    hu, ds = read_hu(data, name, max_pixels)
+    info = {"lung_fraction": round(lung_fraction(hu), 4),
+            "slice_location": header_number(ds, "SliceLocation", name),
+            "patient_id": str(ds.get("PatientID", "")), "study_uid": str(ds.get("StudyInstanceUID", "")),
+            "series_uid": str(ds.get("SeriesInstanceUID", "")), "window": list(parse_window(window))}
     return Image.fromarray(window_image(hu, window), mode="L").convert("RGB"), info
 
 
-def series_files(folder: str | Path) -> list[Path]:
-    """The DICOM files under `folder` (any depth), ordered by folder and then by SliceLocation (0020,1041), else
-    InstanceNumber, else file name: the order of a series along the body, not the order of the file names."""
+@dataclass
+class Series:
+    """One series of a folder: the slices of one patient, study and series, in order along the body."""
+    folder: str
+    patient: str
+    study: str
+    uid: str
+    files: list[Path]
+    order: str  # which header field ordered the slices
+    left_out: list[str] = field(default_factory=list)  # "file: why" (duplicates, localizers)
+
+    @property
+    def label(self) -> str:
+        """How the output names it: the folder, with the patient and the study and series (their last digits)."""
+        return f"{self.folder} [patient {self.patient or '?'}, study ...{self.study[-6:]}, series ...{self.uid[-6:]}]"
+
+
+def _position(ds) -> float | None:
+    """The slice's position along its normal: ImagePositionPatient . (row direction x column direction), from
+    ImageOrientationPatient; None when either is missing or not numeric."""
+    try:
+        ipp = [float(v) for v in ds.get("ImagePositionPatient", None) or []]
+        iop = [float(v) for v in ds.get("ImageOrientationPatient", None) or []]
+    except (TypeError, ValueError):
+        return None
+    if len(ipp) != 3 or len(iop) != 6 or not all(map(math.isfinite, ipp + iop)):
+        return None
+    normal = np.cross(iop[:3], iop[3:])
+    return float(np.dot(ipp, normal)) if np.linalg.norm(normal) > 0.5 else None
+
+
+ORDER_KEYS = ("ImagePositionPatient along the slice normal", "SliceLocation", "InstanceNumber", "file name")
+
+
+def scan_folder(folder: str | Path) -> tuple[list[Series], list[tuple[Path, str]]]:
+    """The DICOM files under `folder` (any depth), as series: files are grouped by PatientID, StudyInstanceUID and
+    SeriesInstanceUID (a folder holding two patients gives two series); a SOPInstanceUID seen twice is scored once,
+    and localizers (ImageType LOCALIZER) are left out, both listed in `left_out`; each series is ordered by one key,
+    the first that every slice of it has (ORDER_KEYS), and says which. Also returns the files whose header cannot be
+    read, each with the reason, for the caller to report: they never stop the others."""
     import pydicom
 
-    files = [p for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.suffix.lower() in (".dcm", ".dicom")]
-    keyed = []
-    for p in files:
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
-        loc = ds.get("SliceLocation", ds.get("InstanceNumber", None))
-        keyed.append((str(p.parent), float(loc) if loc is not None else float("inf"), p.name, p))
-    return [k[-1] for k in sorted(keyed)]
+    from ladnn.files import check_regular_file
+
+    found = [p for p in sorted(Path(folder).rglob("*")) if p.suffix.lower() in (".dcm", ".dicom") and p.is_file()]
+    groups: dict[tuple, list] = {}
+    bad: list[tuple[Path, str]] = []
+    for p in found:
+        try:
+            check_regular_file(p)
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+            key = (str(p.parent.relative_to(folder)) if p.parent != Path(folder) else ".",
+                   str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", "")),
+                   str(ds.get("SeriesInstanceUID", "")))
+            keys = (_position(ds), _optional(ds, "SliceLocation", float), _optional(ds, "InstanceNumber", int))
+            groups.setdefault(key, []).append((p, ds, keys))
+        except OSError as e:  # ladnn.files.FileRefused among them
+            bad.append((p, str(e)))
+        except Exception as e:  # noqa: BLE001 - pydicom raises several types for files that are not DICOM
+            bad.append((p, f"{p}: not a readable DICOM file ({type(e).__name__}: {e})"))
+    out = []
+    for (sub, patient, study, uid), items in groups.items():
+        left, kept, seen = [], [], {}
+        for p, ds, keys in items:
+            sop = str(ds.get("SOPInstanceUID", ""))
+            kinds = [str(v).upper() for v in (ds.get("ImageType", None) or [])]
+            if "LOCALIZER" in kinds:
+                left.append(f"{p}: a localizer (ImageType {'/'.join(kinds)}), not a slice")
+            elif sop and sop in seen:
+                left.append(f"{p}: the same SOPInstanceUID as {seen[sop]}, scored once")
+            else:
+                seen[sop] = p
+                kept.append((p, keys))
+        if not kept:
+            out.append(Series(str(Path(folder) / sub), patient, study, uid, [], "none", left))
+            continue
+        k = next((i for i in range(3) if all(keys[i] is not None for _, keys in kept)), 3)
+        kept.sort(key=lambda item: (item[1][k], item[0].name) if k < 3 else item[0].name)
+        out.append(Series(str(Path(folder) / sub), patient, study, uid, [p for p, _ in kept], ORDER_KEYS[k], left))
+    return out, bad
+
+
+def _optional(ds, keyword: str, kind):
+    """A numeric header field for ordering: None when absent or not a finite number (another key orders then)."""
+    try:
+        return header_number(ds, keyword, "", kind)
+    except DicomError:
+        return None
+
+
+def series_files(folder: str | Path) -> list[Path]:
+    """The files of `scan_folder`'s series, one series after another, each in its order along the body."""
+    return [f for s in scan_folder(folder)[0] for f in s.files]

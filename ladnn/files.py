@@ -76,3 +76,25 @@ def write_folder_atomic(folder: str | Path, files: dict[str, str | bytes]) -> Pa
 def resource(name: str):
     """A file shipped inside the package (ladnn/resources/), readable from any install."""
     return resources.files("ladnn") / "resources" / name
+
+
+MAX_FILE_BYTES = 256 * 2**20  # a larger input file is refused before it is read (a CT slice is a few MB)
+
+
+class FileRefused(OSError):
+    """An input path that is not read: a FIFO, a device, a folder, or a file over the size limit."""
+
+
+def check_regular_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> int:
+    """The size of a regular file of at most `max_bytes`; a FIFO, a device, a folder or a larger file is an
+    FileRefused (an OSError) naming it (a FIFO would block its reader, `/dev/zero` never ends). Looked at with stat, not opened."""
+    import stat
+
+    st = os.stat(path)  # follows links: a link to a device is a device
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                stat.S_ISBLK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "a special file")
+        raise FileRefused(f"{path}: {kind}, not a regular file; refused")
+    if st.st_size > max_bytes:
+        raise FileRefused(f"{path}: {st.st_size} bytes exceeds the limit of {max_bytes} bytes a file; not read")
+    return st.st_size

@@ -13,11 +13,11 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from ladnn.config import PREPROCESS
-from ladnn.dicom import DicomError, decode_dicom, is_dicom
-from ladnn.files import load_cache, write_atomic
+from ladnn.dicom import MIN_SIDE, DicomError, decode_dicom, is_dicom
+from ladnn.files import MAX_FILE_BYTES, FileRefused, check_regular_file, load_cache, write_atomic
 
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
-MIN_SIDE = 16  # images narrower or lower than this are refused (D0's smallest is 53 x 26 pixels)
+# MIN_SIDE (ladnn.dicom): images narrower or lower than 16 pixels are refused (D0's smallest is 53 x 26 pixels)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -25,14 +25,27 @@ class ImageError(ValueError):
     """An image file that cannot be used; the message names the file."""
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """Read a file, or a zip member written as `archive.zip::member`."""
+def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a regular file of at most `max_bytes` (`check_regular_file`), or a zip member written as
+    `archive.zip::member` (only when no file has that whole name, and the part before `::` is a zip file)."""
     path = str(path)
-    if "::" in path:
+    if "::" in path and not os.path.lexists(path):
         archive, member = path.split("::", 1)
-        with zipfile.ZipFile(archive) as zf:
-            return zf.read(member)
-    return Path(path).read_bytes()
+        check_regular_file(archive, max_bytes=2**40)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                if zf.getinfo(member).file_size > max_bytes:
+                    raise FileRefused(f"{path}: {zf.getinfo(member).file_size} bytes exceeds the limit of {max_bytes} "
+                                     "bytes a file; not read")
+                return zf.read(member)
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise ImageError(f"{path}: cannot be read from the zip file {archive} ({type(e).__name__}: {e})") from None
+    check_regular_file(path, max_bytes)
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)  # a file that grew since stat is still capped
+    if len(data) > max_bytes:
+        raise FileRefused(f"{path}: more than the limit of {max_bytes} bytes a file; not read")
+    return data
 
 
 def decode(data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS, window=None) -> Image.Image:
@@ -48,12 +61,9 @@ def decode_with_info(data: bytes, name: str = "<upload>", max_pixels: int = MAX_
         raise ImageError(f"{name}: empty file (0 bytes)")
     if is_dicom(data):
         try:
-            img, info = decode_dicom(data, name, window)
+            return decode_dicom(data, name, window, max_pixels)  # the size is checked from the header
         except DicomError as e:
             raise ImageError(str(e)) from None
-        if img.width * img.height > max_pixels:
-            raise ImageError(f"{name}: {img.width}x{img.height} pixels exceeds the limit of {max_pixels}")
-        return img, info
     return _decode_picture(data, name, max_pixels), {}
 
 

@@ -92,15 +92,27 @@ def precision(device: torch.device) -> dict:
                 **PRECISION, "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
                 "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
                 "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
-    return {"device": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    return {"device": "cpu", "name": cpu_name(), "threads": torch.get_num_threads(),
             **PRECISION, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what `platform` knows of it."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def describe(device: torch.device) -> str:
     """One line: the device a command computes on and its precision (the first line of a `train` and a build)."""
     p = precision(device)
     where = f"{p['device']} ({p['name']}, CUDA {p['cuda']})" if device.type == "cuda" else \
-        f"cpu ({p['threads']} threads)"
+        f"cpu ({p['threads']} thread{'' if p['threads'] == 1 else 's'})"
     det = "deterministic algorithms, cuDNN autotuner off" if device.type == "cuda" else "CPU kernels"
     line = f"device: {where}; {p['dtype']}, TF32 {'on' if p['tf32'] else 'off'}, {det}"
     if device.type == "cpu" and (problem := cuda_problem()):

@@ -1,6 +1,7 @@
 """Inference from a run directory: one code path for `ladnn predict`, `ladnn evaluate` and `ladnn serve`."""
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ import torch
 
 from ladnn.config import LESIONS, TASKS, Config
 from ladnn.data import splits
-from ladnn.dicom import AGGREGATION, MIN_LUNG_FRACTION, parse_window, patient_means, series_files
+from ladnn.dicom import AGGREGATION, MIN_LUNG_FRACTION, Series, parse_window, patient_means, scan_folder
 from ladnn.images import MAX_PIXELS, ImageError, ct_check, decode_with_info, preprocess, read_bytes
 from ladnn.infer import forward, inference_net, model_input, onnx_net, outputs, tta_outputs, use_device
 from ladnn.rundir import P_COVID, P_LESIONS, IncompleteRunError, Run, predictions_table
@@ -90,6 +91,8 @@ class Predictor:
         `warnings`) and, for a DICOM slice, its lung fraction, slice location and patient."""
         img, info = decode_with_info(data, name, max_pixels, self.window)
         check = ct_check(img)
+        if info.get("lung_fraction", 1.0) < MIN_LUNG_FRACTION:  # the one rule of predict, evaluate and serve
+            check["warnings"].append(low_lung_warning(info["lung_fraction"]))
         rgb = np.asarray(preprocess(img, self.size, self.config.preprocess), dtype=np.uint8)
         return rgb, torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None], {**info, "check": check}
 
@@ -187,6 +190,12 @@ class Predictor:
         return out
 
 
+def low_lung_warning(fraction: float) -> str:
+    """The warning of a DICOM slice that shows little lung (`ladnn.dicom.lung_fraction` below MIN_LUNG_FRACTION)."""
+    return (f"this DICOM slice shows little lung (lung fraction {fraction:.3f}, below {MIN_LUNG_FRACTION:g}): the "
+            "model only saw slices through the lungs, so its score here means nothing")
+
+
 def data_url(rgb: np.ndarray, kind: str = "png") -> str:
     """A uint8 H x W x 3 image as a data URL: `png` (lossless: the pixels the model saw) or `jpeg` (quality 90, for
     heatmap overlays: 0.5 ms to write where a PNG took 6 ms here)."""
@@ -236,34 +245,40 @@ IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", 
 DIAGNOSIS_COVID = {"covid-19", "covid19", "covid"}
 
 
-def expand_inputs(paths) -> list[str]:
-    """Files as given, and folders replaced by the DICOM series inside them (ordered by slice location)."""
+def expand_inputs(paths) -> tuple[list[str], list[dict], list[Series]]:
+    """Files as given, and folders replaced by the DICOM series inside them (`ladnn.dicom.scan_folder`: split by
+    patient, study and series, duplicates and localizers left out, each in one order along the body). Returns the
+    files to score, one `{"image", "error"}` record per file whose header cannot be read (the others are scored all
+    the same), and the series found."""
     out: list[str] = []
+    errors: list[dict] = []
+    series: list[Series] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files = series_files(p)
-            if not files:
+            found, bad = scan_folder(p)
+            if not found and not bad:
                 raise FileNotFoundError(f"{p}: a folder with no .dcm files")
-            out += map(str, files)
+            series += found
+            out += [str(f) for s in found for f in s.files]
+            errors += [{"image": str(f), "error": why} for f, why in bad]
         else:
             out.append(str(p))
+    return out, errors, series
+
+
+def series_summary(results: list[dict], series: list[Series]) -> list[dict]:
+    """One patient score per DICOM series (`expand_inputs`) among `predict_files` results: AGGREGATION over its
+    slices that show lung, with the slices scored, the order of the slices and what was left out."""
+    by_file = {r["image"]: r for r in results}
+    out = []
+    for s in series:
+        rows = [by_file[str(f)] for f in s.files if str(f) in by_file and "error" not in by_file[str(f)]]
+        lung = [r[P_COVID] for r in rows if r.get("lung_fraction", 0.0) >= MIN_LUNG_FRACTION]
+        out.append({"series": s.label if len(series) > 1 else s.folder, "patient_id": s.patient,
+                    "slices": len(s.files), "slices_scored": len(rows), "slices_with_lung": len(lung),
+                    P_COVID + "_patient": float(np.mean(lung)) if lung else None, "order": s.order,
+                    **({"left_out": s.left_out} if s.left_out else {})})
     return out
-
-
-def series_summary(results: list[dict]) -> list[dict]:
-    """One patient score per DICOM series among `predict_files` results (slices grouped by folder): AGGREGATION,
-    with the count of slices scored."""
-    import pandas as pd
-
-    rows = [{"series": str(Path(r["image"]).parent), "p_covid": r[P_COVID], "lung_fraction": r["lung_fraction"]}
-            for r in results if "lung_fraction" in r and "error" not in r]
-    if not rows:
-        return []
-    slices = pd.DataFrame(rows)
-    per = patient_means(slices, "series").set_index("series")
-    return [{"series": folder, "slices": int(n), "slices_with_lung": int(per["slices"].get(folder, 0)),
-             P_COVID + "_patient": float(per.loc[folder, "p_covid"]) if folder in per.index else None}
-            for folder, n in slices.groupby("series", sort=False).size().items()]
 
 
 def labels_table(csv_path: str | Path):
@@ -277,18 +292,26 @@ def labels_table(csv_path: str | Path):
     import pandas as pd
 
     path = Path(csv_path)
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: the BOM of a spreadsheet's "CSV UTF-8"
         rows = list(csv.DictReader(fh))
     cols = set(rows[0]) if rows else set()
     if "file" not in cols or not cols & {"covid", "diagnosis"}:
         raise ValueError(f"{path}:1: a labels CSV needs the column 'file' and 'covid' or 'diagnosis'; has "
                          f"{sorted(cols)}")
     out = []
+    home = path.parent.absolute()
+    first_line: dict[Path, int] = {}
     for line, r in enumerate(rows, start=2):
         f = (r.get("file") or "").strip()
         if not f:
             raise ValueError(f"{path}:{line}: empty 'file'")
-        image = path.parent / f
+        image = Path(os.path.normpath(home / f))  # `..` resolved as written (a link inside the folder is followed)
+        if not image.is_relative_to(home):
+            raise ValueError(f"{path}:{line}: file {f!r} is outside the labels' folder {home}: paths in a labels "
+                             "CSV stay inside its folder")
+        if image in first_line:
+            raise ValueError(f"{path}:{line}: file {f!r} is listed again (first on line {first_line[image]})")
+        first_line[image] = line
         if not image.is_file():
             raise FileNotFoundError(f"{path}:{line}: file {f!r} not found ({image})")
         if "covid" in cols:
@@ -310,6 +333,13 @@ def labels_table(csv_path: str | Path):
     if not out:
         raise ValueError(f"{path}: no rows")
     table = pd.DataFrame(out)
+    table["line"] = range(2, len(table) + 2)
+    for patient, g in table[table["patient"] != ""].groupby("patient", sort=False):
+        if g["covid"].nunique() > 1:
+            lines = ", ".join(f"{n} ({'COVID-19' if c else 'not COVID-19'})" for n, c in zip(g["line"], g["covid"]))
+            raise ValueError(f"{path}: patient {patient!r} has conflicting labels on lines {lines}: a patient's "
+                             "slices share its diagnosis")
+    table = table.drop(columns="line")
     table.attrs["source"] = str(path)  # named in errors about the set as a whole
     return table
 
@@ -349,7 +379,9 @@ def score_table(pr: Predictor, df, progress: bool = False) -> tuple:
     res = pr.predict_files(df["image"], progress=progress)
     bad = [r for r in res if "error" in r]
     if bad:
-        raise ValueError(f"{len(bad)} image(s) could not be read, e.g. {bad[0]['error']}")
+        raise ValueError(f"{len(bad)} of the {len(res)} labelled image(s) could not be read; nothing was written "
+                         "(an evaluation scores every labelled image or none):\n  "
+                         + "\n  ".join(r["error"] for r in bad[:20]) + ("\n  ..." if len(bad) > 20 else ""))
     cols = (P_COVID, *P_LESIONS)[:len(pr.tasks)]
     pred = predictions_table(df, np.array([[r[c] for c in cols] for r in res]), pr.tasks)
     if "slice_scored" in df:
@@ -467,6 +499,18 @@ def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir
                f"{pr.run.path.name} on {Path(images).name if images else 'its test split'}"
                ).savefig(buf, format="png", dpi=120)
     extra = {"roc.png": buf.getvalue(), **({"patients.csv": per.to_csv(index=False)} if per is not None else {})}
-    out = pr.run.write_evaluation(f"eval-{Path(images).name}" if images else "eval", pred, e, extra)
+    out = pr.run.write_evaluation(evaluation_folder(images), pred, e, extra)
     files = [str(out / f) for f in ("predictions.csv", "metrics.json", *extra)]
     return dataclasses.replace(e, written_to=str(out), files=files)
+
+
+def evaluation_folder(images: str | Path | None) -> str:
+    """The run's folder for an evaluation: `eval` for its test split, else `eval-<name>-<hash>`, the name and a hash
+    of the set's full path, so two sets with one folder name never replace each other's results (`--images .`
+    is named by the folder it means)."""
+    import hashlib
+
+    if not images:
+        return "eval"
+    full = Path(images).resolve()
+    return f"eval-{full.name or 'root'}-{hashlib.sha256(str(full).encode()).hexdigest()[:8]}"

@@ -182,7 +182,9 @@ def training_runs(prof: dict, root: Path) -> list[tuple[str, Config, Path]]:
 def plan(profile: str, root: str | Path = ".", overrides: dict | None = None, optional: bool = False) -> list[str]:
     """One self-contained `ladnn train` command per run of the profile that is neither complete nor being trained
     (a claim with a recent heartbeat, `ladnn.rundir.Claim`), for any machine that shares the `runs/` folder (a SLURM
-    job array, say). The run folder and the data folder are absolute, so a command runs from any directory."""
+    job array, say). The run folder and the data folder are absolute, so a command runs from any directory. A command
+    run again, or after its run was finished elsewhere, exits 0 and trains nothing (`--skip-done`); it carries
+    `--overwrite` only where a finished run with another config is to be replaced."""
     import shlex
 
     from ladnn.cli import config_args
@@ -204,6 +206,7 @@ def plan(profile: str, root: str | Path = ".", overrides: dict | None = None, op
         state, why = read_status(out)
         if state == "damaged":  # listed again, and the file it could not read is named
             print(f"plan: {out} is listed again: {why}", file=sys.stderr)
+        replace = ["--overwrite"] if state == "complete" else []  # finished with another config
         lines.append(shlex.join(["ladnn", "train", *config_args(cfg), "--data-dir", data, "--out", str(out),
-                                 "--overwrite"]))
+                                 "--skip-done", *replace]))
     return lines

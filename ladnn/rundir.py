@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ import pandas as pd
 
 from ladnn.config import LESIONS, Config, ConfigError
 from ladnn.data import groups_of
-from ladnn.files import replace_folder, write_atomic, write_folder_atomic
+from ladnn.files import write_folder_atomic
 from ladnn.summary import Evaluation, RunMetrics
 
 CONFIG, HISTORY, MODEL, PREDICTIONS, METRICS, STATUS = (
@@ -50,13 +51,37 @@ class RunClaimedError(FileExistsError):
     """Another worker (host, process) is training this run and its heartbeat is recent."""
 
 
+class ClaimLostError(RunClaimedError):
+    """This worker's claim on a run was taken over, or removed, while it trained (its heartbeat was silent past the
+    stale limit: a job suspended or paused): it stops and writes nothing more. The message names the run folder and
+    who holds it now."""
+
+
 # ---------------------------------------------------------------- claims: one worker per run, on any number of hosts
 HEARTBEAT_S = 30.0  # how often a worker touches its claim while it trains
+STALE_VAR = "LADNN_CLAIM_STALE_S"
+MIN_STALE_BEATS = 3
+# The stale limit is at least MIN_STALE_BEATS heartbeats. A live worker's claim is up to one heartbeat old, and older
+# when a beat is late: a busy host, a slow NFS server, hosts whose clocks differ a little (the age compares this
+# host's clock with the time the file server stamped). Three heartbeats let a live claim miss two beats in a row
+# before anyone may take it; should a live worker lose its claim all the same, its next check stops it
+# (ClaimLostError).
 
 
 def stale_after() -> float:
-    """Seconds without a heartbeat after which a claim may be taken over ($LADNN_CLAIM_STALE_S, default 600)."""
-    return float(os.environ.get("LADNN_CLAIM_STALE_S", "600"))
+    """Seconds without a heartbeat after which a claim may be taken over ($LADNN_CLAIM_STALE_S, default 600). A value
+    below MIN_STALE_BEATS heartbeats, or not a number, is refused (ValueError naming the variable and the minimum)."""
+    raw = os.environ.get(STALE_VAR, "600")
+    least = MIN_STALE_BEATS * HEARTBEAT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= least:  # nan included
+        raise ValueError(f"{STALE_VAR}={raw!r}: expected seconds, at least {least:g} ({MIN_STALE_BEATS} heartbeats of "
+                         f"{HEARTBEAT_S:g} s); a shorter limit lets a second worker take over the claim of a worker "
+                         "that is still training")
+    return seconds
 
 
 def claim_path(run: str | Path) -> Path:
@@ -65,18 +90,43 @@ def claim_path(run: str | Path) -> Path:
     return run.parent / f".{run.name}.claim"
 
 
+def _snapshot(f: Path) -> tuple[bytes, int] | None:
+    """A claim file's bytes and modification time (ns), read through one open file, or None when there is none.
+    Opening the file makes an NFS client fetch its attributes afresh (close-to-open), so the time is the server's."""
+    try:
+        with open(f, "rb") as fh:
+            return fh.read(), os.fstat(fh.fileno()).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def _token(f: Path) -> str | None:
+    """The token in a claim file; None when there is no file, '' when it holds none (being written, or damaged)."""
+    snap = _snapshot(f)
+    if snap is None:
+        return None
+    try:
+        d = json.loads(snap[0])
+    except ValueError:
+        return ""
+    return str(d.get("token", "")) if isinstance(d, dict) else ""
+
+
+def _claim_info(raw: bytes, mtime_ns: int, limit: float) -> dict:
+    try:
+        d = json.loads(raw or b"{}")
+    except ValueError:  # being written, or damaged: a claim all the same, judged by its age
+        d = {}
+    age = time.time() - mtime_ns / 1e9
+    return {**(d if isinstance(d, dict) else {}), "age": age, "live": age < limit}
+
+
 def read_claim(run: str | Path) -> dict | None:
     """The claim on a run (host, pid, token, started) with `age`, the seconds since its last heartbeat (the file's
     modification time), and `live` (age below `stale_after`); None when nobody claims it."""
-    f = claim_path(run)
-    try:
-        age = time.time() - f.stat().st_mtime
-        d = json.loads(f.read_text() or "{}")
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):  # being written, or damaged: a claim all the same, judged by its age
-        d = {}
-    return {**(d if isinstance(d, dict) else {}), "age": age, "live": age < stale_after()}
+    limit = stale_after()  # a limit too short is refused even where nothing is claimed yet
+    snap = _snapshot(claim_path(run))
+    return None if snap is None else _claim_info(*snap, limit)
 
 
 def _describe(c: dict) -> str:
@@ -84,66 +134,130 @@ def _describe(c: dict) -> str:
             f"{c['age']:.0f} s ago")
 
 
+def _put_back(aside: Path, file: Path) -> None:
+    """Return a claim file moved aside to its place, unless a claim was made there meanwhile (then the one moved aside
+    has lost the run, and its worker's next check stops it)."""
+    try:
+        os.link(aside, file)  # never over a claim made meanwhile
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links: a plain rename, which would replace a claim made meanwhile
+        os.rename(aside, file)
+        return
+    aside.unlink(missing_ok=True)
+
+
 class Claim:
-    """Exclusive right to train one run folder, on a shared file system (NFS included): the claim file is created
-    with O_EXCL and carries host, pid, a token and the start time; a thread touches it every `HEARTBEAT_S` seconds.
-    A claim whose heartbeat is older than `stale_after()` (a killed job) is taken over: it is renamed aside, which
-    only one worker can do, and claimed anew."""
+    """Exclusive right to train one run folder, on a shared file system: the claim file is created with O_EXCL and
+    carries host, pid, a token of this taker's own and the start time; a thread touches it every `HEARTBEAT_S`
+    seconds through the file it created, so a beat never refreshes a claim that is no longer this one. A claim silent
+    for `stale_after()` (a killed job) is taken over (`_take_over`). `check` before every write that matters stops a
+    worker whose claim was taken over (ClaimLostError).
+
+    Assumes rename, link and O_EXCL creation are atomic, as on a local POSIX file system and on NFS, where each is one
+    operation on the server. Over NFS a request retried after a lost reply may report EEXIST or ENOENT for an
+    operation that did happen: here that only makes a worker refuse the run, or try again and leave a stray
+    `.NAME.claim.stale-*` file. A file removed while its worker holds it open stays as `.nfs*` until it is closed."""
 
     def __init__(self, run: str | Path):
         self.run, self.file = Path(run), claim_path(run)
-        self.token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+        self.tag = uuid.uuid4().hex  # this taker's own: names its claim token and its run folder
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{self.tag}"
+        self._fd: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.took_over: dict | None = None
 
     def acquire(self) -> Claim:
+        stale_after()  # a limit too short is refused before anything is claimed
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
+        for _ in range(5):
             try:
                 fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                other = read_claim(self.run)
-                if other is None:  # released meanwhile: try again
-                    continue
-                if other["live"]:
-                    raise RunClaimedError(f"{self.run} is being trained by another worker ({_describe(other)}); "
-                                          "not starting a second one") from None
-                aside = self.file.with_name(f"{self.file.name}.stale-{uuid.uuid4().hex[:8]}")
-                try:
-                    os.rename(self.file, aside)  # one worker wins this rename; the others find no file and retry
-                except FileNotFoundError:
-                    continue
-                aside.unlink(missing_ok=True)
-                self.took_over = other
-                print(f"{self.run}: taking over a stale claim ({_describe(other)})", flush=True)
+                self._take_over()  # RunClaimedError while the claim is live
                 continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, fh)
+            self._fd = fd
+            os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
             self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.run.name}", daemon=True)
             self._thread.start()
             return self
         raise RunClaimedError(f"{self.run}: could not claim the run (its claim file kept changing)")
 
+    def _take_over(self) -> None:
+        """Remove a stale claim, or refuse (RunClaimedError) a live one. The claim is renamed to a name of our own,
+        which only one worker can do, and read again: only if it is still the claim judged stale (the same bytes and
+        the same heartbeat) is it removed. One refreshed since it was read (its worker woke up), or a fresh one (another
+        worker took the run over first), is put back and the run refused."""
+        seen = _snapshot(self.file)
+        if seen is None:  # released meanwhile: try again
+            return
+        other = _claim_info(*seen, stale_after())
+        if other["live"]:
+            raise RunClaimedError(f"{self.run} is being trained by another worker ({_describe(other)}); "
+                                  "not starting a second one")
+        aside = self.file.with_name(f"{self.file.name}.stale-{self.tag[:8]}")
+        try:
+            os.rename(self.file, aside)
+        except FileNotFoundError:  # another worker moved it first: try again
+            return
+        if _snapshot(aside) != seen:
+            _put_back(aside, self.file)
+            raise RunClaimedError(f"{self.run}: its claim changed while it was being taken over (its worker is alive, "
+                                  "or another worker took the run first); not starting a second one")
+        aside.unlink(missing_ok=True)
+        self.took_over = other
+        print(f"{self.run}: taking over a stale claim ({_describe(other)})", flush=True)
+
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                os.utime(self.file)
-            except OSError:
+                os.utime(self._fd if os.utime in os.supports_fd else self.file)  # the file we made, wherever it is
+            except (OSError, TypeError):
                 return
 
     def owned(self) -> bool:
-        try:
-            return json.loads(self.file.read_text()).get("token") == self.token
-        except (OSError, ValueError, AttributeError):
-            return False
+        return _token(self.file) == self.token
+
+    def check(self, doing: str) -> None:
+        """Go on only while the claim file is still this worker's; else stop (ClaimLostError) before `doing`. A claim
+        file that is missing is looked for again for a moment: a worker taking over a claim it judged stale moves it
+        aside and puts it back if it is live."""
+        for pause in (0.05, 0.1, 0.2, None):
+            token = _token(self.file)
+            if token == self.token:
+                return
+            if token is not None or pause is None:
+                break
+            time.sleep(pause)
+        holder = read_claim(self.run)
+        now = f"it is held by {_describe(holder)}" if holder else "nobody holds it now"
+        raise ClaimLostError(f"{self.run}: this worker (host {socket.gethostname()}, pid {os.getpid()}) lost its claim "
+                             f"on the run (its heartbeat was silent past {STALE_VAR}, as in a suspended or paused job, "
+                             f"and the run was taken over; or the claim file was removed); {now}. Stopped before "
+                             f"{doing}: nothing more is written")
 
     def release(self) -> None:
-        """Stop the heartbeat and remove the claim, if it is still ours."""
+        """Stop the heartbeat and remove the claim, if it is still ours: it is renamed aside first and put back if it
+        is not, so a worker that lost its claim never removes the one that took it."""
         self._stop.set()
-        if self.owned():
-            self.file.unlink(missing_ok=True)
+        if self._thread is not None:
+            self._thread.join()  # before the file is closed: a beat never touches a number reused by another file
+            self._thread = None
+        if self._fd is None:  # never acquired, or released already
+            return
+        os.close(self._fd)
+        self._fd = None
+        aside = self.file.with_name(f"{self.file.name}.gone-{self.tag[:8]}")
+        try:
+            os.rename(self.file, aside)
+        except FileNotFoundError:
+            return
+        if _token(aside) == self.token:
+            aside.unlink(missing_ok=True)
+        else:
+            _put_back(aside, self.file)
 
 
 def read_status(run: str | Path) -> tuple[str, str]:
@@ -180,15 +294,32 @@ def predictions_table(df: pd.DataFrame, probs: np.ndarray, tasks: tuple[str, ...
     return out
 
 
+def _write_into(folder: Path, name: str, data: str | bytes) -> None:
+    """`ladnn.files.write_atomic` into a folder that must exist: a worker's folder removed under it (its claim taken
+    over) is never made again."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class RunDir:
-    """The writer: `start`, `write` each file, then `finish` (or `fail`). Replacing a finished run (`overwrite`)
-    writes the new run into a hidden folder beside it (`.NAME.new-*`) and swaps it in only at `finish`: a run that
-    fails or is killed leaves the finished one as it was. A killed replacement's hidden folder is removed by the
-    next `start` of the same run, which holds the run's claim."""
+    """The writer: `start`, `write` each file, then `finish` (or `fail`), under the run's claim (`Claim`). The run is
+    written into a hidden folder of this worker's own beside the run folder (`.NAME.new-` and 8 hex digits) and moved
+    into place by `finish`, replacing a finished run only then (`overwrite`), or by `fail` where no finished run is
+    there: the run folder holds a finished run, a failed one or nothing, and a worker can write into no folder but
+    its own. Each write, and the move, checks the claim first: a worker whose claim was taken over stops there
+    (ClaimLostError). Hidden folders of a killed or taken-over worker are removed by the next `start` of the run,
+    under its own claim."""
 
     def __init__(self, path: str | Path):
         self.path = self.final = Path(path)
         self.claim: Claim | None = None
+        self.replacing = False  # a finished run is in the run folder: `fail` leaves it there
 
     def check(self, overwrite: bool = False) -> str:
         """Whether `start` may write here (RunExistsError if not; RunClaimedError while another worker trains it),
@@ -215,32 +346,56 @@ class RunDir:
             self.release()
             raise
 
+    def take_unless_done(self, cfg: Config, overwrite: bool = False) -> bool:
+        """Claim the run (`take`) and return True, unless it holds a complete run with exactly `cfg`: then False, with
+        nothing claimed or touched. Looked at again once claimed: another worker may have just finished it."""
+        if is_done(self.final, cfg):
+            return False
+        if self.claim is None:
+            self.claim = Claim(self.final).acquire()
+        if is_done(self.final, cfg):
+            self.release()
+            return False
+        self.take(overwrite)
+        return True
+
     def release(self) -> None:
         if self.claim:
             self.claim.release()
             self.claim = None
 
     def start(self, config: dict, overwrite: bool = False) -> None:
-        """Create the folder, marked running, under this worker's claim (`take`, done here if not yet)."""
+        """Create this worker's folder, marked running, under its claim (`take`, done here if not yet)."""
         state = self.take(overwrite)
-        for stale in self._replacements():  # a killed replacement's: under our claim, no one else's
-            shutil.rmtree(stale, ignore_errors=True)
-        if state == "complete":  # trained beside it, swapped in by `finish`
-            self.path = self.final.parent / f".{self.final.name}.new-{uuid.uuid4().hex[:8]}"
-        elif self.final.exists():  # a failed, interrupted or damaged run: nothing worth keeping
-            shutil.rmtree(self.final)
-        self.path.mkdir(parents=True)
-        self._status("running")
-        self.write(CONFIG, json.dumps(config, indent=2))
+        try:
+            self.claim.check("starting the run")
+            for stale in self._replacements():  # a killed or taken-over worker's: under our claim, no one else's
+                shutil.rmtree(stale, ignore_errors=True)
+            self.replacing = state == "complete"
+            self.path = self.final.parent / f".{self.final.name}.new-{self.claim.tag[:8]}"
+            self.path.mkdir()
+            self._status("running")
+            self.write(CONFIG, json.dumps(config, indent=2))
+        except BaseException:
+            self._discard()
+            self.release()
+            raise
 
     def _replacements(self) -> list[Path]:
-        """The hidden folders `start` trains replacements of this run in (`.NAME.new-` and 8 hex digits), and not
-        those of another run whose name begins with this one's (`NAME.new-x`)."""
+        """The hidden folders `start` trains runs in (`.NAME.new-` and 8 hex digits), and not those of another run
+        whose name begins with this one's (`NAME.new-x`)."""
         pattern = re.compile(rf"\.{re.escape(self.final.name)}\.new-[0-9a-f]{{8}}")
         return [p for p in self.final.parent.glob(".*.new-*") if pattern.fullmatch(p.name)]
 
+    def _check(self, doing: str) -> None:
+        """Stop unless this worker is writing its own folder under its claim (ClaimLostError once taken over)."""
+        if self.claim is None or self.path == self.final:
+            raise RuntimeError(f"{self.final}: {doing} refused: the run is not started, or already finished")
+        self.claim.check(doing)
+
     def write(self, name: str, data: str | bytes) -> None:
-        write_atomic(self.path / name, data)
+        self._check(f"writing {name}")
+        _write_into(self.path, name, data)
 
     def write_results(self, history: pd.DataFrame, predictions: pd.DataFrame, checkpoint: dict,
                       metrics: RunMetrics) -> None:
@@ -260,23 +415,59 @@ class RunDir:
                                        "host": socket.gethostname(), "pid": os.getpid(), **extra}))
 
     def finish(self) -> None:
+        """Mark the run complete, move it into place (`_move_in`) and release the claim."""
+        self._check("finishing the run")
         missing = [f for f in FILES if not (self.path / f).is_file()]
         if missing:
             raise RuntimeError(f"{self.path}: run is missing {missing}")
         self._status("complete")
-        if self.path != self.final:  # the old run leaves only once the new one is complete
-            self.path = replace_folder(self.path, self.final)
+        self._move_in()
         self.release()
 
-    def fail(self, err: BaseException) -> None:
-        """Mark the run failed; a replacement that failed is removed, and the finished run it was to replace
-        stays."""
+    def _move_in(self) -> None:
+        """This worker's folder into the run folder's place, once the claim is checked. What is there (a finished run
+        being replaced, a failed or damaged one) is renamed aside first and removed only once ours is in; if ours
+        cannot move (removed by a worker that took the run over while this one was paused), it is put back."""
+        self._check("moving the run into place")
+        old: Path | None = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
         try:
-            if self.path != self.final:
-                shutil.rmtree(self.path, ignore_errors=True)
+            os.rename(self.final, old)
+        except FileNotFoundError:
+            old = None
+        try:
+            os.rename(self.path, self.final)
+        except OSError:
+            if old is not None:
+                os.rename(old, self.final)
+            self.claim.check("moving the run into place")  # ClaimLostError: the usual reason
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self.path = self.final
+
+    def _discard(self) -> None:
+        """Remove this worker's own folder (never the run folder)."""
+        if self.path != self.final:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = self.final
+
+    def fail(self, err: BaseException) -> None:
+        """Mark the run failed and move it into place; a replacement that failed is removed, and the finished run it
+        was to replace stays. A worker that lost its claim removes its own folder and touches nothing else."""
+        try:
+            if self.claim is None or self.path == self.final:  # not started, or finished: nothing of ours to mark
+                return
+            if self.replacing or status(self.final) == "complete":
+                self._discard()
                 print(f"{self.final}: the new run failed ({type(err).__name__}); the finished run there is unchanged")
                 return
-            self._status("failed", error=f"{type(err).__name__}: {err}")
+            try:
+                self._status("failed", error=f"{type(err).__name__}: {err}")
+                self._move_in()
+            except ClaimLostError as lost:
+                self._discard()
+                if not isinstance(err, ClaimLostError):
+                    print(f"{self.final}: not marked failed ({type(err).__name__}: {err}): {lost}", flush=True)
         finally:
             self.release()
 
@@ -323,10 +514,21 @@ class Run:
         return pd.read_csv(self.path / PREDICTIONS)
 
     def evaluations(self) -> dict:
-        """Every `ladnn evaluate` output of the run (folder name -> Evaluation), e.g. `eval-covid-ct-md-sample`."""
+        """Every `ladnn evaluate` output of the run (folder name -> Evaluation), e.g. `eval-covid-ct-md-sample-1a2b3c4d`.
+        A damaged one (its metrics.json unreadable, not JSON, or not an evaluation) is named in one line on stderr and
+        left out: the others are still read."""
+        import sys
+
         out = {}
         for f in sorted(self.path.glob("eval*/" + METRICS)):
-            out[f.parent.name] = Evaluation.from_dict(json.loads(f.read_text()))
+            try:
+                d = json.loads(f.read_text())
+                if not isinstance(d, dict):
+                    raise TypeError(f"expected a JSON object, got {type(d).__name__}")
+                out[f.parent.name] = Evaluation.from_dict(d)
+            except Exception as err:  # noqa: BLE001 - any damage (bad bytes, JSON, keys or types): named and skipped
+                print(f"{f}: damaged evaluation, skipped ({' '.join(f'{type(err).__name__}: {err}'.split())})",
+                      file=sys.stderr, flush=True)
         return out
 
     def checkpoint(self, device: str = "cpu") -> dict:

@@ -15,10 +15,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ladnn.dicom import MIN_LUNG_FRACTION
 from ladnn.generalisation import generalisation, recipe_figures
 from ladnn.images import MAX_PIXELS, ImageError
 from ladnn.predict import Predictor, data_url
+from ladnn.rundir import METRICS, Run
+from ladnn.summary import Evaluation
 
 PAGE = Path(__file__).with_name("page.html")
 _ERROR_LIST = {"errors": [{"filename": "scan.txt", "status": 415, "error": "scan.txt: not a readable image (...)"}]}
@@ -42,6 +43,28 @@ def error_status(e: ImageError) -> int:
     return 413 if "exceeds the limit" in str(e) else 415 if "not a readable image" in str(e) else 400
 
 
+def script_json(value) -> str:
+    """`value` as JSON to paste into an inline <script>: `<`, `>` and `&` written as \\u003c, \\u003e and \\u0026
+    (the same JSON), so no string in it can close the script, open a comment or start an entity."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def evaluations(run: Run) -> dict[str, Evaluation]:
+    """The run's `ladnn evaluate` outputs (`Run.evaluations`: a damaged metrics.json is named on stderr and left
+    out) whose figures the page can show: one with a figure that is not a finite number is named and left out too, so
+    the others and the service still work."""
+    out = {}
+    for name, e in run.evaluations().items():
+        try:  # its figures as the page shows them: numbers where numbers belong, and no NaN (not JSON)
+            json.dumps(generalisation(run.metrics, evaluations={name: e}), allow_nan=False)
+        except Exception as err:  # noqa: BLE001 - a wrong type or value in a figure: named and skipped
+            why = " ".join(f"{type(err).__name__}: {err}".split())
+            print(f"{run.path / name / METRICS}: damaged evaluation, skipped ({why})", file=sys.stderr, flush=True)
+            continue
+        out[name] = e
+    return out
+
+
 def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 16,
                max_pixels: int = MAX_PIXELS, window=None, device: str = "auto") -> FastAPI:
     """The service for one trained run; the model is loaded once, here. `window`: how DICOM uploads are shown to the
@@ -53,7 +76,7 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     limit = int(max_upload_mb * 1024 * 1024)
     MultiPartParser.spool_max_size = limit + 1  # keep every upload in memory (the default spills to disk at 1 MB)
     metrics = pred.run.metrics
-    gen = generalisation(metrics, recipe_figures(pred.config), pred.run.evaluations())
+    gen = generalisation(metrics, recipe_figures(pred.config), evaluations(pred.run))
     info = {"run": str(run_dir), "config": pred.config.to_dict(), "outputs": ["COVID", *pred.tasks[1:]],
             "weights_source": pred.weights_source, "test_metrics": metrics.covid.to_dict(),
             "test_metrics_ci95": metrics.covid_ci95.to_dict(), "generalisation": gen,
@@ -73,7 +96,8 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
-        return PAGE.read_text().replace("__MODEL_INFO__", json.dumps(info))
+        """The page, with the model's info as JSON in its script (`script_json`: data never closes the script)."""
+        return PAGE.read_text().replace("__MODEL_INFO__", script_json(info))
 
     @app.get("/api/health")
     async def health() -> dict:
@@ -90,11 +114,8 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
         rgb, x, meta = pred.preprocess_with_info(data, name, max_pixels)
         probs, maps = pred.score(x, pred.outputs) if cam else (pred.probs(x), None)
         r = {"filename": name, **pred.result(probs[0]), "warnings": meta["check"]["warnings"]}
-        if "lung_fraction" in meta:
+        if "lung_fraction" in meta:  # its warning, when it shows little lung, is among `warnings` (Predictor)
             r["lung_fraction"] = meta["lung_fraction"]
-            if meta["lung_fraction"] < MIN_LUNG_FRACTION:
-                r["warnings"].append(f"this DICOM slice shows little lung (lung fraction "
-                                     f"{meta['lung_fraction']:.3f}): the model only saw slices through the lungs")
         if cam:
             r["cam"] = pred.cam_overlays(rgb, x, maps=maps)
             r["image"] = data_url(rgb, "png")

@@ -338,13 +338,18 @@ def train_or_load(cfg: Config, out: str | Path, data_dir=None) -> RunMetrics:
     return train(cfg, out, data_dir, overwrite=True)
 
 
-def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False) -> RunMetrics:
+def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False, skip_done: bool = False
+          ) -> RunMetrics:
     """Train, keep the epoch with the lowest validation COVID loss, predict the test split, write the run directory.
     The run is claimed first (one worker per run, on any host; ladnn.rundir.Claim). The config, the data and the
     weights are checked, and the images decoded, before `out` is touched; with `overwrite` a finished run in `out` is
-    replaced only once the new one is complete (ladnn.rundir.RunDir)."""
+    replaced only once the new one is complete (ladnn.rundir.RunDir). With `skip_done`, a finished run in `out` with
+    exactly this config is kept and its metrics returned: nothing is trained."""
     t0 = time.time()
     run = RunDir(out)
+    if skip_done and not run.take_unless_done(cfg, overwrite):
+        print(f"{out}: finished run with this config found; not training again", flush=True)
+        return Run(out).metrics
     run.check(overwrite)
     run.take(overwrite)  # claimed before the data are read: a second worker on this run stops at once
     try:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
+import ladnn.rundir as R
 from ladnn.profiles import load_profile, plan, training_runs
 from ladnn.rundir import Claim, RunClaimedError, RunDir, claim_path, read_claim
 
@@ -67,6 +68,7 @@ def test_a_killed_runs_claim_is_taken_over_once_stale(tmp_path, monkeypatch):
     assert read_claim(run)["age"] < 0.45  # its heartbeat keeps the claim fresh
     p.send_signal(signal.SIGKILL)
     p.wait()
+    monkeypatch.setattr(R, "HEARTBEAT_S", 0.2)  # as the killed worker's: a limit of 1 s is 5 heartbeats
     monkeypatch.setenv("LADNN_CLAIM_STALE_S", "1")
     with pytest.raises(RunClaimedError):  # killed just now: not yet stale
         Claim(run).acquire()
@@ -83,7 +85,7 @@ def test_rundir_claims_while_it_trains_and_releases_after(tmp_path):
     r = RunDir(run)
     r.start({"x": 1})
     assert read_claim(run)["pid"] == os.getpid()
-    st = json.loads((run / "status.json").read_text())
+    st = json.loads((r.path / "status.json").read_text())  # its own folder, beside the run folder
     assert st["status"] == "running" and st["pid"] == os.getpid() and st["host"]
     with pytest.raises(RunClaimedError):
         RunDir(run).check()

@@ -122,21 +122,23 @@ def test_predict_and_evaluate_dicom(tiny_run, external_dir, labels, tmp_path, ca
     assert 0 <= line["p_covid"] <= 1 and line["lung_fraction"] > 0 and line["image"] == str(f)
     sub = labels.groupby("patient").apply(lambda g: g.iloc[len(g) // 4: len(g) // 4 + 10], include_groups=False)
     sub = sub.reset_index(level=0)
-    sub["file"] = [str(external_dir / x) for x in sub["file"]]
-    sub["infected"] = sub["infected"].astype("Int64")  # 0, 1 or empty, as in labels.csv
     (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "sample").symlink_to(external_dir)  # paths in a labels CSV stay inside its folder
+    sub["file"] = ["sample/" + x for x in sub["file"]]
+    sub["infected"] = sub["infected"].astype("Int64")  # 0, 1 or empty, as in labels.csv
     sub.to_csv(tmp_path / "set" / "labels.csv", index=False)
     assert main(["evaluate", str(tiny_run), "--images", str(tmp_path / "set")]) == 0
     out = capsys.readouterr().out
     assert "AUC" in out and "Per patient (6 patients, 2 COVID-19" in out and "95% interval" in out
     assert "DICOM window: centre -600 HU, width 1500 HU" in out
-    m = json.loads((tiny_run / "eval-set" / "metrics.json").read_text())
-    pred = pd.read_csv(tiny_run / "eval-set" / "predictions.csv")
+    (ev,) = tiny_run.glob("eval-set-*")  # eval-<name>-<hash of the set's full path>
+    m = json.loads((ev / "metrics.json").read_text())
+    pred = pd.read_csv(ev / "predictions.csv")
     infected_0 = sub["diagnosis"].eq("COVID-19") & sub["infected"].eq(0)
     assert m["covid"]["n"] == int(pred["slice_scored"].sum()) == int((~infected_0 & (pred["lung_fraction"] >= 0.05)
                                                                       .to_numpy()).sum())
     assert m["per_patient"]["covid"]["n"] == 6 and m["per_patient"]["clusters"] == 6
-    per = pd.read_csv(tiny_run / "eval-set" / "patients.csv")
+    per = pd.read_csv(ev / "patients.csv")
     lung = pred[pred["lung_fraction"] >= 0.05]
     assert np.allclose(per.set_index("patient")["p_covid"], lung.groupby("patient")["p_covid"].mean())
 

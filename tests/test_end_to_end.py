@@ -89,7 +89,8 @@ def test_evaluate_external_folder(run, tmp_path, data_dir, capsys):
         for p in df[df["covid"] == y]["image"].head(3):
             (tmp_path / "ext" / sub / p.rsplit("/", 1)[-1]).symlink_to(p)
     assert main(["evaluate", str(run), "--images", str(tmp_path / "ext")]) == 0
-    m = json.loads((run / "eval-ext" / "metrics.json").read_text())
+    (ev,) = run.glob("eval-ext-*")  # eval-<name>-<hash of the set's full path>
+    m = json.loads((ev / "metrics.json").read_text())
     assert m["covid"]["n"] == 6 and m["covid"]["n_pos"] == 3
     out = capsys.readouterr().out
     assert "6 images, 3 COVID and 3 non-COVID" in out
@@ -99,9 +100,9 @@ def test_evaluate_external_folder(run, tmp_path, data_dir, capsys):
     assert "not a medical device" in out
     from PIL import Image
 
-    with Image.open(run / "eval-ext" / "roc.png") as im:
+    with Image.open(ev / "roc.png") as im:
         assert im.size[0] > 300
-    assert str(run / "eval-ext" / "roc.png") in out
+    assert str(ev / "roc.png") in out
 
 
 def test_predict_json_lines(run, capsys, data_dir, tmp_path):

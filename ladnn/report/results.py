@@ -220,7 +220,8 @@ def how_computed(run: str | Path) -> str:
         return f"{info.seconds} s on {info.device} (precision not recorded: a run written before it was)"
     gpu = p["device"].startswith("cuda")
     det = (f"deterministic algorithms {'on' if p.get('deterministic_algorithms') else 'off'}, cuDNN autotuner "
-           f"{'on' if p.get('cudnn_benchmark') else 'off'}") if gpu else f"{p.get('threads')} CPU threads"
+           f"{'on' if p.get('cudnn_benchmark') else 'off'}") if gpu else \
+        f"{p.get('threads')} CPU thread{'' if p.get('threads') == 1 else 's'}"
     return (f"{info.seconds} s on {p['device']} ({p['name']}{', CUDA ' + str(p['cuda']) if gpu else ''}): "
             f"{p['dtype']}, TF32 {'on' if p['tf32'] else 'off'}, {det}")
 
