@@ -16,6 +16,7 @@ from ladnn.pages import book_config, check_html
 from ladnn.profiles import (
     OPTIONAL_FLAG,
     BuildError,
+    check_claim_settings,
     load_profile,
     parse_overrides,
     plan,
@@ -32,6 +33,7 @@ ANALYSIS = ("validity", "sources", "data", "results", "gradcam", "pairplot", "re
 def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool = False, jobs: int = 2,
           overrides: dict | None = None, optional: bool = False) -> Path:
     root = Path(root).resolve()
+    check_claim_settings()
     prof = load_profile(profile, root, overrides, optional)
     print(f"[book {prof['name']}] {device_line(prof)}", flush=True)
     for backbone, why in (prof.get("joined") or {}).items():

@@ -170,6 +170,8 @@ def _run(a: argparse.Namespace) -> int:
     elif a.cmd == "evaluate":
         from ladnn.predict import evaluate_run, summary_text
 
+        if a.images is not None and not a.images.strip():
+            raise ValueError("--images is empty: give the folder to evaluate, or leave it out for the run's test split")
         if a.labels and not a.images:
             raise ValueError("--labels needs --images (the folder its files are in)")
         m = evaluate_run(a.run, a.images, a.data_dir, a.device, a.labels, a.window, progress=True)

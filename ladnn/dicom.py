@@ -134,6 +134,16 @@ def check_header(ds, name: str, max_pixels: int) -> tuple[int, int]:
     return rows, cols
 
 
+def decoder_available(syntax) -> bool:
+    """Whether pydicom has a working decoder for a transfer syntax (its plugins installed); False for an unknown one."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        return bool(get_decoder(syntax).is_available)
+    except Exception:  # noqa: BLE001 - no decoder is registered for it
+        return False
+
+
 def read_hu(data: bytes, name: str = "<upload>", max_pixels: int = 50_000_000):
     """The slice in HU (float32 H x W) and its dataset. Refuses, naming `name` and the field: a file that is not
     DICOM or not CT, has no pixel data, is not one grey frame, is smaller than MIN_SIDE or larger than `max_pixels`
@@ -157,16 +167,24 @@ def read_hu(data: bytes, name: str = "<upload>", max_pixels: int = 50_000_000):
     why = "required for CT images (DICOM PS3.3 C.8.2.1): without it the Hounsfield scale is unknown"
     slope = header_number(ds, "RescaleSlope", name, required=why)
     intercept = header_number(ds, "RescaleIntercept", name, required=why)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and not syntax.is_compressed:  # the stored size must be what the header says, no more
+        need = rows * cols * int(ds.get("BitsAllocated", 16) or 16) // 8
+        have = len(ds.PixelData)
+        if have > need + 1:  # one byte of padding to an even length is allowed
+            raise DicomError(f"{name}: {have} bytes of pixel data, but Rows x Columns x BitsAllocated "
+                             f"({rows} x {cols} x {ds.get('BitsAllocated')}) need {need}: the header does not describe "
+                             "the image")
     try:
         a = ds.pixel_array
     except Exception as e:  # noqa: BLE001 - a missing decoder is a RuntimeError, bad data others
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         what = f"{syntax.name} ({syntax})" if syntax is not None else "unknown"
-        if "handler" in str(e).lower() or "plugin" in str(e).lower() or "decod" in str(e).lower():
+        if not decoder_available(syntax):
             need = DECODERS.get(str(syntax), "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg")
             raise DicomError(f"{name}: no decoder installed for its compression, {what}: install "
                              f"{' and '.join(need.split())} (pip install {need})") from None
-        raise DicomError(f"{name}: pixel data cannot be read ({type(e).__name__}: {e})") from None
+        raise DicomError(f"{name}: pixel data cannot be decoded ({what}; damaged or truncated? "
+                         f"{type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
     if a.shape != (rows, cols):
         raise DicomError(f"{name}: pixel array of shape {a.shape}, but the header says {rows} rows and {cols} columns")
     hu = a.astype(np.float32) * np.float32(slope) + np.float32(intercept)
@@ -250,7 +268,8 @@ def scan_folder(folder: str | Path) -> tuple[list[Series], list[tuple[Path, str]
 
     from ladnn.files import check_regular_file
 
-    found = [p for p in sorted(Path(folder).rglob("*")) if p.suffix.lower() in (".dcm", ".dicom") and p.is_file()]
+    # by name, whatever they are: a dangling link or a link loop named .dcm is reported below, not dropped
+    found = [p for p in sorted(Path(folder).rglob("*")) if p.suffix.lower() in (".dcm", ".dicom") and not p.is_dir()]
     groups: dict[tuple, list] = {}
     bad: list[tuple[Path, str]] = []
     for p in found:
@@ -267,11 +286,13 @@ def scan_folder(folder: str | Path) -> tuple[list[Series], list[tuple[Path, str]
         except Exception as e:  # noqa: BLE001 - pydicom raises several types for files that are not DICOM
             bad.append((p, f"{p}: not a readable DICOM file ({type(e).__name__}: {e})"))
     out = []
+    seen: dict[str, Path] = {}  # SOPInstanceUID -> the file scored for it, across the whole folder
     for (sub, patient, study, uid), items in groups.items():
-        left, kept, seen = [], [], {}
+        left, kept = [], []
         for p, ds, keys in items:
             sop = str(ds.get("SOPInstanceUID", ""))
-            kinds = [str(v).upper() for v in (ds.get("ImageType", None) or [])]
+            kind = ds.get("ImageType", None) or []
+            kinds = [str(v).upper() for v in ([kind] if isinstance(kind, str) else kind)]
             if "LOCALIZER" in kinds:
                 left.append(f"{p}: a localizer (ImageType {'/'.join(kinds)}), not a slice")
             elif sop and sop in seen:

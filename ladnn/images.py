@@ -38,7 +38,9 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
                     raise FileRefused(f"{path}: {zf.getinfo(member).file_size} bytes exceeds the limit of {max_bytes} "
                                      "bytes a file; not read")
                 return zf.read(member)
-        except (zipfile.BadZipFile, KeyError) as e:
+        except FileRefused:
+            raise
+        except Exception as e:  # noqa: BLE001 - BadZipFile, KeyError, zlib.error, EOFError, an encrypted member...
             raise ImageError(f"{path}: cannot be read from the zip file {archive} ({type(e).__name__}: {e})") from None
     check_regular_file(path, max_bytes)
     with open(path, "rb") as fh:
@@ -73,7 +75,8 @@ def _decode_picture(data: bytes, name: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: {e}; exceeds the limit of {max_pixels} pixels") from None
     except Exception as e:  # noqa: BLE001 - PIL raises many types for garbage
-        raise ImageError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+        why = "" if isinstance(e, Image.UnidentifiedImageError) else f" ({type(e).__name__}: {e})"
+        raise ImageError(f"{name}: not a readable image or DICOM file{why}") from None
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")

@@ -49,7 +49,12 @@ def pick_device(name: str = "auto") -> torch.device:
     visible is an error, not a silent run on the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         problem = cuda_problem()
         raise RuntimeError(f"device {name!r} was asked for but this machine shows "
@@ -85,15 +90,19 @@ def use_device(name: str = "auto") -> torch.device:
 
 def precision(device: torch.device) -> dict:
     """What a run records of how it computed (`metrics.json`'s `run.precision`, shown on its page): the device and
-    its name, the number type, TF32, and the determinism settings."""
+    its name, the number type, and torch's settings as they are now (float32 matmul precision, TF32, determinism)."""
     if device.type == "cuda":
         idx = device.index if device.index is not None else torch.cuda.current_device()
+        tf32 = bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
         return {"device": f"cuda:{idx}", "name": torch.cuda.get_device_name(idx), "cuda": torch.version.cuda,
-                **PRECISION, "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+                "dtype": PRECISION["dtype"], "tf32": tf32,
+                "matmul_precision": torch.get_float32_matmul_precision(),
+                "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
                 "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
                 "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
-    return {"device": "cpu", "name": cpu_name(), "threads": torch.get_num_threads(),
-            **PRECISION, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    return {"device": "cpu", "name": cpu_name(), "threads": torch.get_num_threads(), "dtype": PRECISION["dtype"],
+            "tf32": False, "matmul_precision": torch.get_float32_matmul_precision(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
 
 
 def cpu_name() -> str:

@@ -254,22 +254,36 @@ def expand_inputs(paths) -> tuple[list[str], list[dict], list[Series]]:
     errors: list[dict] = []
     series: list[Series] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            found, bad = scan_folder(p)
-            if not found and not bad:
-                raise FileNotFoundError(f"{p}: a folder with no .dcm files")
-            series += found
-            out += [str(f) for s in found for f in s.files]
-            errors += [{"image": str(f), "error": why} for f, why in bad]
-        else:
+        try:
+            is_dir = p.is_dir()
+        except OSError as e:  # a name too long, say: that path's error, the others are scored
+            errors.append({"image": str(p), "error": f"{p}: {e.strerror or e}"})
+            continue
+        if not is_dir:
             out.append(str(p))
+            continue
+        found, bad = scan_folder(p)
+        if not found and not bad:
+            errors.append({"image": str(p), "error": f"{p}: a folder with no .dcm files"})
+        series += found
+        out += [str(f) for s in found for f in s.files]
+        errors += [{"image": str(f), "error": why} for f, why in bad]
     return out, errors, series
 
 
 def series_summary(results: list[dict], series: list[Series]) -> list[dict]:
-    """One patient score per DICOM series (`expand_inputs`) among `predict_files` results: AGGREGATION over its
+    """One patient score per DICOM series among `predict_files` results (the series of the folders, `expand_inputs`,
+    and those of DICOM files named one by one, grouped by folder, patient, study and series): AGGREGATION over its
     slices that show lung, with the slices scored, the order of the slices and what was left out."""
     by_file = {r["image"]: r for r in results}
+    in_folders = {str(f) for s in series for f in s.files}
+    loose: dict[tuple, list[Path]] = {}  # DICOM files named one by one: grouped by folder, patient, study, series
+    for r in results:
+        if "series_uid" in r and r["image"] not in in_folders:
+            key = (str(Path(r["image"]).parent), r["patient_id"], r["study_uid"], r["series_uid"])
+            loose.setdefault(key, []).append(Path(r["image"]))
+    series = [*series, *(Series(folder, patient, study, uid, files, "as given on the command line")
+                         for (folder, patient, study, uid), files in loose.items())]
     out = []
     for s in series:
         rows = [by_file[str(f)] for f in s.files if str(f) in by_file and "error" not in by_file[str(f)]]
@@ -292,8 +306,17 @@ def labels_table(csv_path: str | Path):
     import pandas as pd
 
     path = Path(csv_path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: the BOM of a spreadsheet's "CSV UTF-8"
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: the BOM of a spreadsheet's "CSV UTF-8"
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as CSV UTF-8") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}:{reader.line_num}: not a readable CSV line ({e})") from None
+    if header and not rows:
+        raise ValueError(f"{path}: a header ({', '.join(header)}) and no rows")
     cols = set(rows[0]) if rows else set()
     if "file" not in cols or not cols & {"covid", "diagnosis"}:
         raise ValueError(f"{path}:1: a labels CSV needs the column 'file' and 'covid' or 'diagnosis'; has "
@@ -350,6 +373,9 @@ def external_table(folder: str | Path, labels: str | Path | None = None):
     import pandas as pd
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: {'not a folder' if folder.exists() else 'does not exist'} (--images "
+                                "takes a folder of images or DICOM files)")
     if labels or (folder / "labels.csv").is_file():
         return labels_table(labels or folder / "labels.csv")
     rows, skipped = [], []
@@ -466,9 +492,10 @@ def summary_text(e: Evaluation, threshold: float = 0.5) -> str:
 
 def evaluate_run(run_dir: str | Path, images: str | Path | None = None, data_dir=None, device: str = "auto",
                  labels: str | Path | None = None, window=None, progress: bool = False) -> Evaluation:
-    """Score the run's test split (or an external set, `external_table`) with the saved model; write
-    `eval[-NAME]/` in the run: predictions.csv (and patients.csv), metrics.json and roc.png. External DICOM slices
-    are scored when they show lung; a set with patients is also scored per patient (AGGREGATION)."""
+    """Score the run's test split (or an external set, `external_table`) with the saved model; write `eval/` (the
+    test split) or `eval-NAME-HASH/` (`evaluation_folder`) in the run: predictions.csv (and patients.csv),
+    metrics.json and roc.png. External DICOM slices are scored when they show lung; a set with patients is also
+    scored per patient (AGGREGATION)."""
     import dataclasses
     import io
     import sys

@@ -179,6 +179,17 @@ def training_runs(prof: dict, root: Path) -> list[tuple[str, Config, Path]]:
     return todo + [(name, c, runs_dir / "lab" / name) for name, c in prof.get("lab_runs", [])]
 
 
+def check_claim_settings() -> None:
+    """The claims' stale limit ($LADNN_CLAIM_STALE_S, `ladnn.rundir.stale_after`), checked before a plan or a build
+    does anything: a BuildError naming the variable."""
+    from ladnn.rundir import stale_after
+
+    try:
+        stale_after()
+    except ValueError as e:
+        raise BuildError(str(e)) from None
+
+
 def plan(profile: str, root: str | Path = ".", overrides: dict | None = None, optional: bool = False) -> list[str]:
     """One self-contained `ladnn train` command per run of the profile that is neither complete nor being trained
     (a claim with a recent heartbeat, `ladnn.rundir.Claim`), for any machine that shares the `runs/` folder (a SLURM
@@ -191,6 +202,7 @@ def plan(profile: str, root: str | Path = ".", overrides: dict | None = None, op
     from ladnn.data import data_dir
     from ladnn.rundir import is_done, read_claim, read_status
 
+    check_claim_settings()
     root = Path(root).resolve()
     prof = load_profile(profile, root, overrides, optional)
     data = str(data_dir().resolve())

@@ -341,14 +341,33 @@ class RunDir:
         if self.claim is None:
             self.claim = Claim(self.final).acquire()
         try:
+            self._recover()
             return self.check(overwrite)
         except BaseException:
             self.release()
             raise
 
+    def _aside(self, kind: str) -> list[Path]:
+        """This run's hidden folders of one kind (`.NAME.new-` or `.NAME.old-` and 8 hex digits), and not those of
+        another run whose name begins with this one's (`NAME.new-x`)."""
+        pattern = re.compile(rf"\.{re.escape(self.final.name)}\.{kind}-[0-9a-f]{{8}}")
+        return [p for p in self.final.parent.glob(f".*.{kind}-*") if pattern.fullmatch(p.name)]
+
+    def _recover(self) -> None:
+        """Under the claim: a move into place killed between its two renames (`_move_in`) leaves the run folder
+        missing and the run it was replacing in `.NAME.old-*`: that run is put back. Other `.old-*` folders (a move
+        that completed but was killed before its clean-up) are removed."""
+        olds = sorted(self._aside("old"), key=lambda p: p.stat().st_mtime)
+        if olds and not os.path.lexists(self.final):
+            os.rename(olds.pop(), self.final)
+            print(f"{self.final}: put back from an interrupted replacement", flush=True)
+        for p in olds:
+            shutil.rmtree(p, ignore_errors=True)
+
     def take_unless_done(self, cfg: Config, overwrite: bool = False) -> bool:
-        """Claim the run (`take`) and return True, unless it holds a complete run with exactly `cfg`: then False, with
-        nothing claimed or touched. Looked at again once claimed: another worker may have just finished it."""
+        """Claim the run (`take`) and return True, unless it holds a complete run with exactly `cfg`: then False, and
+        the run folder is not touched (a claim taken to look again, since another worker may have just finished it,
+        is released)."""
         if is_done(self.final, cfg):
             return False
         if self.claim is None:
@@ -382,10 +401,8 @@ class RunDir:
             raise
 
     def _replacements(self) -> list[Path]:
-        """The hidden folders `start` trains runs in (`.NAME.new-` and 8 hex digits), and not those of another run
-        whose name begins with this one's (`NAME.new-x`)."""
-        pattern = re.compile(rf"\.{re.escape(self.final.name)}\.new-[0-9a-f]{{8}}")
-        return [p for p in self.final.parent.glob(".*.new-*") if pattern.fullmatch(p.name)]
+        """The hidden folders `start` trains runs in (`_aside("new")`)."""
+        return self._aside("new")
 
     def _check(self, doing: str) -> None:
         """Stop unless this worker is writing its own folder under its claim (ClaimLostError once taken over)."""

@@ -22,7 +22,7 @@ from ladnn.rundir import METRICS, Run
 from ladnn.summary import Evaluation
 
 PAGE = Path(__file__).with_name("page.html")
-_ERROR_LIST = {"errors": [{"filename": "scan.txt", "status": 415, "error": "scan.txt: not a readable image (...)"}]}
+_ERROR_LIST = {"errors": [{"filename": "scan.txt", "status": 415, "error": "scan.txt: not a readable image or DICOM file"}]}
 PREDICT_RESPONSES = {
     200: {"description": "every file scored: `results` (one per file, in upload order), empty `errors`"},
     207: {"description": "some files scored: `results` for those, and `errors`, one per file that failed, each "
@@ -34,7 +34,7 @@ PREDICT_RESPONSES = {
     411: {"description": "no Content-Length header"},
     413: {"description": "the upload, a file's pixels, or the number of files exceeds a limit"},
     415: {"description": "no uploaded file is a readable image or DICOM file", "content": {
-        "application/json": {"example": {"detail": "scan.txt: not a readable image (...)", **_ERROR_LIST}}}},
+        "application/json": {"example": {"detail": "scan.txt: not a readable image or DICOM file", **_ERROR_LIST}}}},
 }
 
 

@@ -335,7 +335,7 @@ def train_or_load(cfg: Config, out: str | Path, data_dir=None) -> RunMetrics:
     if is_done(out, cfg):
         print(f"{out}: finished run with this config found; not training again")
         return Run(out).metrics
-    return train(cfg, out, data_dir, overwrite=True)
+    return train(cfg, out, data_dir, overwrite=True, skip_done=True)  # finished by another worker meanwhile: kept
 
 
 def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False, skip_done: bool = False

@@ -14,7 +14,8 @@ underneath, and a torch-function mode checks, at every call of the torch API, th
 
 The rules are CUDA's:
 - a call whose tensors sit on both devices fails, except for a CPU scalar (0-d tensor), the copies between devices
-  (`.to`, `.cuda()`, `.cpu()`, `copy_`) and CPU index tensors (indexing moves them);
+  (`.to`, `.cuda()`, `.cpu()`, `copy_`) and CPU index tensors into a cuda tensor (indexing moves them); a cuda
+  index into a CPU tensor fails;
 - a factory with `device="cuda"` makes a pretend-cuda tensor, and one given a CPU generator fails;
 - `.numpy()` of a pretend-cuda tensor fails; `.item()`, `float()`, `bool()` and `.tolist()` work (a synchronising
   copy on a GPU);
@@ -119,6 +120,7 @@ def _is_cuda(device) -> bool:
 # Calls that take tensors on two devices on a real GPU: the copies, and indexing with CPU index tensors.
 _CROSS = (T.to | T.cuda | T.cpu | T.copy_ | T.__getitem__ | T.__setitem__ | T.index_put_ | T.index_put
           | {torch.index_put, torch._has_compatible_shallow_copy_type})
+_INDEXING = T.__getitem__ | T.__setitem__ | T.index_put_ | T.index_put | {torch.index_put}  # CPU indices only
 _TO_HOST = T.item | T.tolist | T.__bool__ | T.__float__ | T.__int__ | T.__index__ | T.__len__
 _NOOPS = {**dict.fromkeys(T.pin_memory, lambda t, *a, **k: t), **dict.fromkeys(T.is_pinned, lambda t, *a, **k: False)}
 
@@ -140,6 +142,9 @@ def _handle(func, args, kwargs):
         return _NOOPS[func](*args, **kwargs)
     tensors = _tensors(args, kwargs)
     on_cuda = any(isinstance(t, FakeCudaTensor) for t in tensors)
+    if func in _INDEXING and on_cuda and not isinstance(args[0], FakeCudaTensor):
+        raise DeviceMismatch("indices should be either on cpu or on the same device as the indexed tensor (cpu) "
+                             f"({getattr(func, '__qualname__', func)})")
     if func not in _CROSS and on_cuda:
         cpu = [t for t in tensors if not isinstance(t, FakeCudaTensor) and t.dim() > 0]
         if cpu:

@@ -3,6 +3,7 @@ pretend `cuda:0` (tests/fakecuda.py: tensors that report cuda and hold CPU value
 it does on a GPU. Because the values underneath are the CPU's, a run on the pretend GPU must also give the CPU's
 numbers: that holds the code to "the device changes where tensors live, nothing else"."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -45,6 +46,9 @@ def test_the_pretend_gpu_fails_where_a_gpu_fails():
             x.numpy()
         with pytest.raises(DeviceMismatch, match="generator"):
             torch.randperm(4, generator=torch.Generator().manual_seed(0), device="cuda")
+        with pytest.raises(DeviceMismatch, match="indices"):
+            torch.arange(5)[torch.tensor([1, 2]).to("cuda")]
+        assert torch.arange(5).to("cuda")[torch.tensor([1, 2])].is_cuda  # CPU indices into cuda: allowed
         assert float((x * torch.tensor(2.0)).sum()) == 12.0  # a CPU scalar mixes, as on a GPU
         assert (x.cpu() + torch.ones(2, 3)).device.type == "cpu"
         lin = torch.nn.Linear(3, 1).to("cuda")
@@ -187,6 +191,8 @@ def test_an_unusable_gpu_is_said_in_one_line(monkeypatch):
         return False
 
     monkeypatch.setattr(torch.cuda, "is_available", unavailable)
+    real_exists = os.path.exists  # no NVIDIA device file either, as on this CPU machine (a GPU machine has them)
+    monkeypatch.setattr(os.path, "exists", lambda p: False if "nvidia" in str(p) else real_exists(p))
     first, second = infer.describe(infer.use_device("auto")).split("\n")
     assert first.startswith("device: cpu (") and "float32, TF32 off" in first
     assert second.startswith("a GPU is present but unusable: CUDA initialization: The NVIDIA driver")
@@ -198,13 +204,16 @@ def test_an_unusable_gpu_is_said_in_one_line(monkeypatch):
 
 
 def test_a_build_names_its_device_first_and_stops_where_the_profile_wants_a_missing_gpu():
+    from unittest import mock
+
     from conftest import ROOT
 
     from ladnn.book import device_line
     from ladnn.profiles import BuildError, load_profile
 
-    assert device_line(load_profile("quick", ROOT)).startswith("device: cpu (")
-    with pytest.raises(BuildError, match="profile gpu: device 'cuda' was asked for"):
-        device_line(load_profile("gpu", ROOT))
+    with mock.patch("torch.cuda.is_available", return_value=False):  # as on a machine without a GPU
+        assert device_line(load_profile("quick", ROOT)).startswith("device: cpu (")
+        with pytest.raises(BuildError, match="profile gpu: device 'cuda' was asked for"):
+            device_line(load_profile("gpu", ROOT))
     with fake_cuda():
         assert device_line(load_profile("gpu", ROOT)).startswith("device: cuda:0 (pretend GPU")

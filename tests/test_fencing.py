@@ -66,6 +66,21 @@ def test_a_stale_limit_below_three_heartbeats_is_refused(tmp_path, monkeypatch):
     assert read_claim(run) is None
 
 
+def test_a_plan_or_build_with_a_short_stale_limit_stops_with_one_line(monkeypatch, capsys, tmp_path):
+    """Checked first, whatever the runs folder holds (a plan reads claims only of runs still to train)."""
+    from conftest import book_copy
+
+    from ladnn.book import main
+
+    root = book_copy(tmp_path)
+    monkeypatch.setenv("LADNN_CLAIM_STALE_S", "5")
+    for extra in (["--plan"], ["--notebooks-only"]):
+        assert main(["--profile", "smoke", "--root", str(root), *extra]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("book build failed: LADNN_CLAIM_STALE_S='5'") and "Traceback" not in err
+    assert not (root / "runs").exists()
+
+
 # ---------------------------------------------------------------- B: fencing
 def test_a_paused_worker_stops_and_never_marks_the_new_workers_run_complete(tmp_path):
     run = tmp_path / "r"
@@ -334,3 +349,33 @@ def test_a_plan_line_run_twice_trains_once(tmp_path, monkeypatch, capsys):
         assert json.loads((o / "config.json").read_text()) == c.to_dict()
         calls.clear()
     assert "--overwrite" not in shlex.split(line) and "--overwrite" in shlex.split(line2)  # only to replace a run
+
+
+def test_a_replacement_killed_between_its_two_renames_leaves_the_finished_run(tmp_path, monkeypatch):
+    """`finish` moves the finished run aside (`.NAME.old-*`), then the new one in. A kill between the two renames
+    left no run folder; the next worker on the run puts the finished run back before anything else."""
+    run = tmp_path / "r"
+    _finished(run, "first")
+    want = _files(run)
+    r = RunDir(run)
+    r.start({"worker": "second"}, overwrite=True)
+    for f in RESULTS:
+        r.write(f, "second")
+    real = os.rename
+
+    def killed_after_the_first(a, b, *args, **kw):
+        real(a, b, *args, **kw)
+        if ".old-" in str(b):
+            raise KeyboardInterrupt("killed")  # as a SIGKILL there: nothing after runs
+
+    monkeypatch.setattr(os, "rename", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        r.finish()
+    monkeypatch.setattr(os, "rename", real)
+    r.claim._stop.set()  # the killed worker's heartbeat stops with it
+    _silence(run)
+    assert not run.exists() and [p.name.split("-")[0] for p in tmp_path.glob(".r.old-*")] == [".r.old"]
+    third = RunDir(run)
+    assert third.take(overwrite=True) == "complete"  # put back under the claim, then judged
+    assert _files(run) == want and status(run) == "complete" and not list(tmp_path.glob(".r.old-*"))
+    third.release()

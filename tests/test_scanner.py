@@ -130,7 +130,31 @@ def test_a_missing_decoder_is_named(monkeypatch, syntax, package):
         raise RuntimeError("Unable to decode the pixel data as none of the available plugins can decode it")
 
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_handler))
+    monkeypatch.setattr(dicom, "decoder_available", lambda syntax: False)  # as without its plugin
     with pytest.raises(ImageError, match=f"no decoder installed for its compression.*pip install pylibjpeg {package}"):
+        decode(save(ds), "x.dcm")
+
+
+def test_damaged_compressed_data_is_not_called_a_missing_decoder():
+    """A JPEG-lossless slice (the COVID-CT-MD syntax) whose compressed bytes are garbage: its decoder is installed,
+    so the error says the data cannot be decoded, not that a package is missing."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLosslessSV1
+
+    ds = ct()
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.PixelData = encapsulate([b"\xff\xd8garbage" * 10])
+    with pytest.raises(ImageError) as e:
+        decode(save(ds), "broken.dcm")
+    assert "no decoder installed" not in str(e.value)
+    assert str(e.value).startswith("broken.dcm: pixel data cannot be decoded (JPEG Lossless")
+
+
+def test_more_pixel_data_than_the_header_says_is_refused():
+    ds = ct(64, 64)
+    ds.Rows = 60  # the data still holds 64 rows: a cropped image would be scored
+    with pytest.raises(ImageError, match=r"8192 bytes of pixel data, but Rows x Columns x BitsAllocated "
+                                         r"\(60 x 64 x 16\) need 7680"):
         decode(save(ds), "x.dcm")
 
 
@@ -158,6 +182,22 @@ def test_a_file_name_with_two_colons_is_a_file_not_a_zip_member(tmp_path):
     (tmp_path / "notzip.zip").write_text("not a zip file")
     with pytest.raises(ImageError, match="cannot be read from the zip file"):
         read_bytes(tmp_path / "notzip.zip::a.png")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.dcm", b"x" * 1000)
+    raw_zip = bytearray((tmp_path / "bad.zip").read_bytes())
+    start = raw_zip.index(b"a.dcm") + len("a.dcm")  # the member's deflated bytes follow its local header
+    raw_zip[start:start + 4] = b"\xff\xff\xff\xff"
+    (tmp_path / "bad.zip").write_bytes(bytes(raw_zip))
+    with pytest.raises(ImageError, match=r"bad.zip::a.dcm: cannot be read from the zip file .*\(error"):
+        read_bytes(f"{tmp_path / 'bad.zip'}::a.dcm")
+
+
+@pytest.mark.parametrize("device", ["tpu", "meta", "cuda:x"])
+def test_an_unknown_device_is_named(tiny_run, capsys, device):
+    assert main(["predict", str(tiny_run), "x.png", "--device", device]) == 2
+    assert f"device {device!r}: use auto, cpu, cuda or cuda:N" in capsys.readouterr().err
 
 
 def test_port_out_of_range_is_a_usage_error(capsys):
@@ -182,6 +222,27 @@ def test_predict_scores_the_good_files_beside_a_bad_header(tiny_run, tmp_path, c
     by = {r["image"]: r for r in lines}
     assert rc == 1 and 0 <= by[str(good)]["p_covid"] <= 1
     assert by[str(bad)]["error"].startswith(f"{bad}: {keyword} (")
+
+
+def test_a_bad_path_or_an_empty_folder_beside_a_good_file_gets_its_own_line(tiny_run, tmp_path, capsys):
+    good = tmp_path / "good.dcm"
+    save(ct(), good)
+    (tmp_path / "empty").mkdir()
+    long = tmp_path / ("x" * 300)
+    rc, lines = _predict(capsys, tiny_run, good, tmp_path / "empty", long)
+    by = {r["image"]: r for r in lines if "image" in r}
+    assert rc == 1 and 0 <= by[str(good)]["p_covid"] <= 1
+    assert by[str(tmp_path / "empty")]["error"].endswith("a folder with no .dcm files")
+    assert "File name too long" in by[str(long)]["error"]
+
+
+def test_dangling_links_and_loops_named_dcm_in_a_folder_are_reported(tiny_run, tmp_path, capsys):
+    save(ct(), tmp_path / "s" / "a.dcm")
+    (tmp_path / "s" / "gone.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    (tmp_path / "s" / "loop.dcm").symlink_to(tmp_path / "s" / "loop.dcm")
+    rc, lines = _predict(capsys, tiny_run, tmp_path / "s")
+    errors = {Path(r["image"]).name: r["error"] for r in lines if "error" in r}
+    assert rc == 1 and set(errors) == {"gone.dcm", "loop.dcm"} and sum("p_covid" in r for r in lines) == 1
 
 
 def test_a_picture_named_dcm_in_a_series_folder_is_named_and_the_series_scored(tiny_run, tmp_path, capsys):
@@ -278,11 +339,30 @@ def test_a_duplicate_sop_instance_is_scored_once_and_named(tmp_path):
     assert "the same SOPInstanceUID as" in s.left_out[0] and "scored once" in s.left_out[0]
 
 
-def test_localizers_are_left_out_and_listed(tmp_path):
+@pytest.mark.parametrize("image_type", [["ORIGINAL", "PRIMARY", "LOCALIZER"], "LOCALIZER"])
+def test_localizers_are_left_out_and_listed(tmp_path, image_type):
     save(ct(z=1.0), tmp_path / "s" / "a.dcm")
-    save(ct(z=2.0, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"]), tmp_path / "s" / "scout.dcm")
+    save(ct(z=2.0, ImageType=image_type), tmp_path / "s" / "scout.dcm")
     (s,) = dicom.scan_folder(tmp_path / "s")[0]
     assert [f.name for f in s.files] == ["a.dcm"] and "scout.dcm: a localizer" in s.left_out[0]
+
+
+def test_a_duplicate_in_another_subfolder_is_scored_once_too(tmp_path):
+    ds = ct(z=1.0)
+    save(ds, tmp_path / "s" / "one" / "a.dcm")
+    save(ds, tmp_path / "s" / "two" / "a.dcm")
+    found = dicom.scan_folder(tmp_path / "s")[0]
+    assert sum(len(s.files) for s in found) == 1
+    assert sum("the same SOPInstanceUID" in x for s in found for x in s.left_out) == 1
+
+
+def test_dicom_files_named_one_by_one_get_their_series_line(tiny_run, tmp_path, capsys):
+    for i in range(2):
+        save(ct(z=float(i)), tmp_path / "s" / f"{i}.dcm")
+    _, lines = _predict(capsys, tiny_run, tmp_path / "s" / "0.dcm", tmp_path / "s" / "1.dcm")
+    (summary,) = [r for r in lines if "series" in r]
+    assert summary["slices"] == 2 and summary["order"] == "as given on the command line"
+    assert summary["p_covid_patient"] == pytest.approx(np.mean([r["p_covid"] for r in lines if "p_covid" in r]))
 
 
 @pytest.mark.parametrize("drop,key", [((), "ImagePositionPatient along the slice normal"),
@@ -346,6 +426,30 @@ def test_a_labels_file_that_would_mislead_is_refused_naming_the_lines(tmp_path, 
 
     with pytest.raises(ValueError, match=message):
         labels_table(_labels(tmp_path, text))
+
+
+@pytest.mark.parametrize("write,message", [
+    (lambda f: f.write_text("file,covid\n0.dcm,1\n", encoding="utf-16"), r"labels.csv: not UTF-8 text"),
+    (lambda f: f.write_text("file,covid\n"), r"labels.csv: a header \(file, covid\) and no rows"),
+    (lambda f: f.write_text("file,covid\n" + "x" * 200_000 + ",1\n"), r"labels.csv:\d+: not a readable CSV line"),
+])
+def test_a_labels_file_that_cannot_be_read_says_why(tmp_path, write, message):
+    from ladnn.predict import labels_table
+
+    f = _labels(tmp_path, "")
+    write(f)
+    with pytest.raises(ValueError, match=message):
+        labels_table(f)
+
+
+@pytest.mark.parametrize("images,message", [("", "--images is empty"), ("labels.csv", "not a folder"),
+                                            ("missing", "does not exist")])
+def test_evaluate_refuses_an_images_argument_that_is_not_a_folder(tiny_run, tmp_path, capsys, images, message):
+    _labels(tmp_path, "file,covid\n0.dcm,1\n1.dcm,0\n")
+    arg = str(tmp_path / images) if images else ""
+    before = set(os.listdir(tiny_run))
+    assert main(["evaluate", str(tiny_run), "--images", arg]) == 2
+    assert message in capsys.readouterr().err and set(os.listdir(tiny_run)) == before
 
 
 def test_two_sets_with_one_folder_name_get_two_evaluation_folders(tmp_path, monkeypatch):
