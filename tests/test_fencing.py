@@ -44,6 +44,17 @@ def _finished(run, worker: str) -> RunDir:
     return r
 
 
+def _replacement_written(run, first: str, second: str) -> tuple[dict[str, bytes], RunDir]:
+    """A finished run by `first` (its files returned), and `second`'s replacement, written but not finished."""
+    _finished(run, first)
+    before = _files(run)
+    r = RunDir(run)
+    r.start({"worker": second}, overwrite=True)
+    for f in RESULTS:
+        r.write(f, second)
+    return before, r
+
+
 # ---------------------------------------------------------------- A: a stale limit below the heartbeat's margin
 def test_a_stale_limit_below_three_heartbeats_is_refused(tmp_path, monkeypatch):
     run = tmp_path / "r"
@@ -130,12 +141,7 @@ def test_a_worker_paused_inside_finish_cannot_move_its_run_into_place(tmp_path, 
     """Replacing a finished run: the worker passes its last check, is suspended, and another takes the run over;
     when it resumes, the finished run is still there, byte-identical, and it stops."""
     run = tmp_path / "r"
-    _finished(run, "old")
-    before = _files(run)
-    a = RunDir(run)
-    a.start({"worker": "a"}, overwrite=True)
-    for f in RESULTS:
-        a.write(f, "a")
+    before, a = _replacement_written(run, "old", "a")
     check, b = getattr(a.claim, "check", lambda doing: None), RunDir(run)
 
     def suspended_after(doing: str) -> None:
@@ -355,12 +361,7 @@ def test_a_replacement_killed_between_its_two_renames_leaves_the_finished_run(tm
     """`finish` moves the finished run aside (`.NAME.old-*`), then the new one in. A kill between the two renames
     left no run folder; the next worker on the run puts the finished run back before anything else."""
     run = tmp_path / "r"
-    _finished(run, "first")
-    want = _files(run)
-    r = RunDir(run)
-    r.start({"worker": "second"}, overwrite=True)
-    for f in RESULTS:
-        r.write(f, "second")
+    want, r = _replacement_written(run, "first", "second")
     real = os.rename
 
     def killed_after_the_first(a, b, *args, **kw):
