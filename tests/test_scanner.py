@@ -219,7 +219,7 @@ def test_predict_scores_the_good_files_beside_a_bad_header(tiny_run, tmp_path, c
     save(ct(), good)
     save(raw(ct(), keyword, value), bad)
     rc, lines = _predict(capsys, tiny_run, good, bad)
-    by = {r["image"]: r for r in lines}
+    by = {r["image"]: r for r in lines if "image" in r}  # then the series line of good.dcm
     assert rc == 1 and 0 <= by[str(good)]["p_covid"] <= 1
     assert by[str(bad)]["error"].startswith(f"{bad}: {keyword} (")
 
@@ -265,7 +265,8 @@ def test_predict_warns_of_a_slice_without_lung(tiny_run, external_dir, capsys):
 
     lab = pd.read_csv(external_dir / "labels.csv")
     first = external_dir / lab[lab["patient"] == "P001"].sort_values("slice_location")["file"].iloc[0]
-    _, (line,) = _predict(capsys, tiny_run, first)
+    _, (line, series) = _predict(capsys, tiny_run, first)
+    assert series["slices_with_lung"] == 0 and series["p_covid_patient"] is None
     assert line["lung_fraction"] < dicom.MIN_LUNG_FRACTION
     assert any("shows little lung" in w for w in line["warnings"])
 
