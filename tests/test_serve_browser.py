@@ -45,6 +45,11 @@ def test_upload_in_browser(tiny_run, data_dir, tmp_path):
                                   options=opts)
         driver.get(url)
         assert "not a medical device" in driver.page_source
+        # the figures table in the header: its text is dark on its light cells, not the header's white (4d8f8d4)
+        colours = driver.execute_script(
+            "const td = document.querySelector('#figures td'); const s = getComputedStyle(td);"
+            "return [s.color, getComputedStyle(td.closest('table')).backgroundColor, td.textContent];")
+        assert colours[0] == "rgb(34, 34, 34)" and colours[1] == "rgb(255, 255, 255)" and colours[2].startswith("0.")
         img = load_table("D0").query("covid == 1")["image"].iloc[0]
         driver.find_element("id", "files").send_keys(img)
         WebDriverWait(driver, 60).until(lambda d: d.find_elements("css selector", ".pcovid"))
