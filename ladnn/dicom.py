@@ -25,6 +25,7 @@ DEFAULT_WINDOW = "lung"
 LUNG_HU = (-950.0, -300.0)
 MIN_LUNG_FRACTION = 0.05  # a slice "shows lung" when at least this share of the image is aerated lung
 MIN_SIDE = 16  # images, DICOM slices included, narrower or lower than this are refused
+MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard; DICOM: from the header)
 # Transfer syntaxes that need a decoder plugin, and the packages that bring one (pydicom's own handlers decode the
 # uncompressed, deflated and RLE syntaxes).
 DECODERS = {
@@ -144,7 +145,7 @@ def decoder_available(syntax) -> bool:
         return False
 
 
-def read_hu(data: bytes, name: str = "<upload>", max_pixels: int = 50_000_000):
+def read_hu(data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS):
     """The slice in HU (float32 H x W) and its dataset. Refuses, naming `name` and the field: a file that is not
     DICOM or not CT, has no pixel data, is not one grey frame, is smaller than MIN_SIDE or larger than `max_pixels`
     (read from the header, before decoding), lacks a finite RescaleSlope or RescaleIntercept (Type 1 for CT: without
@@ -211,7 +212,7 @@ def lung_fraction(hu: np.ndarray) -> float:
     return float(inside.mean())
 
 
-def decode_dicom(data: bytes, name: str = "<upload>", window=None, max_pixels: int = 50_000_000):
+def decode_dicom(data: bytes, name: str = "<upload>", window=None, max_pixels: int = MAX_PIXELS):
     """A DICOM CT slice as an 8-bit RGB PIL image (grey in all three channels) through `window`, and what the file
     says of it: its lung fraction, slice location, patient, study and series, and the window (centre, width)."""
     from PIL import Image

@@ -13,11 +13,11 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from ladnn.config import PREPROCESS
-from ladnn.dicom import MIN_SIDE, DicomError, decode_dicom, is_dicom
+from ladnn.dicom import MAX_PIXELS, MIN_SIDE, DicomError, decode_dicom, is_dicom
 from ladnn.files import MAX_FILE_BYTES, FileRefused, check_regular_file, load_cache, write_atomic
 
-MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
-# MIN_SIDE (ladnn.dicom): images narrower or lower than 16 pixels are refused (D0's smallest is 53 x 26 pixels)
+# MAX_PIXELS and MIN_SIDE (ladnn.dicom): larger images are refused; so are images narrower or lower than 16 pixels
+# (D0's smallest is 53 x 26 pixels)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
