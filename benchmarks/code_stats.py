@@ -2,7 +2,7 @@
 modules and imports against the layers (both counting imports inside functions), the modules that import `train`,
 the places that rename a temporary file into place (atomic writes), the string-key reads of metrics.json, lines of
 code in each notebook, and the places outside the run-folder module that name a run's files. It reads files as text
-and prints numbers; it is not a test (tests/test_layers.py holds the layers).
+and prints numbers; it is not a test (the layers are `ladnn.layers`, which tests/test_layers.py checks).
 
     python benchmarks/code_stats.py [--root DIR]
 """
@@ -11,64 +11,18 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ladnn.layers import calls_to, column_literals, cycles, floors, import_graph, layer_violations
+
 RUN_FILES = {"config.json", "metrics.json", "predictions.csv", "history.csv", "status.json", "model.pt"}
-# The layers, bottom first: a module imports only modules of its own layer or a lower one.
-LAYERS = (
-    ("ladnn", "ladnn.config", "ladnn.files", "ladnn.summary"),
-    ("ladnn.data", "ladnn.sources", "ladnn.dicom", "ladnn.images", "ladnn.models", "ladnn.rundir", "ladnn.loss", "ladnn.metrics",
-     "ladnn.fetch", "ladnn.mtl"),
-    ("ladnn.infer", "ladnn.cam"),
-    ("ladnn.train", "ladnn.predict", "ladnn.generalisation"),
-    ("ladnn.report", "ladnn.report.dataset", "ladnn.report.leakage", "ladnn.report.lesions", "ladnn.report.maps",
-     "ladnn.report.marks",
-     "ladnn.report.reproduction", "ladnn.report.results", "ladnn.report.selection", "ladnn.report.unseen",
-     "ladnn.report.validity", "ladnn.report.lab", "ladnn.serve", "ladnn.cli", "ladnn.profiles", "ladnn.runner", "ladnn.pages",
-     "ladnn.book"),
-)
-LAYER_OF = {m: k for k, layer in enumerate(LAYERS) for m in layer}
 # metrics.json keys found nowhere else (a read of one is a metrics read), and keys that are a metrics read when a
 # string key is read from their value in turn (m["covid"]["auc"]; df["covid"] alone is a label column).
 METRIC_KEYS = {"covid_ci95", "unseen_source", "best_epoch", "weights_source", "evaluated_on", "cluster_note",
                "sources_by_class", "test_groups", "per_patient"}
 METRIC_CHAINS = {"covid", "run", "lesions", "protocol", "covid_ci95", "unseen_source"}
-
-
-def module_name(root: Path, f: Path) -> str:
-    parts = list(f.relative_to(root).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def ladnn_imports(root: Path, f: Path) -> set[str]:
-    """The `ladnn` modules that `f` imports anywhere (module level or inside functions)."""
-    out = set()
-    for node in ast.walk(ast.parse(f.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ladnn"):
-            out.add(node.module)
-            out.update(f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.startswith("ladnn"))
-    return out
-
-
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """Each `ladnn` module and the `ladnn` modules it imports (module level or inside functions)."""
-    files = sorted((root / "ladnn").rglob("*.py"))
-    mods = {module_name(root, f): f for f in files}
-    return {m: {i for i in ladnn_imports(root, f) if i in mods and i != m} for m, f in mods.items()}
-
-
-def layer_violations(graph: dict[str, set[str]]) -> list[str]:
-    """Imports of a module from a higher layer than the importer's (a module without a layer counts as one)."""
-    out = []
-    for m in sorted(graph):
-        if m not in LAYER_OF:
-            out.append(f"{m} has no layer")
-            continue
-        out += [f"{m} (layer {LAYER_OF[m]}) imports {i} (layer {LAYER_OF[i]})"
-                for i in sorted(graph[m]) if LAYER_OF.get(i, 99) > LAYER_OF[m]]
-    return out
 
 
 def _str_key(node) -> str | None:
@@ -105,38 +59,6 @@ def atomic_places(root: Path, files: list[Path]) -> list[str]:
     return out
 
 
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan)."""
-    index, low, stack, on, out, n = {}, {}, [], set(), [], [0]
-
-    def visit(v):
-        index[v] = low[v] = n[0]
-        n[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    for v in graph:
-        if v not in index:
-            visit(v)
-    return out
-
-
 def notebook_code_lines(f: Path) -> tuple[int, int]:
     """(code lines, code lines that are not imports, blanks or comments) over the notebook's code cells, the
     `parameters` cell left out."""
@@ -156,6 +78,13 @@ def notebook_code_lines(f: Path) -> tuple[int, int]:
     return total, logic
 
 
+def code_of(f: Path) -> str:
+    """A Python file's text, or a notebook's code cells joined."""
+    if f.suffix == ".ipynb":
+        return "\n".join("".join(c["source"]) for c in json.loads(f.read_text())["cells"] if c["cell_type"] == "code")
+    return f.read_text()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[1]))
@@ -167,6 +96,20 @@ def main() -> None:
     print(f"library: {sum(sizes.values())} lines in {len(files)} modules; largest: {big} ({sizes[big]} lines)")
     print(f"ladnn/book.py: {sizes.get('ladnn/book.py', 0)} lines")
     print(f"import cycles between modules (imports inside functions counted): {cycles(graph) or 'none'}")
+    stack = floors(graph)
+    print(f"import-graph floors: {len(stack)}; modules on a floor of their own: "
+          f"{[m[0] for m in stack.values() if len(m) == 1] or 'none'}")
+    for k, mods in stack.items():
+        print(f"  floor {k}: {' '.join(mods)}")
+    print(f"ladnn/predict.py: {sizes.get('ladnn/predict.py', 0)} lines")
+    scanned = [*files, *sorted((root / "benchmarks").glob("*.py")), *sorted((root / "notebooks").glob("*.ipynb"))]
+    scanned = [f for f in scanned if f.name not in ("code_stats.py", "layers.py")]  # they name what they look for
+    trees = {str(f.relative_to(root)): ast.parse(code_of(f)) for f in scanned}
+    auc = sorted(k for k, t in trees.items() if calls_to(t, "roc_auc_score"))
+    print(f"modules calling roc_auc_score: {len(auc)} {auc}")
+    cols = {k: c for k, t in trees.items() if (c := column_literals(t))}
+    print(f"modules spelling a prediction column (a string literal such as 'p_covid'): {len(cols)} "
+          f"({sum(cols.values())} literals) {cols}")
     bad = layer_violations(graph)
     print(f"imports against the layers: {len(bad)}")
     for b in bad:

@@ -53,7 +53,7 @@ def timed_run(cfg, out: Path) -> tuple[dict, float]:
     import ladnn.train
 
     ns: dict = {}
-    exec(PATCH, ns)  # noqa: S102 - our own timer code (run_profile.PATCH); it wraps ladnn.train's steps and RunDir's writes for the rest of this process
+    exec(PATCH, ns)  # noqa: S102 - our own timer code (run_profile.PATCH); it wraps ladnn.train's steps and RunWriter's writes for the rest of this process
     t = time.perf_counter()
     ladnn.train.train(cfg, out, overwrite=True)
     return ns["_PROF"]["s"], time.perf_counter() - t
@@ -61,19 +61,21 @@ def timed_run(cfg, out: Path) -> tuple[dict, float]:
 
 def compare_devices(run: Path, cfg, gpu: str) -> dict:
     """The run's test images scored on `gpu` and on the CPU (its test-time views), and against predictions.csv."""
-    import pandas as pd
 
     from ladnn.data import splits
     from ladnn.predict import Predictor
+    from ladnn.rundir import FinishedRun
+    from ladnn.scores import PRED
 
-    saved = pd.read_csv(run / "predictions.csv")
+    finished = FinishedRun(run)
+    saved = finished.predictions
     test = splits(cfg)["test"]
-    if list(test["name"]) != list(saved["image"]):
-        raise SystemExit(f"{run / 'predictions.csv'}: its images are not the test split's, in order")
+    if list(test["name"]) != list(saved[PRED.image]):
+        raise SystemExit(f"{run}: the images of its predictions are not the test split's, in order")
     paths = list(test["image"])
-    p = {d: np.array([r["p_covid"] for r in Predictor(run, d, onnx=False).predict_files(paths)])
+    p = {d: np.array([r[PRED.p_covid] for r in Predictor(run, d, onnx=False).predict_files(paths)])
          for d in (gpu, "cpu")}
-    own = saved["p_covid"].to_numpy()
+    own = saved[PRED.p_covid].to_numpy()
     return {"images": len(paths), "max_abs_diff_gpu_cpu": float(np.abs(p[gpu] - p["cpu"]).max()),
             "decisions_changed_gpu_cpu": int(((p[gpu] >= 0.5) != (p["cpu"] >= 0.5)).sum()),
             "max_abs_diff_gpu_vs_predictions_csv": float(np.abs(p[gpu] - own).max()),
@@ -118,6 +120,7 @@ def main() -> None:
     from ladnn.config import Config
     from ladnn.infer import cuda_problem, describe, use_device
     from ladnn.profiles import load_profile
+    from ladnn.rundir import FinishedRun
 
     device = use_device("cpu" if a.cpu else "cuda")  # asked for by name: no GPU is an error, not a CPU run
     print(f"gpu check ({'CPU mode' if a.cpu else 'GPU'}); {describe(device)}")
@@ -137,14 +140,15 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         run = work / "run"
         phases, wall = timed_run(cfg, run)
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics = FinishedRun(run).metrics
+        covid = metrics.covid
         print(f"one gpu-profile run ({cfg.backbone}, {cfg.method}, {cfg.finetune}, {cfg.epochs} epochs, "
-              f"{metrics['covid']['n']} test images): {wall:.1f} s, test AUC {metrics['covid']['auc']:.4f}")
+              f"{covid.n} test images): {wall:.1f} s, test AUC {covid.auc:.4f}")
         print(f"  {'phase':<24}{'seconds':>9}")
         for k in ORDER[2:9]:
             print(f"  {k:<24}{phases.get(k, 0.0):>9.2f}")
         print(f"  {'other (start, checks)':<24}{wall - sum(phases.values()):>9.2f}")
-        print(f"  precision recorded: {json.dumps(metrics['run']['precision'])}")
+        print(f"  precision recorded: {json.dumps(metrics.run.precision)}")
         cmp = compare_devices(run, cfg, device.type)
         print("test split, GPU against CPU: " + json.dumps(cmp))
         book_root = work / "book"

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "ladnn" / "resources"), help="where the files go")
     a = ap.parse_args(argv)
     tables = lab.collect(a.runs)
-    problems = lab.check_committed(tables, *lab.expected(ROOT))
+    problems = lab.check_committed(tables, *lab.committed_must_match(ROOT))
     if problems:
         print("not written; the runs do not match the lab profile today:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1

@@ -62,11 +62,11 @@ for _f in ("prepare_inputs", "batch_source"):
 _timed(_T, "fit_epoch", "training steps")
 _timed(_T, "evaluate", "validation")
 for _c in ("FeatureBatches", "ImageBatches"):
-    _timed(getattr(_T, _c), "outputs", _split)
+    _timed(getattr(_T, _c), "split_logits", _split)
 _timed(_T, "evaluate_predictions", "bootstrap")
 _timed(_T, "unseen_source_eval", "D1 scoring")
 for _f in ("write", "write_results"):
-    _timed(_R.RunDir, _f, "writing")
+    _timed(_R.RunWriter, _f, "writing")
 '''
 
 DUMP = "import json as _json\n_json.dump(_PROF['s'], open({path!r}, 'w'))"

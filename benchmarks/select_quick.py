@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from ladnn.config import METHODS, Config
-from ladnn.rundir import Run
+from ladnn.rundir import FinishedRun
 from ladnn.train import train_or_load
 
 BUDGETS = (5, 8, 10, 15)  # epoch budgets read off each run
@@ -54,7 +54,7 @@ def main() -> None:
                              f"-{method}-s{seed}")
         t = time.time()
         train_or_load(cfg, out)
-        h = Run(out).history
+        h = FinishedRun(out).history
         spe = round(float(h["seconds"].diff().median()), 2)
         for budget in [b for b in BUDGETS if b <= a.epochs]:  # a run cut short keeps its best epoch within budget
             hb = h[h["epoch"] <= budget]

@@ -32,6 +32,7 @@ from ladnn.generalisation import recipe_key
 from ladnn.profiles import load_profile
 from ladnn.report.unseen import PIPELINES, pipeline_name
 from ladnn.rundir import find_runs
+from ladnn.scores import PRED
 from ladnn.sources import linked_groups, negative_collections
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,9 +90,9 @@ def export(root: Path, merge: bool = False) -> None:
                      "val_auc": round(float(best["val_auc"]), 4), "test_auc": round(m.covid.auc, 4),
                      "seconds": m.run.seconds})
         p = run.predictions
-        preds.append(pd.DataFrame({**key, "image": p["image"], "y_true": p["y_true"],
-                                   "p_covid": p["p_covid"].round(5), "group": p["image"].map(group),
-                                   "collection": p["image"].map(collection)}))
+        preds.append(pd.DataFrame({**key, PRED.image: p[PRED.image], PRED.y_true: p[PRED.y_true],
+                                   PRED.p_covid: p[PRED.p_covid].round(5), PRED.group: p[PRED.image].map(group),
+                                   PRED.collection: p[PRED.image].map(collection)}))
     runs, preds = pd.DataFrame(runs), pd.concat(preds)
     if merge:
         runs, preds = merged(RUNS_CSV, runs), merged(PRED_CSV, preds)

@@ -25,11 +25,13 @@ from tqdm import tqdm
 
 from ladnn.data import load_table, splits
 from ladnn.dicom import MIN_LUNG_FRACTION
+from ladnn.evaluate import external_table
 from ladnn.images import ImageCache, read_bytes
 from ladnn.infer import adapt_batchnorm, tta_outputs
-from ladnn.predict import Predictor, external_table
+from ladnn.predict import Predictor
 from ladnn.report.unseen import pipeline_name
 from ladnn.rundir import find_runs
+from ladnn.scores import PRED
 from ladnn.sources import linked_groups
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +46,8 @@ def _p(pr: Predictor, imgs: torch.Tensor, adabn: bool) -> np.ndarray:
 
 
 def _rows(key: dict, part: str, df: pd.DataFrame, p: np.ndarray, **extra) -> pd.DataFrame:
-    out = pd.DataFrame({**key, "part": part, "image": df["name"].to_numpy(), "y_true": df["covid"].astype(int).to_numpy(),
-                        "p_covid": p.round(5)})
+    out = pd.DataFrame({**key, "part": part, PRED.image: df["name"].to_numpy(),
+                        PRED.y_true: df["covid"].astype(int).to_numpy(), PRED.p_covid: p.round(5)})
     for k, v in extra.items():
         out[k] = v
     return out

@@ -23,7 +23,7 @@ from ladnn.profiles import (
     run_name,
     training_runs,
 )
-from ladnn.rundir import scan_runs, unreadable
+from ladnn.rundir import profile_dirs, scan_runs, unreadable
 from ladnn.runner import execute_all, prepare_caches
 
 # Validity first: it is the longest (it scores every run again), and the others fit beside it on the other core.
@@ -47,7 +47,8 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     except DataError as e:
         raise BuildError(str(e)) from None
     gen = root / "book" / "_generated"
-    runs_dir = root / "runs" / prof["name"]
+    where = profile_dirs(root, prof["name"])
+    runs_dir = where["matrix"]
     os.environ.setdefault("TQDM_DISABLE", "1")  # the notebooks print one line per epoch instead of bars
     t0 = time.time()
     shutil.rmtree(gen, ignore_errors=True)  # never mix one profile's pages with another's
@@ -64,7 +65,7 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     missing = [f"{name}: {e}" for name, _, out in todo if (e := unreadable(out))]
     if missing:  # a run the book needs: the build stops, naming each
         raise BuildError("runs the book needs are not complete:\n  " + "\n  ".join(missing))
-    for line in [x for sub in ("", "ablations", "lab") for x in scan_runs(runs_dir / sub)[1]]:  # not in this profile: left out
+    for line in [x for d in where.values() for x in scan_runs(d)[1]]:  # not in this profile: left out
         print(f"[book {prof['name']}] skipped (not read): {line}", flush=True)
     params = {"profile": prof["name"], "runs_dir": str(runs_dir.relative_to(root)),
               "gradcam_images": prof.get("gradcam_images", 6)}

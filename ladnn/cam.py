@@ -29,13 +29,13 @@ def gradients_from(model: torch.nn.Module, layer: torch.nn.Module):
             p.requires_grad_(f)
 
 
-def cam_maps(model: LADNN, x: torch.Tensor, outputs: list[int]) -> np.ndarray:
-    """One map per image for the logit column `outputs[i]` (0 = COVID, 1..5 = lesions): N x H x W in [0, 1].
+def cam_maps(model: LADNN, x: torch.Tensor, columns: list[int]) -> np.ndarray:
+    """One map per image for the logit column `columns[i]` (0 = COVID, 1..5 = lesions): N x H x W in [0, 1].
     The CAM object lives in a `with` block so its hooks are removed; it needs gradients, so no torch.no_grad()
     (`gradients_from` keeps them to the layers above the target layer)."""
     layer = cam_layer(model)
     with gradients_from(model, layer), GradCAMPlusPlus(model=model, target_layers=[layer]) as cam:
-        return cam(input_tensor=x, targets=[ClassifierOutputTarget(k) for k in outputs])
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(k) for k in columns])
 
 
 class _ImageSizedCam(GradCAMPlusPlus):
@@ -50,16 +50,16 @@ class _ImageSizedCam(GradCAMPlusPlus):
         return self.size
 
 
-def cam_maps_from_features(model: LADNN, features: torch.Tensor, outputs: list[int], size: int) -> np.ndarray:
+def cam_maps_from_features(model: LADNN, features: torch.Tensor, columns: list[int], size: int) -> np.ndarray:
     """`cam_maps` from the backbone's final feature map (`ladnn.models.WithFeatures`, as ONNX Runtime computed it
-    with the probabilities): only the pooling and the head run here, forward and backward, so a map costs about a
-    millisecond. The same maps as `cam_maps` where the target layer outputs that feature map (checked in
-    tests/test_cam.py); `features[i]` goes with `outputs[i]`."""
+    with the probabilities): only the pooling and the head run here, forward and backward, so a map needs no second
+    pass through the backbone. The same maps as `cam_maps` where the target layer outputs that feature map (checked in
+    tests/test_cam.py); `features[i]` goes with `columns[i]`."""
     net = FromFeatures(model)
     if model.training:
         raise ValueError("cam_maps_from_features: the model is in training mode (dropout, batch statistics)")
     with gradients_from(net, net.features), _ImageSizedCam((size, size), model=net, target_layers=[net.features]) as cam:
-        return cam(input_tensor=features.detach().float(), targets=[ClassifierOutputTarget(k) for k in outputs])
+        return cam(input_tensor=features.detach().float(), targets=[ClassifierOutputTarget(k) for k in columns])
 
 
 def overlay(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:

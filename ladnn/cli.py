@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
-import typing
 
-from ladnn.config import Config, field_types
-
-NOTICE = "Research software, not a medical device: never use it to diagnose anyone."
+from ladnn.config import NOTICE, Config, add_config_options
 
 
 def _data_arg(p: argparse.ArgumentParser) -> None:
@@ -80,41 +76,6 @@ def _window_arg(p: argparse.ArgumentParser) -> None:
                                                    "width 1500 HU), mediastinal (50, 350) or CENTRE,WIDTH in HU")
 
 
-def add_config_options(p: argparse.ArgumentParser) -> None:
-    """One option per `Config` field: the name with dashes, the default and choices from the dataclass, the help
-    from the field's metadata; booleans get --x/--no-x, lists take several values."""
-    default = Config()
-    for f in dataclasses.fields(Config):
-        kind, _ = field_types()[f.name]  # X | None -> X
-        kw = {"help": f.metadata["help"], "default": getattr(default, f.name)}
-        if kind is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is list:
-            kw.update(nargs="*", type=typing.get_args(kind)[0], metavar=f.name.upper().rstrip("S"))
-        else:
-            kw["type"] = kind
-        if f.metadata["choices"]:
-            kw["choices"] = f.metadata["choices"]
-        p.add_argument(f"--{f.name.replace('_', '-')}", **kw)
-
-
-def config_args(cfg: Config) -> list[str]:
-    """The `ladnn train` options that give `cfg`, every field spelled out (so a command keeps its meaning if a default
-    changes; only None and empty lists are left out): the inverse of `add_config_options`, for the book's `--plan`."""
-    args = []
-    for f in dataclasses.fields(Config):
-        v, opt = getattr(cfg, f.name), f"--{f.name.replace('_', '-')}"
-        if v is None or v == []:
-            continue
-        if isinstance(v, bool):
-            args.append(opt if v else f"--no-{opt[2:]}")
-        elif isinstance(v, list):
-            args += [opt, *map(str, v)]
-        else:
-            args += [opt, str(v)]
-    return args
-
-
 def _config(a: argparse.Namespace) -> Config:
     return Config.from_namespace(vars(a))
 
@@ -168,7 +129,7 @@ def _run(a: argparse.Namespace) -> int:
         print(json.dumps({"out": a.out, **m.covid.to_dict(), "best_epoch": m.run.best_epoch,
                           "seconds": m.run.seconds}))
     elif a.cmd == "evaluate":
-        from ladnn.predict import evaluate_run, summary_text
+        from ladnn.evaluate import evaluate_run, summary_text
 
         if a.images is not None and not a.images.strip():
             raise ValueError("--images is empty: give the folder to evaluate, or leave it out for the run's test split")
@@ -178,8 +139,9 @@ def _run(a: argparse.Namespace) -> int:
         print(summary_text(m))
         print(NOTICE)
     elif a.cmd == "predict":
-        from ladnn.dicom import AGGREGATION
-        from ladnn.predict import Predictor, expand_inputs, series_summary
+        from ladnn.dicom import expand_inputs
+        from ladnn.predict import Predictor
+        from ladnn.scores import AGGREGATION, series_summary
 
         files, unreadable, series = expand_inputs(a.images)
         res = Predictor(a.run, a.device, window=a.window).predict_files(files) + unreadable

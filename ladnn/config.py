@@ -2,6 +2,7 @@
 notebooks/train.ipynb are both derived from these fields (`python -m ladnn.config` rewrites that cell)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import functools
@@ -29,15 +30,29 @@ AUGMENTS = ("paper", "strong")
 TASK_WEIGHTINGS = ("fixed", "uncertainty", "upgrad", "mgda", "pcgrad", "cagrad", "nashmtl")
 TTA_SEED = 4321  # default seed of the test-time views (Config.tta_seed)
 PAPER_COVID_WEIGHT = 5.0  # the paper code's weight of the COVID term (Section 2.2; Code/train.py)
-SHORT_BACKBONES = ("vgg16, resnet18, resnet50, densenet121, densenet169, efficientnet_b0, efficientnet_b1, "
-                   "efficientnet_lite0")
+# Our short names of backbones and the timm weights each stands for: the paper's seven, mapped to the timm weights
+# closest to what it used (our guess, recorded in the column `suggested_timm_name` of
+# ladnn/resources/paper_table2.csv; the paper names no weights), and EfficientNet-Lite0. Any other timm name is used
+# as it is.
+PAPER_SEVEN = {
+    "vgg16": "vgg16.tv_in1k",
+    "resnet18": "resnet18.tv_in1k",
+    "resnet50": "resnet50.tv_in1k",
+    "densenet121": "densenet121.tv_in1k",
+    "densenet169": "densenet169.tv_in1k",
+    "efficientnet_b0": "tf_efficientnet_b0.in1k",
+    "efficientnet_b1": "tf_efficientnet_b1.in1k",
+}
+TIMM_WEIGHTS = {**PAPER_SEVEN, "efficientnet_lite0": "efficientnet_lite0.ra_in1k"}
+# Research software, said once: the command line, the service, its page's JSON and the book's tables.
+NOTICE = "Research software, not a medical device: never use it to diagnose anyone."
 
 
 class ConfigError(ValueError):
     """A config value, key or file that cannot be used; the message names the field or key."""
 
 
-def _f(default: Any, help: str, choices: tuple | None = None, *, cache: bool, low: float | None = None,
+def config_field(default: Any, help: str, choices: tuple | None = None, *, cache: bool, low: float | None = None,
        above: float | None = None) -> Any:
     """A config field with its help text, allowed values, range (`low` <= value, or `above` < value) and `cache` as
     metadata. `cache` must be given for every field: True when the field changes what the frozen part of the network
@@ -55,59 +70,59 @@ def _f(default: Any, help: str, choices: tuple | None = None, *, cache: bool, lo
 class Config:
     """Defaults follow the paper's released code (Code/train.py): Adam, lr 5e-5, wd 5e-4, 15 epochs, batch 32."""
 
-    backbone: str = _f("efficientnet_lite0", f"short name ({SHORT_BACKBONES}) or any timm model name", cache=True)
-    method: str = _f("ladnn", "ladnn: COVID + 5 lesion outputs; baseline: COVID only", METHODS, cache=False)
-    dataset: str = _f("D0", "D0 (the paper's split) or D0+D1 (with the new data found)", DATASETS, cache=True)
-    seed: int = _f(0, "random seed (initialisation, batch order, augmentation)", cache=False, low=0)
-    epochs: int = _f(15, "training epochs", cache=False, low=1)
-    batch_size: int = _f(32, "batch size", cache=False, low=1)
-    lr: float = _f(5e-5, "Adam learning rate", cache=False, above=0)
-    weight_decay: float = _f(5e-4, "Adam weight decay", cache=False, low=0)
-    finetune: str = _f("full", "full: whole network (paper code); head: frozen backbone (paper text); top: the last "
+    backbone: str = config_field("efficientnet_lite0", f"short name ({', '.join(TIMM_WEIGHTS)}) or any timm model name", cache=True)
+    method: str = config_field("ladnn", "ladnn: COVID + 5 lesion outputs; baseline: COVID only", METHODS, cache=False)
+    dataset: str = config_field("D0", "D0 (the paper's split) or D0+D1 (with the new data found)", DATASETS, cache=True)
+    seed: int = config_field(0, "random seed (initialisation, batch order, augmentation)", cache=False, low=0)
+    epochs: int = config_field(15, "training epochs", cache=False, low=1)
+    batch_size: int = config_field(32, "batch size", cache=False, low=1)
+    lr: float = config_field(5e-5, "Adam learning rate", cache=False, above=0)
+    weight_decay: float = config_field(5e-4, "Adam weight decay", cache=False, low=0)
+    finetune: str = config_field("full", "full: whole network (paper code); head: frozen backbone (paper text); top: the last "
                                "`top_blocks` blocks and the head", FINETUNE, cache=True)
-    top_blocks: int = _f(2, "blocks trained when finetune is top", cache=True, low=0)
-    views: int = _f(4, "augmented views per training image cached when finetune is head or top", cache=True, low=1)
-    tta: int = _f(1, "test-time augmentation: average the logits of the plain image and tta - 1 augmented views "
+    top_blocks: int = config_field(2, "blocks trained when finetune is top", cache=True, low=0)
+    views: int = config_field(4, "augmented views per training image cached when finetune is head or top", cache=True, low=1)
+    tta: int = config_field(1, "test-time augmentation: average the logits of the plain image and tta - 1 augmented views "
                      "(validation and test)", cache=True, low=1)
-    tta_seed: int = _f(TTA_SEED, "seed of the test-time views: an image's views depend only on it and the image's "
+    tta_seed: int = config_field(TTA_SEED, "seed of the test-time views: an image's views depend only on it and the image's "
                                  "pixels (ladnn.infer), never on the other images scored with it", cache=True)
-    head: str = _f("linear", "linear (paper code) or fc3 (three FC layers, paper Figure 2)", HEADS, cache=False)
-    covid_weight: float = _f(PAPER_COVID_WEIGHT, "weight w of the COVID loss term (paper Section 2.2)", cache=False,
+    head: str = config_field("linear", "linear (paper code) or fc3 (three FC layers, paper Figure 2)", HEADS, cache=False)
+    covid_weight: float = config_field(PAPER_COVID_WEIGHT, "weight w of the COVID loss term (paper Section 2.2)", cache=False,
                               above=0)
-    lesion_mask: str = _f("any_lesion", "which samples get lesion loss terms (any_lesion: the paper code's rule)",
+    lesion_mask: str = config_field("any_lesion", "which samples get lesion loss terms (any_lesion: the paper code's rule)",
                           LESION_MASKS, cache=False)
-    loss_reduction: str = _f("mean", "mean: the loss divided by N x 6 entries (paper code); per_image: by N",
+    loss_reduction: str = config_field("mean", "mean: the loss divided by N x 6 entries (paper code); per_image: by N",
                              REDUCTIONS, cache=False)
-    protocol: str = _f("official", "official: the dataset's own split; grouped: cross-validation with no patient or "
+    protocol: str = config_field("official", "official: the dataset's own split; grouped: cross-validation with no patient or "
                                    "document on both sides; collection: each negative collection held out whole "
                                    "(ladnn.sources)", PROTOCOLS, cache=True)
-    folds: int = _f(5, "protocol grouped: number of folds; collection: the number of negative collections",
+    folds: int = config_field(5, "protocol grouped: number of folds; collection: the number of negative collections",
                     cache=False, low=3)
-    fold: int = _f(0, "grouped or collection: the test fold (ladnn.sources.fold_splits)", cache=False, low=0)
+    fold: int = config_field(0, "grouped or collection: the test fold (ladnn.sources.fold_splits)", cache=False, low=0)
     # _f returns dataclasses.field(default_factory=list) for a list: a fresh list per Config, hence the noqa
-    preprocess: list[str] = _f([], "input pipeline against shortcuts, applied in this order: crop (to the body), "  # noqa: RUF009
+    preprocess: list[str] = config_field([], "input pipeline against shortcuts, applied in this order: crop (to the body), "  # noqa: RUF009
                                    "gray, clahe (contrast-limited histogram equalisation), jpeg (every image "
                                    "re-encoded at quality 75)", PREPROCESS, cache=True)
-    augment: str = _f("paper", "paper: the paper code's flip, scale and tiny shear; strong: adds rotation, shift, "
+    augment: str = config_field("paper", "paper: the paper code's flip, scale and tiny shear; strong: adds rotation, shift, "
                                "brightness and contrast", AUGMENTS, cache=True)
-    task_weighting: str = _f("fixed", "how the tasks are combined: fixed (the paper's weighted sum of its six terms: "
+    task_weighting: str = config_field("fixed", "how the tasks are combined: fixed (the paper's weighted sum of its six terms: "
                                       "covid_weight, loss_reduction); or, over its two tasks (COVID, the lesions' "
                                       "sum; ladnn.mtl), uncertainty (learned weights, Kendall et al. 2018) or a "
                                       "torchjd aggregator of their gradients on the shared layers (upgrad, mgda, "
                                       "pcgrad, cagrad, nashmtl); ladnn only", TASK_WEIGHTINGS, cache=False)
-    grad_diagnostics: bool = _f(False, "record, every training step, the cosine and norm ratio of each lesion "
+    grad_diagnostics: bool = config_field(False, "record, every training step, the cosine and norm ratio of each lesion "
                                        "term's gradient to the COVID term's on the shared layers "
                                        "(grad_diagnostics.csv; ladnn only; six extra backward passes per step)",
                                 cache=False)
-    train_fraction: float = _f(1.0, "share of the training patients used, drawn per class and nested: for one seed "
+    train_fraction: float = config_field(1.0, "share of the training patients used, drawn per class and nested: for one seed "
                                     "a smaller share's patients are among a larger one's (ladnn.data.train_subset)",
                                cache=False, above=0)
-    zero_lesions: list[str] = _f([], "ablation: train with these lesion labels set to 0", LESIONS, cache=False)  # noqa: RUF009
-    pretrained: bool = _f(True, "start from ImageNet weights (no: random initialisation)", cache=True)
-    weights: str | None = _f(None, "ImageNet weights file for the backbone", cache=True)
-    limit: int | None = _f(None, "use at most this many images per split, half of each class (tests, smoke runs; "
+    zero_lesions: list[str] = config_field([], "ablation: train with these lesion labels set to 0", LESIONS, cache=False)  # noqa: RUF009
+    pretrained: bool = config_field(True, "start from ImageNet weights (no: random initialisation)", cache=True)
+    weights: str | None = config_field(None, "ImageNet weights file for the backbone", cache=True)
+    limit: int | None = config_field(None, "use at most this many images per split, half of each class (tests, smoke runs; "
                                   "at least 2, and every split must keep both classes)", cache=True, low=2)
-    device: str = _f("auto", "auto, cpu or cuda", cache=True)
+    device: str = config_field("auto", "auto, cpu or cuda", cache=True)
 
     def __post_init__(self) -> None:
         """Every field's type (from its annotation; an int is taken as a float), allowed values and range."""
@@ -278,3 +293,39 @@ def sync_notebook(path: str | Path) -> bool:
 if __name__ == "__main__":  # python -m ladnn.config [NOTEBOOK]: after adding a field, update the training notebook
     nb_path = sys.argv[1] if len(sys.argv) > 1 else "notebooks/train.ipynb"
     print(f"{nb_path}: parameters cell {'rewritten' if sync_notebook(nb_path) else 'already matches Config'}")
+
+
+# ---------------------------------------------------------------- the command line's options, from the fields
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """One option per `Config` field: the name with dashes, the default and choices from the dataclass, the help
+    from the field's metadata; booleans get --x/--no-x, lists take several values."""
+    default = Config()
+    for f in dataclasses.fields(Config):
+        kind, _ = field_types()[f.name]  # X | None -> X
+        kw = {"help": f.metadata["help"], "default": getattr(default, f.name)}
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is list:
+            kw.update(nargs="*", type=typing.get_args(kind)[0], metavar=f.name.upper().rstrip("S"))
+        else:
+            kw["type"] = kind
+        if f.metadata["choices"]:
+            kw["choices"] = f.metadata["choices"]
+        p.add_argument(f"--{f.name.replace('_', '-')}", **kw)
+
+
+def config_args(cfg: Config) -> list[str]:
+    """The `ladnn train` options that give `cfg`, every field spelled out (so a command keeps its meaning if a default
+    changes; only None and empty lists are left out): the inverse of `add_config_options`, for the book's `--plan`."""
+    args = []
+    for f in dataclasses.fields(Config):
+        v, opt = getattr(cfg, f.name), f"--{f.name.replace('_', '-')}"
+        if v is None or v == []:
+            continue
+        if isinstance(v, bool):
+            args.append(opt if v else f"--no-{opt[2:]}")
+        elif isinstance(v, list):
+            args += [opt, *map(str, v)]
+        else:
+            args += [opt, str(v)]
+    return args

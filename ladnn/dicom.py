@@ -38,18 +38,10 @@ DECODERS = {
 }
 
 
-AGGREGATION = ("mean COVID probability over the patient's slices that show lung (lung fraction >= "
-               f"{MIN_LUNG_FRACTION:g}; ladnn.dicom.lung_fraction), or over all its slices for non-DICOM images")
-
-
-def patient_means(p, key: str = "patient"):
-    """One row per `key` (patient or series) of a slice table with `p_covid` and `lung_fraction` (NaN for
-    non-DICOM images): AGGREGATION as `p_covid`, the label (`y_true`, when present) and the slices averaged."""
-    lung = p[~(p["lung_fraction"] < MIN_LUNG_FRACTION)]
-    agg = {"p_covid": ("p_covid", "mean"), "slices": ("p_covid", "size")}
-    if "y_true" in p:
-        agg = {"y_true": ("y_true", "first"), **agg}
-    return lung.groupby(key, sort=False).agg(**agg).reset_index()
+def low_lung_warning(fraction: float) -> str:
+    """The warning of a DICOM slice that shows little lung (`lung_fraction` below MIN_LUNG_FRACTION)."""
+    return (f"this DICOM slice shows little lung (lung fraction {fraction:.3f}, below {MIN_LUNG_FRACTION:g}): the "
+            "model only saw slices through the lungs, so its score here means nothing")
 
 
 class DicomError(ValueError):
@@ -321,3 +313,29 @@ def _optional(ds, keyword: str, kind):
 def series_files(folder: str | Path) -> list[Path]:
     """The files of `scan_folder`'s series, one series after another, each in its order along the body."""
     return [f for s in scan_folder(folder)[0] for f in s.files]
+
+
+def expand_inputs(paths) -> tuple[list[str], list[dict], list[Series]]:
+    """Files as given, and folders replaced by the DICOM series inside them (`scan_folder`: split by
+    patient, study and series, duplicates and localizers left out, each in one order along the body). Returns the
+    files to score, one `{"image", "error"}` record per file whose header cannot be read (the others are scored all
+    the same), and the series found."""
+    out: list[str] = []
+    errors: list[dict] = []
+    series: list[Series] = []
+    for p in map(Path, paths):
+        try:
+            is_dir = p.is_dir()
+        except OSError as e:  # a name too long, say: that path's error, the others are scored
+            errors.append({"image": str(p), "error": f"{p}: {e.strerror or e}"})
+            continue
+        if not is_dir:
+            out.append(str(p))
+            continue
+        found, bad = scan_folder(p)
+        if not found and not bad:
+            errors.append({"image": str(p), "error": f"{p}: a folder with no .dcm files"})
+        series += found
+        out += [str(f) for s in found for f in s.files]
+        errors += [{"image": str(f), "error": why} for f, why in bad]
+    return out, errors, series

@@ -9,7 +9,7 @@ The figures (`figures`), each an AUC with its interval at the level its protocol
 "New data" are D1, external sets and held-out collections: sources that gave no image to training. Protocol (b)
 holds out patients and documents but not collections, so it is shown and never reassures.
 
-The warning (`generalisation`) fires when any new-data figure lies below the official figure's interval or its own
+The warning (`new_data_report`) fires when any new-data figure lies below the official figure's interval or its own
 interval includes 0.5, and then says in plain words that the model has not been shown to work on CT from another
 hospital."""
 from __future__ import annotations
@@ -18,10 +18,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from sklearn import metrics as skm
 
+from ladnn.config import NOTICE
 from ladnn.files import resource
-from ladnn.metrics import bootstrap_ci
+from ladnn.scores import PRED, auc_interval, collection_table, external_slices
 from ladnn.summary import Evaluation, RunMetrics
 
 RUNS_CSV = "source_protocol_quick_runs.csv"
@@ -30,8 +30,7 @@ TRANSFER_CSV = "transfer_quick.csv.gz"  # gzip: 2.3 MB as plain text
 # Config fields that do not change the recipe: where it is evaluated, and the seed.
 NOT_RECIPE = ("seed", "protocol", "dataset", "folds", "fold", "device")
 NOT_SHOWN = ("The model has not been shown to work on CT from another hospital: on data from sources it never saw, "
-             "its scores are far below its official test score or no better than chance. Do not rely on it for any "
-             "scan; it is research software, not a medical device.")
+             f"its scores are far below its official test score or no better than chance. {NOTICE}")
 
 
 def recipe_key(cfg) -> str:
@@ -58,38 +57,9 @@ def transfer_predictions(path: str | Path | None = None) -> pd.DataFrame:
     return _resource(TRANSFER_CSV, path)
 
 
-def auc_summary(p: pd.DataFrame, n_boot: int = 2000, group: str = "group") -> dict:
-    """AUC of pooled test predictions with a 95% interval resampling whole `group`s within each class, the number
-    of images and groups, and the range of the per-fold AUCs."""
-    ci = bootstrap_ci(p["y_true"], p["p_covid"], p[group], n_boot=n_boot)["auc"]
-    folds = [skm.roc_auc_score(g["y_true"], g["p_covid"]) for _, g in p.groupby("fold") if g["y_true"].nunique() == 2]
-    return {"AUC": skm.roc_auc_score(p["y_true"], p["p_covid"]), "95% interval": f"{ci[0]:.3f} to {ci[1]:.3f}",
-            "lo": ci[0], "hi": ci[1], "images": len(p), "groups": p[group].nunique(),
-            "fold AUC range": (f"{min(folds):.3f} to {max(folds):.3f}" if len(folds) > 1 else "")}
-
-
-def collection_table(p: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
-    """Protocol (c) per held-out collection: each fold's test images (one negative collection, the positives of its
-    held-out papers), AUC with its interval resampling groups; sorted worst first."""
-    rows = []
-    for _, f in p.groupby("fold"):
-        held = ", ".join(sorted(f.loc[f["y_true"] == 0, "collection"].unique()))
-        rows.append({"held-out collection": held, **auc_summary(f, n_boot)})
-    return pd.DataFrame(rows).sort_values("AUC").set_index("held-out collection")
-
-
-def _figure(name: str, auc, ci, n: int, level: str, new_data: bool, on: str) -> dict:
+def figure_row(name: str, auc, ci, n: int, level: str, new_data: bool, on: str) -> dict:
     return {"name": name, "auc": None if auc is None else float(auc), "ci95": [float(c) for c in ci] if ci else None,
             "n": int(n), "level": level, "new_data": new_data, "on": on}
-
-
-def external_slices(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """An external set's scored slices and its per-patient scores (mean over slices with lung)."""
-    from ladnn.dicom import patient_means
-
-    per = patient_means(t).drop(columns="slices")
-    per["group"] = per["patient"]
-    return t[t["slice_scored"].astype(bool)].assign(group=lambda d: d["patient"]), per
 
 
 def recipe_figures(cfg, n_boot: int = 2000) -> list[dict]:
@@ -107,24 +77,25 @@ def recipe_figures(cfg, n_boot: int = 2000) -> list[dict]:
     for prot, new, name in (("grouped", False, "grouped cross-validation (b)"),
                             ("collection", True, "leave-one-collection-out (c)")):
         q = p[p["protocol"] == prot]
-        if q.empty or q["fold"].nunique() < r.loc[r["protocol"] == prot, "fold"].nunique():
+        if q.empty or q[PRED.fold].nunique() < r.loc[r["protocol"] == prot, "fold"].nunique():
             continue
-        a = auc_summary(q, n_boot)
-        out.append(_figure(f"recipe, {name}", a["AUC"], (a["lo"], a["hi"]), a["images"], "group", new,
-                           f"{q['fold'].nunique()} folds of D0 and the D1 images present, seed 0 "
-                           "(benchmarks/source_protocol.py)"))
+        a = auc_interval(q, n_boot=n_boot)
+        out.append(figure_row(f"recipe, {name}", a.auc, (a.lo, a.hi), a.n, a.level, new,
+                              f"{q[PRED.fold].nunique()} folds of D0 and the D1 images present, seed 0 "
+                              "(benchmarks/source_protocol.py)"))
         if prot == "collection":
             w = collection_table(q, n_boot).iloc[0]
-            out.append(_figure(f"recipe, worst held-out collection ({w.name})", w["AUC"], (w["lo"], w["hi"]),
-                               w["images"], "group", True, "protocol (c), the held-out collection scored lowest"))
+            out.append(figure_row(f"recipe, worst held-out collection ({w['held-out collection']})", w["AUC"],
+                                  (w["lo"], w["hi"]), w["n"], a.level, True,
+                                  "protocol (c), the held-out collection scored lowest"))
     t = trans[(trans["candidate"] == cand) & (trans["method"] == cfg.method) & (trans["seed"] == 0)
               & (trans["protocol"] == "official") & (trans["part"] == "COVID-CT-MD") & ~trans["adabn"]]
     if len(t):
         slices, per = external_slices(t)
-        for what, d, level in (("per slice", slices, "patient"), ("per patient", per, "patient")):
-            ci = bootstrap_ci(d["y_true"], d["p_covid"], d["group"], n_boot=n_boot)["auc"]
-            out.append(_figure(f"recipe, COVID-CT-MD {what}", skm.roc_auc_score(d["y_true"], d["p_covid"]), ci,
-                               len(d), level, True, "the recipe's seed-0 official run (benchmarks/transfer.py)"))
+        for what, d in (("per slice", slices), ("per patient", per)):
+            a = auc_interval(d, n_boot=n_boot)  # the group of either is the patient
+            out.append(figure_row(f"recipe, COVID-CT-MD {what}", a.auc, (a.lo, a.hi), a.n, PRED.patient, True,
+                                  "the recipe's seed-0 official run (benchmarks/transfer.py)"))
     return out
 
 
@@ -132,26 +103,26 @@ def run_figures(metrics: RunMetrics, evaluations: dict[str, Evaluation] | None =
     """The run's own figures: its test split, D1 and every external evaluation (name -> Evaluation)."""
     prot = metrics.protocol
     official = prot is None or prot.protocol == "official"
-    out = [_figure("this run, its test split" if official else f"this run, {prot.test}", metrics.covid.auc,
+    out = [figure_row("this run, its test split" if official else f"this run, {prot.test}", metrics.covid.auc,
                    metrics.covid_ci95.auc, metrics.covid.n, prot.level if prot else "patient", not official,
                    prot.test if prot else "its test split")]
     u = metrics.unseen_source
     if u is not None:
-        out.append(_figure("this run, D1 (new sources)", u.covid.auc, u.covid_ci95.auc, u.covid.n, "patient", True,
+        out.append(figure_row("this run, D1 (new sources)", u.covid.auc, u.covid_ci95.auc, u.covid.n, "patient", True,
                            u.evaluated_on))
     for name, e in (evaluations or {}).items():
         if name == "eval":  # its own test split again
             continue
-        out.append(_figure(f"this run, {name} per slice", e.covid.auc, e.covid_ci95.auc, e.covid.n, "patient", True,
+        out.append(figure_row(f"this run, {name} per slice", e.covid.auc, e.covid_ci95.auc, e.covid.n, "patient", True,
                            f"{e.evaluated_on}: {e.slices}"))
         if e.per_patient is not None:
             pp = e.per_patient
-            out.append(_figure(f"this run, {name} per patient", pp.covid.auc, pp.covid_ci95.auc, pp.covid.n,
+            out.append(figure_row(f"this run, {name} per patient", pp.covid.auc, pp.covid_ci95.auc, pp.covid.n,
                                "patient", True, f"{e.evaluated_on}: {e.aggregation}"))
     return out
 
 
-def generalisation(metrics: RunMetrics, recipe: list[dict] | None = None,
+def new_data_report(metrics: RunMetrics, recipe: list[dict] | None = None,
                    evaluations: dict[str, Evaluation] | None = None) -> dict:
     """Every figure beside the official one, and the warning (module docstring). A figure whose AUC is undefined
     (one class) does not count."""

@@ -306,3 +306,17 @@ def _mean_std(mean: tuple, std: tuple, device: torch.device, dtype: torch.dtype)
     """The mean and std as 1 x 3 x 1 x 1 tensors on `device`, made once per device (no host-to-device copy per
     batch)."""
     return tuple(torch.tensor(v, dtype=dtype, device=device).view(1, 3, 1, 1) for v in (mean, std))
+
+
+def data_url(rgb: np.ndarray, kind: str = "png") -> str:
+    """A uint8 H x W x 3 image as a data URL: `png` (lossless: the pixels the model saw) or `jpeg` (quality 90, for
+    heatmap overlays, which need no lossless copy and are much faster to write; benchmarks/predict_latency.py)."""
+    import base64
+
+    import cv2
+
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if kind == "png" else [cv2.IMWRITE_JPEG_QUALITY, 90]
+    ok, buf = cv2.imencode(f".{'png' if kind == 'png' else 'jpg'}", np.ascontiguousarray(rgb[..., ::-1]), params)
+    if not ok:
+        raise ValueError(f"could not encode a {rgb.shape} image as {kind}")
+    return f"data:image/{kind};base64," + base64.b64encode(buf.tobytes()).decode()

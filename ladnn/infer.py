@@ -144,10 +144,11 @@ def agrees(got, want, rtol: float = 1e-4) -> bool:
 
 def inference_net(net: torch.nn.Module, example: torch.Tensor, rtol: float = 1e-4) -> torch.nn.Module:
     """A copy of `net` for scoring only, on the CPU: traced and frozen by TorchScript, which folds BatchNorm into
-    the convolutions and fuses their activations; 1.5 to 2 times faster here (benchmarks/predict_latency.py). It is
+    the convolutions and fuses their activations; faster than the eager network (benchmarks/predict_latency.py
+    measures it). It is
     checked against `net` on `example` (a batch of its input, on `net`'s device): where tracing fails or the two
     differ by more than `rtol` of the output's scale, `net` itself in eval mode. TorchScript is deprecated in
-    favour of torch.compile, which took 35 s to compile this model here and ran slower than the frozen trace.
+    favour of torch.compile, whose compilation was slow and whose result ran slower than the frozen trace.
     The copy's weights are those of the call: a network that trains on needs a new copy."""
     net.eval()
     if example.device.type != "cpu":
@@ -169,7 +170,7 @@ def inference_net(net: torch.nn.Module, example: torch.Tensor, rtol: float = 1e-
 
 class OnnxNet(torch.nn.Module):
     """A network exported to ONNX, run by ONNX Runtime on the CPU on a batch of any size. Called, it returns the
-    first output (a float32 tensor) like a network with one; `outputs` returns them all. `path`: its file."""
+    first output (a float32 tensor) like a network with one; `all_outputs` returns them all. `path`: its file."""
 
     def __init__(self, session, path=None):
         super().__init__()
@@ -177,12 +178,12 @@ class OnnxNet(torch.nn.Module):
         self.input_name = session.get_inputs()[0].name
         self.n_outputs = len(session.get_outputs())
 
-    def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def all_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = self.session.run(None, {self.input_name: x.detach().float().contiguous().numpy()})
         return [torch.from_numpy(o) for o in out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.outputs(x)[0]
+        return self.all_outputs(x)[0]
 
 
 def _onnx_session(path, threads: int):
@@ -196,7 +197,7 @@ def _onnx_session(path, threads: int):
 
 def _export_onnx(net: torch.nn.Module, example: torch.Tensor, path) -> None:
     """`net` to an ONNX file at `path` (written whole or not at all), the weights inside it, the batch dimension
-    left free. torch's exporter (`dynamo=True`; its graph optimisation made ONNX Runtime 3 times faster here)
+    left free. torch's exporter (`dynamo=True`, whose graph optimisation ONNX Runtime runs fastest)
     prints its progress; it is kept out of the caller's output."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -211,12 +212,12 @@ def _export_onnx(net: torch.nn.Module, example: torch.Tensor, path) -> None:
 
 
 def onnx_net(build, example: torch.Tensor, key: str, rtol: float = 1e-4) -> OnnxNet | None:
-    """A copy of a network for scoring only on the CPU, run by ONNX Runtime: 1.5 to 2 times faster here than the
-    frozen TorchScript copy of `inference_net` (benchmarks/predict_latency.py); None where there is none to be had
+    """A copy of a network for scoring only on the CPU, run by ONNX Runtime: faster than the frozen TorchScript
+    copy of `inference_net` (benchmarks/predict_latency.py); None where there is none to be had
     (no ONNX Runtime, an export that fails or disagrees with the network), and the caller scores another way.
     `key` names the network and its weights (`ladnn.models.state_digest`); `build()` returns the network itself
     (eval mode; its outputs a tensor or a tuple of them) and is called only when its ONNX file is not cached yet.
-    The export takes about 8 s for EfficientNet-Lite0, so the file is kept in `$LADNN_CACHE_DIR/onnx`, named by a
+    An export takes seconds, so the file is kept in `$LADNN_CACHE_DIR/onnx`, named by a
     hash of `key`, the input shape and the versions of torch, timm and ONNX Runtime: a run is exported once per
     machine. A new export is checked against the network on `example` (`agrees`, every output, as for
     `inference_net`) and kept only if it agrees."""
@@ -241,7 +242,7 @@ def onnx_net(build, example: torch.Tensor, key: str, rtol: float = 1e-4) -> Onnx
         _export_onnx(net, example if len(example) > 1 else example.repeat(2, 1, 1, 1), path)
         fast = OnnxNet(_onnx_session(path, threads), path).eval()
         with torch.no_grad():
-            if not agrees(fast.outputs(example), net(channels_last(example)), rtol):
+            if not agrees(fast.all_outputs(example), net(channels_last(example)), rtol):
                 path.unlink(missing_ok=True)
                 raise ValueError("the ONNX copy disagrees with the network")
         return fast
@@ -302,7 +303,7 @@ def _scores(net: torch.nn.Module, x: torch.Tensor, data_config: dict, device: to
 
 
 @torch.no_grad()
-def outputs(net: torch.nn.Module, imgs: torch.Tensor, data_config: dict, device: torch.device,
+def image_outputs(net: torch.nn.Module, imgs: torch.Tensor, data_config: dict, device: torch.device,
             transform=None, batch: int = 64, desc: str = "") -> torch.Tensor:
     """`net`'s outputs (eval mode, float32 on the CPU) on uint8 images, `batch` at a time, each batch passed through
     `transform` (0..255 in and out, such as the training augmentation) first. `net` may be the whole model or its
@@ -344,11 +345,19 @@ def tta_outputs(net: torch.nn.Module, imgs: torch.Tensor, tta: int, data_config:
     `plain`: the plain images' outputs when the caller has them already (`Predictor.score`), so that only the
     augmented views go through `net`."""
     if plain is None:
-        return view_outputs(net, imgs, range(tta), data_config, device, tta_seed, strength, batch).mean(0)
+        views = view_outputs(net, imgs, range(tta), data_config, device, tta_seed, strength, batch)
+        return view_mean(views[0], views[1:])
     if tta <= 1:
         return plain.float().cpu()
-    views = view_outputs(net, imgs, range(1, tta), data_config, device, tta_seed, strength, batch)
-    return torch.cat([plain.float().cpu()[None], views]).mean(0)
+    return view_mean(plain, view_outputs(net, imgs, range(1, tta), data_config, device, tta_seed, strength, batch))
+
+
+def view_mean(plain: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation's rule, for whole images (`tta_outputs`) and cached activations
+    (`ladnn.train.FeatureBatches`) alike: the mean of the plain view's logits and those of the augmented views
+    (V x N x ...; none: the plain view's), float32 on the CPU."""
+    plain = plain.float().cpu()
+    return torch.cat([plain[None], views.float().cpu()]).mean(0) if len(views) else plain
 
 
 @torch.no_grad()

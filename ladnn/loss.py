@@ -49,17 +49,11 @@ def task_weights(n_tasks: int, covid_weight: float = PAPER_COVID_WEIGHT, reducti
     return c / n_tasks if reduction == "mean" else c
 
 
-def lesion_attention_loss(logits: torch.Tensor, y: torch.Tensor, known: torch.Tensor | None = None,
-                          covid_weight: float = PAPER_COVID_WEIGHT, rule: str = "any_lesion",
-                          reduction: str = "mean") -> torch.Tensor:
-    """The paper's objective  (1/6N) sum_i [ w BCE(COVID_i) + m_i sum_k BCE(lesion_ik) ]  (`mean`; `per_image`
-    divides by N): the task losses (`task_losses`) weighted by `task_weights`. With one logit column (the baseline)
-    only the COVID term is used, unweighted, and both reductions agree."""
-    return paper_loss(task_losses(logits, y, known, rule), covid_weight, reduction)
-
-
 def paper_loss(losses: torch.Tensor, covid_weight: float = PAPER_COVID_WEIGHT, reduction: str = "mean") -> torch.Tensor:
-    """The task losses (`task_losses`) weighted as the paper weighs them (`task_weights`): its loss of Section 2.2."""
+    """The task losses (`task_losses`) weighted as the paper weighs them (`task_weights`): its loss of Section 2.2,
+    (1/6N) sum_i [ w BCE(COVID_i) + m_i sum_k BCE(lesion_ik) ] (`mean`; `per_image` divides by N). With one task
+    (the baseline) only the COVID term, unweighted, and both reductions agree. Training calls it on the losses of
+    each batch (`ladnn.train.train_step`)."""
     return _weights_on(len(losses), covid_weight, reduction, losses.device, losses.dtype) @ losses
 
 

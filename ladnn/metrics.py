@@ -12,13 +12,19 @@ from ladnn.config import LESIONS
 BINARY = ("auc", "ap", "sensitivity", "specificity", "precision", "f1", "accuracy")
 
 
+def auc(y, p) -> float | None:
+    """ROC AUC of scores `p` for labels `y` (scikit-learn); None when `y` holds one class."""
+    y = np.asarray(y).astype(int)
+    return float(skm.roc_auc_score(y, np.asarray(p, dtype=float))) if len(np.unique(y)) == 2 else None
+
+
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
     """COVID = 1 is the positive class. AUC and average precision use probabilities; the rest use p >= threshold."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     yhat = (p >= threshold).astype(int)
     two = len(np.unique(y)) == 2
     return {
-        "auc": float(skm.roc_auc_score(y, p)) if two else None,
+        "auc": auc(y, p),
         "ap": float(skm.average_precision_score(y, p)) if two else None,
         "sensitivity": float(skm.recall_score(y, yhat, zero_division=0)),
         "specificity": float(skm.recall_score(y, yhat, pos_label=0, zero_division=0)),
@@ -48,7 +54,7 @@ def lesion_metrics(Y: np.ndarray, P: np.ndarray, threshold: float = 0.5) -> dict
     for k, name in enumerate(LESIONS):
         npos = int(Y[:, k].sum())
         ok = 0 < npos < len(Y)
-        per[name] = {"n_pos": npos, "auc": float(skm.roc_auc_score(Y[:, k], P[:, k])) if ok else None,
+        per[name] = {"n_pos": npos, "auc": auc(Y[:, k], P[:, k]) if ok else None,
                      "ap": float(skm.average_precision_score(Y[:, k], P[:, k])) if ok else None,
                      "note": None if ok else f"AUC undefined: {npos} positives among {len(Y)} images"}
     aucs = [v["auc"] for v in per.values() if v["auc"] is not None]
@@ -143,6 +149,33 @@ def bootstrap_ci(y, p, groups=None, n_boot: int = 2000, seed: int = 0, alpha: fl
             for k in BINARY}
 
 
+def auc_ci(y, p, groups=None, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """The percentile bootstrap interval of the AUC alone, resampling whole clusters within each class: the AUC
+    interval of `bootstrap_ci`, the same draws, without the other metrics."""
+    y = np.asarray(y).astype(int)
+    draws = weighted_auc(y, p, resample_weights(y, groups, n_boot, seed))
+    return float(np.nanquantile(draws, alpha / 2)), float(np.nanquantile(draws, 1 - alpha / 2))
+
+
+def _mean_over_runs(draws: np.ndarray, seed: int) -> np.ndarray:
+    """B x S bootstrap draws of a statistic of S runs (or pairs of runs) -> B draws of its mean over the runs, the
+    runs drawn with replacement when there are several (the second level of a two-level bootstrap)."""
+    if draws.shape[1] > 1:
+        draws = np.take_along_axis(draws, np.random.default_rng(seed + 1).integers(0, draws.shape[1], draws.shape), 1)
+    return draws.mean(1)
+
+
+def runs_auc_interval(y, P, groups=None, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean AUC over the S runs of P (S x N, such as seeds on the same images) and its 95% two-level bootstrap
+    interval: whole clusters drawn within each class, the same draw for every run, and the runs drawn with
+    replacement."""
+    y, P = np.asarray(y).astype(int), np.atleast_2d(np.asarray(P, float))
+    w = resample_weights(y, groups, n_boot, seed)
+    d = _mean_over_runs(np.stack([weighted_auc(y, p, w) for p in P], axis=1), seed)
+    est = float(np.mean([auc(y, p) for p in P]))
+    return est, float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))
+
+
 def paired_difference(y, p_a, p_b, groups=None, n_boot: int = 2000, seed: int = 0) -> dict:
     """AUC(A) - AUC(B), averaged over paired runs: `p_a` and `p_b` are N (one pair) or S x N (S pairs, such as seeds,
     on the same images). The bootstrap draws whole clusters within each class and, with several pairs, the pairs
@@ -154,13 +187,10 @@ def paired_difference(y, p_a, p_b, groups=None, n_boot: int = 2000, seed: int = 
     pa, pb = np.atleast_2d(np.asarray(p_a, float)), np.atleast_2d(np.asarray(p_b, float))
     if pa.shape != pb.shape or pa.shape[1] != len(y):
         raise ValueError(f"paired predictions must have the same shape (S x {len(y)}): {pa.shape} and {pb.shape}")
-    d_runs = np.array([skm.roc_auc_score(y, a) - skm.roc_auc_score(y, b) for a, b in zip(pa, pb)])
+    d_runs = np.array([auc(y, a) - auc(y, b) for a, b in zip(pa, pb)])
     w = resample_weights(y, groups, n_boot, seed)
-    ds = np.stack([weighted_auc(y, a, w) - weighted_auc(y, b, w) for a, b in zip(pa, pb)], axis=1)  # B x S
-    if len(pa) > 1:  # draw the pairs with replacement as well
-        pick = np.random.default_rng(seed + 1).integers(0, len(pa), ds.shape)
-        ds = np.take_along_axis(ds, pick, 1)
-    ds = ds.mean(1)
+    ds = _mean_over_runs(np.stack([weighted_auc(y, a, w) - weighted_auc(y, b, w) for a, b in zip(pa, pb)], axis=1),
+                         seed)
     se = float(np.std(ds, ddof=1))
     return {"auc_diff": float(d_runs.mean()), "auc_diff_ci": [float(np.quantile(ds, 0.025)),
                                                             float(np.quantile(ds, 0.975))],
@@ -180,31 +210,6 @@ def paired_test(y, p_a, p_b, groups=None, n_boot: int = 2000, seed: int = 0, thr
     b, c = int((ra & ~rb).sum()), int((~ra & rb).sum())
     p_mc = float(stats.binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
     return {**out, "a_right_b_wrong": b, "a_wrong_b_right": c, "p_mcnemar": p_mc}
-
-
-def evaluate_predictions(pred: pd.DataFrame, train_prevalence: list[float] | None = None, n_boot: int = 2000,
-                         seed: int = 0) -> dict:
-    """All test metrics from a predictions table (`ladnn.rundir.predictions_table`). COVID metrics come with 95%
-    intervals that resample whole clusters (column `group`: patient, else source document, else the image).
-    Lesion metrics use only the images that carry lesion labels, beside two predictors the head must beat: every
-    lesion scored by its training prevalence (`train_prevalence`), and every lesion scored by the COVID probability."""
-    groups = pred.get("group")
-    out = {"covid": binary_metrics(pred["y_true"], pred["p_covid"]),
-           "covid_ci95": bootstrap_ci(pred["y_true"], pred["p_covid"], groups, n_boot=n_boot, seed=seed),
-           "clusters": int(pred["group"].nunique()) if groups is not None else len(pred)}
-    if f"p_{LESIONS[0]}" in pred:
-        Y = pred[[f"y_{x}" for x in LESIONS]].to_numpy()
-        k = labelled(Y) & pred["lesions_known"].astype(bool).to_numpy()
-        Yk = Y[k]
-        out["lesions"] = lesion_metrics(Yk, pred.loc[k, [f"p_{x}" for x in LESIONS]].to_numpy())
-        out["lesions"]["images"] = (f"{int(k.sum())} test images that carry at least one lesion label; "
-                                    f"{int((pred['y_true'] == 1).sum() - k.sum())} positives without one are left out")
-        base = {"covid_score": lesion_metrics(Yk, np.repeat(pred.loc[k, ["p_covid"]].to_numpy(), len(LESIONS), 1))}
-        if train_prevalence is not None:
-            base["constant"] = lesion_metrics(Yk, np.tile(np.asarray(train_prevalence, float), (len(Yk), 1)))
-            base["constant"]["scores"] = list(train_prevalence)
-        out["lesions"]["baselines"] = base
-    return out
 
 
 def mean_ci(x) -> tuple[float, float, float]:

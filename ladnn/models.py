@@ -14,22 +14,9 @@ from torch import nn
 
 # timm is imported inside the functions that build or look up a network: with torchvision it takes 2.5 s to import,
 # and scoring a run from its cached ONNX copy (ladnn.infer.onnx_net) needs neither.
-from ladnn.config import TASKS
+from ladnn.config import TASKS, TIMM_WEIGHTS
 from ladnn.files import write_atomic
 from ladnn.images import cache_dir
-
-# The paper's seven backbones, mapped to the timm weights closest to what it used (our guess, recorded in the column
-# `suggested_timm_name` of ladnn/resources/paper_table2.csv; the paper names no weights).
-PAPER_BACKBONES = {
-    "vgg16": "vgg16.tv_in1k",
-    "resnet18": "resnet18.tv_in1k",
-    "resnet50": "resnet50.tv_in1k",
-    "densenet121": "densenet121.tv_in1k",
-    "densenet169": "densenet169.tv_in1k",
-    "efficientnet_b0": "tf_efficientnet_b0.in1k",
-    "efficientnet_b1": "tf_efficientnet_b1.in1k",
-}
-SHORT_NAMES = {**PAPER_BACKBONES, "efficientnet_lite0": "efficientnet_lite0.ra_in1k"}
 
 
 class WeightsError(RuntimeError):
@@ -37,7 +24,7 @@ class WeightsError(RuntimeError):
 
 
 def timm_name(backbone: str) -> str:
-    return SHORT_NAMES.get(backbone, backbone)
+    return TIMM_WEIGHTS.get(backbone, backbone)
 
 
 def check_backbone(backbone: str) -> str:
@@ -51,7 +38,7 @@ def check_backbone(backbone: str) -> str:
     if timm.is_model(name) or name.split(":")[0] in ("hf-hub", "hf_hub", "local-dir"):  # prefixed: timm resolves it
         return name
     arch = name.split(".")[0]
-    near = difflib.get_close_matches(arch, list(SHORT_NAMES) + timm.list_models(), n=4, cutoff=0.6)
+    near = difflib.get_close_matches(arch, list(TIMM_WEIGHTS) + timm.list_models(), n=4, cutoff=0.6)
     near = list(dict.fromkeys(near + timm.list_models(f"*{arch}*")[:4]))
     hint = f"; close names: {', '.join(near)}" if near else ""
     raise WeightsError(f"backbone {backbone!r}: timm has no model named {arch!r}{hint} "
@@ -210,7 +197,7 @@ class FromFeatures(nn.Module):
 
 def build_model(backbone: str, method: str = "ladnn", head: str = "linear", pretrained: bool = True,
                 weights: str | None = None) -> LADNN:
-    """Any timm model name (or one of SHORT_NAMES) as the backbone; no per-backbone code."""
+    """Any timm model name (or one of TIMM_WEIGHTS) as the backbone; no per-backbone code."""
     import timm
 
     n_out = {"ladnn": len(TASKS), "baseline": 1}[method]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from ladnn.config import Config, ConfigError, check_key, field_names, parse_value
+from ladnn.config import Config, ConfigError, check_key, config_args, field_names, parse_value
 
 
 class BuildError(RuntimeError):
@@ -173,10 +173,12 @@ def run_name(cfg: Config) -> str:
 
 def training_runs(prof: dict, root: Path) -> list[tuple[str, Config, Path]]:
     """(name, config, run folder) of every run of a profile, ablations and the lab's runs included."""
-    runs_dir = root / "runs" / prof["name"]
-    todo = [(run_name(c), c, runs_dir / run_name(c)) for c in prof["runs"]]
-    todo += [(name, c, runs_dir / "ablations" / name) for name, c in prof["ablation_runs"]]
-    return todo + [(name, c, runs_dir / "lab" / name) for name, c in prof.get("lab_runs", [])]
+    from ladnn.rundir import profile_dirs
+
+    where = profile_dirs(root, prof["name"])
+    todo = [(run_name(c), c, where["matrix"] / run_name(c)) for c in prof["runs"]]
+    todo += [(name, c, where["ablations"] / name) for name, c in prof["ablation_runs"]]
+    return todo + [(name, c, where["lab"] / name) for name, c in prof.get("lab_runs", [])]
 
 
 def check_claim_settings() -> None:
@@ -198,7 +200,6 @@ def plan(profile: str, root: str | Path = ".", overrides: dict | None = None, op
     `--overwrite` only where a finished run with another config is to be replaced."""
     import shlex
 
-    from ladnn.cli import config_args
     from ladnn.data import data_dir
     from ladnn.rundir import is_done, read_claim, read_status
 

@@ -1,5 +1,6 @@
-"""Run directories: `RunDir` writes one atomically and never lets it look complete unless it is; `Run` reads a
-complete one back. This module is the only one that knows the files of a run and the columns of its predictions."""
+"""Run directories: `RunWriter` writes one atomically and never lets it look complete unless it is; `FinishedRun`
+reads a complete one back. This module is the only one that knows the files of a run and where a profile's runs
+live (`profile_dirs`); the columns of its predictions are `ladnn.scores.PRED`."""
 from __future__ import annotations
 
 import io
@@ -15,11 +16,9 @@ import uuid
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ladnn.config import LESIONS, Config, ConfigError
-from ladnn.data import groups_of
+from ladnn.config import Config, ConfigError
 from ladnn.files import write_folder_atomic
 from ladnn.summary import Evaluation, RunMetrics
 
@@ -29,11 +28,20 @@ FILES = (CONFIG, HISTORY, MODEL, PREDICTIONS, METRICS)
 UNSEEN = "unseen_source.csv"  # official D0 runs: predictions on the D1 images present (sources D0 never saw)
 GRADIENTS = "grad_diagnostics.csv"  # Config.grad_diagnostics: per step, each lesion term's gradient against COVID's
 
-# Columns of predictions.csv: one row per test image.
-IMAGE, Y_TRUE, P_COVID, LESIONS_KNOWN = "image", "y_true", "p_covid", "lesions_known"
-GROUP = "group"  # the resampling cluster: patient, else source document, else the image
-P_LESIONS = tuple(f"p_{k}" for k in LESIONS)  # LA-DNN only
-Y_LESIONS = tuple(f"y_{k}" for k in LESIONS)
+# Where a profile's runs live: its matrix's runs in `runs/<profile>/`, its ablations and the multi-task lab's runs
+# in folders of their own inside it.
+RUNS, ABLATIONS, LAB = "runs", "ablations", "lab"
+
+
+def profile_dirs(root: str | Path, profile: str) -> dict[str, Path]:
+    """The run folders of a profile under the repository `root`: `matrix`, `ablations` and `lab`."""
+    return run_dirs(Path(root) / RUNS / profile)
+
+
+def run_dirs(runs_dir: str | Path) -> dict[str, Path]:
+    """The run folders inside a profile's runs folder (`runs/<profile>`, as the notebooks' `runs_dir` names it)."""
+    runs_dir = Path(runs_dir)
+    return {"matrix": runs_dir, "ablations": runs_dir / ABLATIONS, "lab": runs_dir / LAB}
 
 
 STATES = ("complete", "running", "failed")
@@ -281,19 +289,6 @@ def status(run: str | Path) -> str:
     return read_status(run)[0]
 
 
-def predictions_table(df: pd.DataFrame, probs: np.ndarray, tasks: tuple[str, ...]) -> pd.DataFrame:
-    """predictions.csv from a sample table (`ladnn.data` columns) and the probabilities of each task."""
-    out = pd.DataFrame({IMAGE: df["name"], Y_TRUE: df["covid"].astype(int), P_COVID: probs[:, 0]})
-    out[GROUP] = groups_of(df)
-    if len(tasks) > 1:
-        for k, col in enumerate(P_LESIONS):
-            out[col] = probs[:, k + 1]
-        for name, col in zip(LESIONS, Y_LESIONS):
-            out[col] = df[name].astype(int)
-        out[LESIONS_KNOWN] = df["lesions_known"].astype(bool)
-    return out
-
-
 def _write_into(folder: Path, name: str, data: str | bytes) -> None:
     """`ladnn.files.write_atomic` into a folder that must exist: a worker's folder removed under it (its claim taken
     over) is never made again."""
@@ -307,7 +302,7 @@ def _write_into(folder: Path, name: str, data: str | bytes) -> None:
         raise
 
 
-class RunDir:
+class RunWriter:
     """The writer: `start`, `write` each file, then `finish` (or `fail`), under the run's claim (`Claim`). The run is
     written into a hidden folder of this worker's own beside the run folder (`.NAME.new-` and 8 hex digits) and moved
     into place by `finish`, replacing a finished run only then (`overwrite`), or by `fail` where no finished run is
@@ -489,7 +484,7 @@ class RunDir:
             self.release()
 
 
-class Run:
+class FinishedRun:
     """The reader: a complete run's config, history, predictions and metrics, each read once when first used."""
 
     def __init__(self, path: str | Path):
@@ -512,7 +507,7 @@ class Run:
             raise IncompleteRunError(f"{self.path / METRICS}: cannot be read ({type(e).__name__}: {e})") from None
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r})"
+        return f"FinishedRun({str(self.path)!r})"
 
     @cached_property
     def config(self) -> Config:
@@ -599,7 +594,7 @@ class Run:
 def unreadable(path: str | Path) -> str:
     """Why `path` cannot be read as a complete run (naming the file), or '' when it can."""
     try:
-        Run(path)
+        FinishedRun(path)
         return ""
     except IncompleteRunError as e:
         return str(e)
@@ -608,26 +603,26 @@ def unreadable(path: str | Path) -> str:
 def is_done(path: str | Path, cfg: Config) -> bool:
     """A complete run with exactly this config (the book's incremental build); a damaged one is not done."""
     try:
-        return status(path) == "complete" and Run(path).matches(cfg)
+        return status(path) == "complete" and FinishedRun(path).matches(cfg)
     except (IncompleteRunError, OSError, ValueError):
         return False
 
 
-def scan_runs(folder: str | Path) -> tuple[list[Run], list[str]]:
+def scan_runs(folder: str | Path) -> tuple[list[FinishedRun], list[str]]:
     """The complete runs directly inside `folder`, by name, and why each other folder that looks like a run (it has
     a status.json) is not read as one: failed, interrupted or damaged, with the file named. Hidden folders (a
-    replacement being trained, `RunDir`) are not looked at."""
+    replacement being trained, `RunWriter`) are not looked at."""
     runs, skipped = [], []
     for p in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
         if (p / STATUS).is_file() and not p.name.startswith("."):
             try:
-                runs.append(Run(p))
+                runs.append(FinishedRun(p))
             except IncompleteRunError as e:
                 skipped.append(str(e))
     return runs, skipped
 
 
-def find_runs(folder: str | Path) -> list[Run]:
+def find_runs(folder: str | Path) -> list[FinishedRun]:
     """Every complete run directly inside `folder` (`scan_runs`), with a line for each folder skipped and why: a
     failed, interrupted or damaged run is never read as a result."""
     runs, skipped = scan_runs(folder)
@@ -637,7 +632,7 @@ def find_runs(folder: str | Path) -> list[Run]:
 
 
 def runs_table(folder: str | Path) -> pd.DataFrame:
-    """One row per complete run in `folder` (`Run.summary`)."""
+    """One row per complete run in `folder` (`FinishedRun.summary`)."""
     runs = find_runs(folder)
     if not runs:
         raise FileNotFoundError(f"no finished runs in {folder}")

@@ -15,10 +15,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ladnn.generalisation import generalisation, recipe_figures
-from ladnn.images import MAX_PIXELS, ImageError
-from ladnn.predict import Predictor, data_url
-from ladnn.rundir import METRICS, Run
+from ladnn.config import NOTICE
+from ladnn.generalisation import new_data_report, recipe_figures
+from ladnn.images import MAX_PIXELS, ImageError, data_url
+from ladnn.predict import Predictor
+from ladnn.rundir import METRICS, FinishedRun
+from ladnn.scores import PRED
 from ladnn.summary import Evaluation
 
 PAGE = Path(__file__).with_name("page.html")
@@ -27,7 +29,7 @@ PREDICT_RESPONSES = {
     200: {"description": "every file scored: `results` (one per file, in upload order), empty `errors`"},
     207: {"description": "some files scored: `results` for those, and `errors`, one per file that failed, each "
                          "with its filename, status and message",
-          "content": {"application/json": {"example": {"results": [{"filename": "a.png", "p_covid": 0.4}],
+          "content": {"application/json": {"example": {"results": [{"filename": "a.png", PRED.p_covid: 0.4}],
                                                        **_ERROR_LIST}}}},
     400: {"description": "no file uploaded, a malformed form, or no file could be scored (truncated, empty, "
                          "corrupt); `detail` names every file"},
@@ -49,14 +51,14 @@ def script_json(value) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def evaluations(run: Run) -> dict[str, Evaluation]:
-    """The run's `ladnn evaluate` outputs (`Run.evaluations`: a damaged metrics.json is named on stderr and left
+def evaluations(run: FinishedRun) -> dict[str, Evaluation]:
+    """The run's `ladnn evaluate` outputs (`FinishedRun.evaluations`: a damaged metrics.json is named on stderr and left
     out) whose figures the page can show: one with a figure that is not a finite number is named and left out too, so
     the others and the service still work."""
     out = {}
     for name, e in run.evaluations().items():
         try:  # its figures as the page shows them: numbers where numbers belong, and no NaN (not JSON)
-            json.dumps(generalisation(run.metrics, evaluations={name: e}), allow_nan=False)
+            json.dumps(new_data_report(run.metrics, evaluations={name: e}), allow_nan=False)
         except Exception as err:  # noqa: BLE001 - a wrong type or value in a figure: named and skipped
             why = " ".join(f"{type(err).__name__}: {err}".split())
             print(f"{run.path / name / METRICS}: damaged evaluation, skipped ({why})", file=sys.stderr, flush=True)
@@ -76,12 +78,12 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     limit = int(max_upload_mb * 1024 * 1024)
     MultiPartParser.spool_max_size = limit + 1  # keep every upload in memory (the default spills to disk at 1 MB)
     metrics = pred.run.metrics
-    gen = generalisation(metrics, recipe_figures(pred.config), evaluations(pred.run))
+    gen = new_data_report(metrics, recipe_figures(pred.config), evaluations(pred.run))
     info = {"run": str(run_dir), "config": pred.config.to_dict(), "outputs": ["COVID", *pred.tasks[1:]],
             "weights_source": pred.weights_source, "test_metrics": metrics.covid.to_dict(),
             "test_metrics_ci95": metrics.covid_ci95.to_dict(), "generalisation": gen,
             "limits": {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_pixels": max_pixels},
-            "notice": "Research software, not a medical device. The model only knows chest CT slices."}
+            "notice": f"{NOTICE} The model only knows chest CT slices."}
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         """The scoring copy (ONNX, exported on a run's first use on this machine) and the model that Grad-CAM++
@@ -112,7 +114,7 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     def score(data: bytes, name: str, cam: bool) -> dict:
         """One upload's result (runs in the worker thread); ImageError for an input that cannot be scored."""
         rgb, x, meta = pred.preprocess_with_info(data, name, max_pixels)
-        probs, maps = pred.score(x, pred.outputs) if cam else (pred.probs(x), None)
+        probs, maps = pred.score(x, pred.task_indices) if cam else (pred.probs(x), None)
         r = {"filename": name, **pred.result(probs[0]), "warnings": meta["check"]["warnings"]}
         if "lung_fraction" in meta:  # its warning, when it shows little lung, is among `warnings` (Predictor)
             r["lung_fraction"] = meta["lung_fraction"]

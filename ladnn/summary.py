@@ -1,5 +1,5 @@
-"""The typed form of a run's `metrics.json` (and of an evaluation's): what `Run.metrics` returns and what training
-and `ladnn evaluate` write. On disk it stays plain JSON with the same keys; in code it is read by attribute, so a
+"""The typed form of a run's `metrics.json` (and of an evaluation's): what `FinishedRun.metrics` returns and what
+training and `ladnn evaluate` write. On disk it stays plain JSON with the same keys; in code it is read by attribute, so a
 misspelt key is an AttributeError where it is written, not a KeyError (or a silent None) far away.
 
 The per-lesion block (`lesions`) stays a dict: it nests per-lesion records and baselines that only the lesion table
@@ -72,7 +72,7 @@ class Intervals(_Record):
 @dataclass(frozen=True, kw_only=True)
 class Scores(_Record):
     """Scores on a set of labelled images: COVID metrics, their intervals (resampling `clusters` whole clusters),
-    and for LA-DNN the lesion metrics (`ladnn.metrics.evaluate_predictions`)."""
+    and for LA-DNN the lesion metrics (`ladnn.scores.evaluate_predictions`)."""
     covid: Binary
     covid_ci95: Intervals
     clusters: int

@@ -29,19 +29,21 @@ from ladnn.infer import (
     channels_last,
     describe,
     forward,
+    image_outputs,
     inference_net,
     model_input,
-    outputs,
     precision,
     tta_outputs,
     use_device,
+    view_mean,
     view_outputs,
 )
 from ladnn.loss import paper_loss, task_losses
-from ladnn.metrics import binary_metrics, bootstrap_ci, evaluate_predictions, lesion_prevalence
+from ladnn.metrics import binary_metrics, lesion_prevalence
 from ladnn.models import LADNN, build_model, frozen_split, timm_name
 from ladnn.mtl import GradientProbe, TaskCombiner
-from ladnn.rundir import GRADIENTS, UNSEEN, Run, RunDir, is_done, predictions_table
+from ladnn.rundir import GRADIENTS, UNSEEN, FinishedRun, RunWriter, is_done
+from ladnn.scores import PRED, covid_scores, evaluate_predictions, predictions_table
 from ladnn.sources import linked_groups, protocol_info
 from ladnn.summary import RunInfo, RunMetrics, Scores, Unseen
 
@@ -87,7 +89,7 @@ class ImageBatches:
             idx = perm[i:i + batch_size]
             yield idx, train_views(self.imgs["train"][idx].to(self.device), self.model, self.strength)
 
-    def outputs(self, net: torch.nn.Module, split: str) -> torch.Tensor:
+    def split_logits(self, net: torch.nn.Module, split: str) -> torch.Tensor:
         """Logits of the plain images, averaged with those of `tta - 1` test-time views (ladnn.infer)."""
         return tta_outputs(net, self.imgs[split], self.tta, self.model.data_config, self.device, self.tta_seed,
                            self.strength)
@@ -112,14 +114,14 @@ class FeatureBatches:
             idx = perm[i:i + batch_size]
             yield idx, channels_last(self.feats["train"][view[idx], idx].to(self.device))
 
-    def outputs(self, net: torch.nn.Module, split: str) -> torch.Tensor:
+    def split_logits(self, net: torch.nn.Module, split: str) -> torch.Tensor:
         """Logits of the plain view, averaged with those of the cached test-time views (`<split>_tta`) if any: the
         same views as `ladnn.infer.tta_outputs` of the whole model, through cached activations."""
         plain = forward(net, self.feats[split], self.device)
         extra = self.feats.get(f"{split}_tta")
         if extra is None:
             return plain
-        return torch.stack([plain, *(forward(net, v, self.device) for v in extra)]).mean(0)
+        return view_mean(plain, torch.stack([forward(net, v, self.device) for v in extra]))
 
     def keep_train(self, rows: torch.Tensor) -> None:
         """Train on these rows of the training split only (`Config.train_fraction`); the cache is not copied."""
@@ -158,7 +160,7 @@ def training_views(cfg: Config, model: LADNN, lower, x: torch.Tensor, device) ->
     VIEW_SEED from torch's global generator, 64 images at a time."""
     aug = lambda b: augment(b, strength=cfg.augment)
     with fixed_rng(VIEW_SEED):
-        return torch.stack([outputs(lower, x, model.data_config, device, aug, desc=f"cache view {v + 1}")
+        return torch.stack([image_outputs(lower, x, model.data_config, device, aug, desc=f"cache view {v + 1}")
                             for v in range(cfg.views)])
 
 
@@ -175,9 +177,9 @@ def scoring_copy(lower, model: LADNN, imgs: dict, device):
 
 
 def pooled_feature_cache(cfg: Config, model: LADNN, lower, imgs: dict, data: dict, device) -> dict[str, torch.Tensor]:
-    """protocol=source: one cache for every fold. The frozen part sees every image of the table in `views`
-    augmented training views (VIEW_SEED), plain, and in its `tta - 1` test-time views; a fold's training images use
-    the first, its validation and test images the others."""
+    """Protocols (b) and (c) (`Config.protocol` grouped or collection): one cache for every fold. The frozen part
+    sees every image of the table in `views` augmented training views (VIEW_SEED), plain, and in its `tta - 1`
+    test-time views; a fold's training images use the first, its validation and test images the others."""
     rows = torch.cat([torch.tensor(data[s]["row"].to_numpy()) for s in ("train", "val", "test")])
     order = torch.argsort(rows)
     pool = torch.cat([imgs[s] for s in ("train", "val", "test")])[order.to(imgs["train"].device)]
@@ -270,7 +272,7 @@ def fit_epoch(combine: TaskCombiner, opt, source, y: torch.Tensor, known: torch.
 
 def evaluate(net, source, y: torch.Tensor) -> dict:
     """Validation COVID loss (the paper code's selection criterion), AUC, accuracy and F1."""
-    logits = source.outputs(net, "val")
+    logits = source.split_logits(net, "val")
     m = binary_metrics(y[:, 0].cpu().numpy(), torch.sigmoid(logits[:, 0]).numpy())
     return {"val_covid_loss": float(F.binary_cross_entropy_with_logits(logits[:, 0], y[:, 0].cpu())),
             "val_auc": m["auc"], "val_accuracy": m["accuracy"], "val_f1": m["f1"]}
@@ -320,11 +322,8 @@ def unseen_source_eval(cfg: Config, d1: pd.DataFrame, logits: torch.Tensor) -> t
     run's test-time views) on the D1 images present (`unseen_table`). Intervals resample whole patients: the 3
     collections of D1 are too few to resample."""
     pred = predictions_table(d1, torch.sigmoid(logits).numpy(), cfg.tasks)
-    groups = pred["group"]
     m = Unseen.from_dict({
-        "covid": binary_metrics(pred["y_true"], pred["p_covid"]),
-        "covid_ci95": bootstrap_ci(pred["y_true"], pred["p_covid"], groups, seed=cfg.seed),
-        "clusters": int(groups.nunique()), "sources": int(d1["collection"].nunique()),
+        **covid_scores(pred, PRED.group, seed=cfg.seed), "sources": int(d1["collection"].nunique()),
         "sources_by_class": {str(k): int(v) for k, v in d1.groupby("covid")["collection"].nunique().items()},
         "evaluated_on": f"the {len(d1)} D1 images present: sources that gave no image to D0"})
     return m, pred
@@ -334,7 +333,7 @@ def train_or_load(cfg: Config, out: str | Path, data_dir=None) -> RunMetrics:
     """The book's incremental step: reuse a finished run with exactly this config, else train (replacing `out`)."""
     if is_done(out, cfg):
         print(f"{out}: finished run with this config found; not training again")
-        return Run(out).metrics
+        return FinishedRun(out).metrics
     return train(cfg, out, data_dir, overwrite=True, skip_done=True)  # finished by another worker meanwhile: kept
 
 
@@ -343,13 +342,13 @@ def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False, 
     """Train, keep the epoch with the lowest validation COVID loss, predict the test split, write the run directory.
     The run is claimed first (one worker per run, on any host; ladnn.rundir.Claim). The config, the data and the
     weights are checked, and the images decoded, before `out` is touched; with `overwrite` a finished run in `out` is
-    replaced only once the new one is complete (ladnn.rundir.RunDir). With `skip_done`, a finished run in `out` with
+    replaced only once the new one is complete (ladnn.rundir.RunWriter). With `skip_done`, a finished run in `out` with
     exactly this config is kept and its metrics returned: nothing is trained."""
     t0 = time.time()
-    run = RunDir(out)
+    run = RunWriter(out)
     if skip_done and not run.take_unless_done(cfg, overwrite):
         print(f"{out}: finished run with this config found; not training again", flush=True)
-        return Run(out).metrics
+        return FinishedRun(out).metrics
     run.check(overwrite)
     run.take(overwrite)  # claimed before the data are read: a second worker on this run stops at once
     try:
@@ -367,7 +366,7 @@ def train(cfg: Config, out: str | Path, data_dir=None, overwrite: bool = False, 
         raise
 
 
-def _train(cfg: Config, run: RunDir, device: torch.device, data: dict, model: LADNN, imgs: dict, t0: float
+def _train(cfg: Config, run: RunWriter, device: torch.device, data: dict, model: LADNN, imgs: dict, t0: float
            ) -> RunMetrics:
     source, net = batch_source(cfg, model, imgs, device, data)
     if cfg.train_fraction < 1:  # the multi-task lab's learning curves: nested subsets of the training patients
@@ -403,13 +402,13 @@ def _train(cfg: Config, run: RunDir, device: torch.device, data: dict, model: LA
             print(f"epoch {epoch}/{cfg.epochs}: train loss {loss:.4f}, val COVID loss {h['val_covid_loss']:.4f}, "
                   f"val AUC {h['val_auc'] or float('nan'):.4f} ({time.time() - t0:.0f} s)", flush=True)
     model.load_state_dict(best_state)
-    pred = predictions_table(data["test"], torch.sigmoid(source.outputs(net, "test")).numpy(), cfg.tasks)
+    pred = predictions_table(data["test"], torch.sigmoid(source.split_logits(net, "test")).numpy(), cfg.tasks)
     if cfg.protocol != "official":  # intervals resample the groups the protocol holds out
-        pred["group"] = linked_groups(data["test"]).to_numpy()
+        pred[PRED.group] = linked_groups(data["test"]).to_numpy()
     scores = evaluate_predictions(pred, lesion_prevalence(data["train"][list(LESIONS)].to_numpy()), seed=cfg.seed)
     unseen = None
     if UNSEEN_SPLIT in data:
-        unseen = unseen_source_eval(cfg, data[UNSEEN_SPLIT], source.outputs(net, UNSEEN_SPLIT))
+        unseen = unseen_source_eval(cfg, data[UNSEEN_SPLIT], source.split_logits(net, UNSEEN_SPLIT))
         run.write(UNSEEN, unseen[1].to_csv(index=False))
     if probe is not None:
         run.write(GRADIENTS, pd.DataFrame(probe.rows).to_csv(index=False))

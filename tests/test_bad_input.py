@@ -574,14 +574,14 @@ def evaluate_lists_skipped_files(env: Env):
 @case
 def evaluate_fails_midway_writes_nothing(env: Env):
     """A failure while writing the outputs (here the ROC figure) leaves no partial eval folder."""
-    from ladnn import predict as predict_mod
+    from ladnn import evaluate as evaluate_mod
 
     root = _folder(env, {"covid": 2, "noncovid": 2})
 
     def broken(*a, **k):
         raise RuntimeError("disk full while drawing")
 
-    env.monkeypatch.setattr(predict_mod, "roc_figure", broken)
+    env.monkeypatch.setattr(evaluate_mod, "roc_figure", broken)
     with unchanged(env.run):
         rc, msg = env.cli("evaluate", env.run, "--images", root)
     assert rc == 2 and "disk full" in msg

@@ -79,7 +79,7 @@ def test_book_pages_load_in_a_real_browser(built):
                     lambda d: d.execute_script("return document.querySelectorAll('mjx-container svg').length") >= 3)
             if page == "book/mtl":  # the library's own code, included when the book is built
                 code = driver.execute_script("return document.querySelector('main').innerText")
-                assert "def lesion_attention_loss" in code and "class LADNN" in code and "def train_step" in code
+                assert "def paper_loss" in code and "def task_losses" in code and "class LADNN" in code and "def train_step" in code
             if page.endswith("results"):  # ours beside the paper's in one table
                 heads = driver.execute_script("return Array.from(document.querySelectorAll('th')).map(t => t.innerText)")
                 assert "LA-DNN" in heads and heads.count("paper") >= 2

@@ -19,7 +19,7 @@ from conftest import ROOT
 
 import ladnn.rundir as R
 from ladnn.profiles import load_profile, plan, training_runs
-from ladnn.rundir import Claim, RunClaimedError, RunDir, claim_path, read_claim
+from ladnn.rundir import Claim, RunClaimedError, RunWriter, claim_path, read_claim
 
 HOLD = textwrap.dedent("""
     import sys, time
@@ -82,13 +82,13 @@ def test_a_killed_runs_claim_is_taken_over_once_stale(tmp_path, monkeypatch):
 
 def test_rundir_claims_while_it_trains_and_releases_after(tmp_path):
     run = tmp_path / "r"
-    r = RunDir(run)
+    r = RunWriter(run)
     r.start({"x": 1})
     assert read_claim(run)["pid"] == os.getpid()
     st = json.loads((r.path / "status.json").read_text())  # its own folder, beside the run folder
     assert st["status"] == "running" and st["pid"] == os.getpid() and st["host"]
     with pytest.raises(RunClaimedError):
-        RunDir(run).check()
+        RunWriter(run).check()
     r.fail(RuntimeError("boom"))
     assert read_claim(run) is None
 

@@ -76,7 +76,8 @@ def test_bad_values_name_the_field():
 
 
 def test_config_args_give_back_the_config():
-    from ladnn.cli import _config, config_args
+    from ladnn.cli import _config
+    from ladnn.config import config_args
 
     for cfg in (Config(), Config(backbone="resnet18", pretrained=False, zero_lesions=["AirBr"], limit=8, lr=2e-4,
                                  dataset="D0+D1", finetune="top", top_blocks=3, device="cpu")):

@@ -153,7 +153,8 @@ def test_predictor_maps_plain_probs_and_service_on_the_gpu(tiny_run):
     from fastapi.testclient import TestClient
     from PIL import Image
 
-    from ladnn.predict import Predictor, plain_probs
+    from ladnn.evaluate import plain_probs
+    from ladnn.predict import Predictor
     from ladnn.serve import create_app
 
     img = np.random.default_rng(0).integers(0, 255, (96, 96), dtype=np.uint8)

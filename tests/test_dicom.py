@@ -145,7 +145,7 @@ def test_predict_and_evaluate_dicom(tiny_run, external_dir, labels, tmp_path, ca
 
 
 def test_labels_csv_errors_name_the_line(tmp_path):
-    from ladnn.predict import labels_table
+    from ladnn.evaluate import labels_table
 
     (tmp_path / "a.dcm").write_bytes(b"x")
     f = tmp_path / "labels.csv"

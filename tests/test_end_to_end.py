@@ -66,17 +66,18 @@ def test_evaluate_matches_training_predictions_full_finetuning(tmp_path, data_di
 def test_plain_probs_of_many_runs_share_work_and_equal_predictor(run, data_dir, monkeypatch):
     """Runs with the same frozen lower part share its activations: one pass of the lower part for two runs, and each
     run's probabilities are those of `Predictor(run, tta=1)`."""
-    import ladnn.predict as P
+    import ladnn.evaluate as E
     from ladnn.images import read_bytes
+    from ladnn.predict import Predictor
 
     paths = load_table("D0").query("split == 'test'")["image"].head(5)
     images = [(read_bytes(p), p) for p in paths]
     passes = []
-    real = P.outputs
-    monkeypatch.setattr(P, "outputs", lambda *a, **k: passes.append(1) or real(*a, **k))
-    got = P.plain_probs([run, run], images)
+    real = E.image_outputs
+    monkeypatch.setattr(E, "image_outputs", lambda *a, **k: passes.append(1) or real(*a, **k))
+    got = E.plain_probs([run, run], images)
     assert len(passes) == 1 and len(got) == 2
-    pr = P.Predictor(run, tta=1)
+    pr = Predictor(run, tta=1)
     want = pr.probs(torch.cat([pr.preprocess(d, n)[1] for d, n in images]))
     for g in got:
         np.testing.assert_allclose(g, want, atol=1e-5)

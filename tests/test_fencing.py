@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, run_metrics
 
 import ladnn.rundir as R
-from ladnn.rundir import Claim, RunClaimedError, RunDir, claim_path, read_claim, status
+from ladnn.rundir import Claim, RunClaimedError, RunWriter, claim_path, read_claim, status
 
 # ClaimLostError is what the fencing adds; before it, a class nothing raises (so the old code fails on the behaviour)
 LOST = getattr(R, "ClaimLostError", None) or type("ClaimLostError", (Exception,), {})
@@ -35,8 +35,8 @@ def _files(folder) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}
 
 
-def _finished(run, worker: str) -> RunDir:
-    r = RunDir(run)
+def _finished(run, worker: str) -> RunWriter:
+    r = RunWriter(run)
     r.start({"worker": worker})
     for f in RESULTS:
         r.write(f, worker)
@@ -44,11 +44,11 @@ def _finished(run, worker: str) -> RunDir:
     return r
 
 
-def _replacement_written(run, first: str, second: str) -> tuple[dict[str, bytes], RunDir]:
+def _replacement_written(run, first: str, second: str) -> tuple[dict[str, bytes], RunWriter]:
     """A finished run by `first` (its files returned), and `second`'s replacement, written but not finished."""
     _finished(run, first)
     before = _files(run)
-    r = RunDir(run)
+    r = RunWriter(run)
     r.start({"worker": second}, overwrite=True)
     for f in RESULTS:
         r.write(f, second)
@@ -66,7 +66,7 @@ def test_a_stale_limit_below_three_heartbeats_is_refused(tmp_path, monkeypatch):
     assert holder.owned()
     for bad in ("89", "nan", "ten minutes"):
         monkeypatch.setenv("LADNN_CLAIM_STALE_S", bad)
-        for refused in (lambda: read_claim(tmp_path / "nobody"), lambda: RunDir(tmp_path / "x").check()):
+        for refused in (lambda: read_claim(tmp_path / "nobody"), lambda: RunWriter(tmp_path / "x").check()):
             with pytest.raises(ValueError, match="LADNN_CLAIM_STALE_S.*at least 90"):
                 refused()
     assert not (tmp_path / "x").exists() and not claim_path(tmp_path / "x").exists()
@@ -95,11 +95,11 @@ def test_a_plan_or_build_with_a_short_stale_limit_stops_with_one_line(monkeypatc
 # ---------------------------------------------------------------- B: fencing
 def test_a_paused_worker_stops_and_never_marks_the_new_workers_run_complete(tmp_path):
     run = tmp_path / "r"
-    a = RunDir(run)
+    a = RunWriter(run)
     a.start({"worker": "a"})
     a.write("history.csv", "a")
     _silence(run)  # a is suspended: its heartbeat stops
-    b = RunDir(run)
+    b = RunWriter(run)
     b.start({"worker": "b"})  # takes a's stale claim over
     b.write("history.csv", "b")
     for step in (lambda: a.write("model.pt", "a"), a.finish):  # a resumes
@@ -123,10 +123,10 @@ def test_a_write_already_past_its_check_never_lands_in_the_new_workers_folder(tm
     """A worker paused between its check and its write: the write fails, and the folder of the worker that took
     the run over is as that worker left it."""
     run = tmp_path / "r"
-    a = RunDir(run)
+    a = RunWriter(run)
     a.start({"worker": "a"})
     _silence(run)
-    b = RunDir(run)
+    b = RunWriter(run)
     b.start({"worker": "b"})
     before = _files(b.path)
     monkeypatch.setattr(a.claim, "check", lambda doing: None, raising=False)  # a checked just before it paused
@@ -142,7 +142,7 @@ def test_a_worker_paused_inside_finish_cannot_move_its_run_into_place(tmp_path, 
     when it resumes, the finished run is still there, byte-identical, and it stops."""
     run = tmp_path / "r"
     before, a = _replacement_written(run, "old", "a")
-    check, b = getattr(a.claim, "check", lambda doing: None), RunDir(run)
+    check, b = getattr(a.claim, "check", lambda doing: None), RunWriter(run)
 
     def suspended_after(doing: str) -> None:
         check(doing)
@@ -160,8 +160,8 @@ def test_a_worker_paused_inside_finish_cannot_move_its_run_into_place(tmp_path, 
 
 WORKER = textwrap.dedent("""
     import sys
-    from ladnn.rundir import RunDir
-    r = RunDir(sys.argv[1])
+    from ladnn.rundir import RunWriter
+    r = RunWriter(sys.argv[1])
     r.start({"worker": "a"})
     r.write("history.csv", "a")
     print("STARTED", flush=True)
@@ -186,7 +186,7 @@ def test_a_suspended_process_resumes_after_a_takeover_and_exits_with_claim_lost(
         assert a.stdout.readline().strip() == "STARTED"
         a.send_signal(signal.SIGSTOP)  # SLURM's suspend: the whole process, heartbeat included
         _silence(run)
-        b = RunDir(run)
+        b = RunWriter(run)
         b.start({"worker": "b"})
         b.write("history.csv", "b")
         a.send_signal(signal.SIGCONT)
@@ -249,7 +249,7 @@ def test_a_claim_made_while_another_is_moved_aside_leaves_one_holder(tmp_path, m
     place before it can be put back: the third holds the run, the taker is refused and the first stops at its next
     check."""
     run = tmp_path / "r"
-    first = RunDir(run)
+    first = RunWriter(run)
     first.start({"worker": "first"})
     _silence(run)
     third = Claim(run)
@@ -336,7 +336,7 @@ def test_a_plan_line_run_twice_trains_once(tmp_path, monkeypatch, capsys):
     (tmp_path / "profiles").mkdir()
     shutil.copy(ROOT / "profiles" / "smoke.yaml", tmp_path / "profiles" / "smoke.yaml")
     (_, cfg, out), (_, cfg2, out2) = training_runs(load_profile("smoke", tmp_path), tmp_path)[:2]
-    r = RunDir(out2)  # finished with another config: its line replaces it
+    r = RunWriter(out2)  # finished with another config: its line replaces it
     r.start({**cfg2.to_dict(), "epochs": 9})
     for f in ("history.csv", "model.pt", "predictions.csv"):
         r.write(f, "x")
@@ -376,7 +376,7 @@ def test_a_replacement_killed_between_its_two_renames_leaves_the_finished_run(tm
     r.claim._stop.set()  # the killed worker's heartbeat stops with it
     _silence(run)
     assert not run.exists() and [p.name.split("-")[0] for p in tmp_path.glob(".r.old-*")] == [".r.old"]
-    third = RunDir(run)
+    third = RunWriter(run)
     assert third.take(overwrite=True) == "complete"  # put back under the claim, then judged
     assert _files(run) == want and status(run) == "complete" and not list(tmp_path.glob(".r.old-*"))
     third.release()

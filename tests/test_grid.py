@@ -63,7 +63,7 @@ def test_overrides_reach_every_run_and_bad_ones_name_the_field():
 
 def test_plan_lists_the_runs_still_to_train(tmp_path):
     from ladnn.cli import _config, parser
-    from ladnn.rundir import RunDir
+    from ladnn.rundir import RunWriter
 
     (tmp_path / "profiles").mkdir()
     shutil.copy(ROOT / "profiles" / "smoke.yaml", tmp_path / "profiles" / "smoke.yaml")
@@ -78,7 +78,7 @@ def test_plan_lists_the_runs_still_to_train(tmp_path):
         assert _config(train.parse_args(args[2:])) == cfg and args[args.index("--out") + 1] == str(out)
         assert Path(args[args.index("--data-dir") + 1]).is_absolute()  # the command runs from any directory
     _, cfg, out = todo[0]
-    r = RunDir(out)
+    r = RunWriter(out)
     r.start(cfg.to_dict())
     for f in ("history.csv", "model.pt", "predictions.csv"):
         r.write(f, "x")

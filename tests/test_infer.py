@@ -121,13 +121,13 @@ def test_cache_key_follows_field_metadata():
         changed = cache_key(dataclasses.replace(Config(), **{f.name: other})) != base
         assert changed == f.metadata["cache"] or (f.name == "seed"), f.name
     with pytest.raises(TypeError, match="cache"):
-        config._f(1, "a field that does not say whether it changes the caches")
+        config.config_field(1, "a field that does not say whether it changes the caches")
 
 
 def test_importing_ladnn_modules_in_any_order(tmp_path):
     """Every module imports on its own in a fresh interpreter (no import works only because of another's order)."""
-    mods = ["config", "files", "summary", "sources", "data", "images", "models", "infer", "cam", "train", "predict",
-            "generalisation", "serve", "cli", "profiles", "runner", "pages", "book"]
+    mods = ["config", "files", "summary", "layers", "sources", "data", "images", "models", "infer", "cam", "scores",
+            "train", "predict", "evaluate", "generalisation", "serve", "cli", "profiles", "runner", "pages", "book"]
     code = "; ".join(f"import ladnn.{m}" for m in reversed(mods))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
@@ -202,7 +202,7 @@ def test_onnx_copy_with_two_outputs_scores_and_maps_like_the_model(monkeypatch, 
     assert fast is not None and fast.n_outputs == 2
     x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        logits, features = fast.outputs(x)
+        logits, features = fast.all_outputs(x)
         torch.testing.assert_close(logits, model(x), atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(features, model.backbone.forward_features(x), atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(fast(x), logits)  # called: the first output

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import ROOT
 from torch import nn
 
 from ladnn.config import LESIONS, TASK_WEIGHTINGS, Config, ConfigError
 from ladnn.data import groups_of, splits, train_subset
-from ladnn.loss import lesion_attention_loss, task_losses, task_weights
+from ladnn.loss import paper_loss, task_losses, task_weights
 from ladnn.mtl import GradientProbe, TaskCombiner, combined_tasks, gradient_stats, split_head
 from ladnn.profiles import BuildError, load_profile, training_runs
 from ladnn.report import lab
@@ -69,8 +70,12 @@ def test_the_paper_loss_is_the_weighted_task_losses():
     z, y = torch.randn(16, 6), (torch.rand(16, 6) < 0.4).float()
     known = torch.rand(16) < 0.5
     L = task_losses(z, y, known)
-    for red in ("mean", "per_image"):
-        assert torch.allclose(task_weights(6, 5.0, red) @ L, lesion_attention_loss(z, y, known, 5.0, reduction=red))
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    masked = (y[:, 1:].sum(1) > 0).float()  # the paper code's rule: an image with a lesion label gets all five
+    total = (5.0 * bce[:, 0] + masked * bce[:, 1:].sum(1)).sum()  # the equation of Section 2.2, by hand
+    for red, images in (("mean", 6 * 16), ("per_image", 16)):
+        assert torch.allclose(task_weights(6, 5.0, red) @ L, total / images)
+        assert torch.allclose(paper_loss(L, 5.0, red), total / images)
     assert torch.allclose(combined_tasks(L), torch.stack([L[0], L[1:].sum()]))
 
 
@@ -204,13 +209,13 @@ def test_a_bad_lab_key_or_base_is_named(tmp_path):
 
 def test_committed_results_match_todays_lab_profile_and_data(data_dir):
     tables = lab.committed()
-    assert lab.check_committed(tables, *lab.expected(ROOT)) == []
+    assert lab.check_committed(tables, *lab.committed_must_match(ROOT)) == []
     # the check can fail: a changed config, a wrong label and a missing run are each named
     t = {k: v.copy() for k, v in tables.items()}
     t["runs"].loc[0, "config"] = t["runs"].loc[0, "config"].replace('"epochs": 5', '"epochs": 6')
     t["predictions"].loc[0, "y_true"] = 1 - t["predictions"].loc[0, "y_true"]
     t["runs"] = t["runs"].iloc[:-1]
-    problems = lab.check_committed(t, *lab.expected(ROOT))
+    problems = lab.check_committed(t, *lab.committed_must_match(ROOT))
     assert any("config differs" in p for p in problems)
     assert any("test images or labels differ" in p for p in problems)
     assert any("missing" in p for p in problems)

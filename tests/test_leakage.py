@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from ladnn.report import leakage, reproduction
+from ladnn.scores import PRED
 
 
 def _write(path, arr, fmt="PNG"):
@@ -67,7 +68,7 @@ def test_reencode_changes_format_not_content():
 
 
 def test_paper_code_auc_equals_balanced_accuracy():
-    pred = pd.DataFrame({"y_true": [1, 1, 1, 0, 0, 0, 1, 0], "p_covid": [0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.7, 0.4]})
+    pred = pd.DataFrame({PRED.y_true: [1, 1, 1, 0, 0, 0, 1, 0], PRED.p_covid: [0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.7, 0.4]})
     r = reproduction.thresholded_auc(pred)
     assert r["AUC of 0/1 decisions (paper code)"] == pytest.approx(r["balanced accuracy"])
     assert r["AUC (probabilities)"] == pytest.approx(14 / 16)

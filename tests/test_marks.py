@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from ladnn.report import marks
+from ladnn.scores import PRED
 
 
 def _figure_with_ellipse() -> np.ndarray:
@@ -42,8 +43,22 @@ def test_marks_on_d0_are_a_label(mark_table):
 def test_marks_effect_through_the_run(tiny_run, mark_table):
     rows = mark_table[mark_table["marked"]].head(3)
     e = marks.marks_effect(str(tiny_run), rows)
-    assert list(e["image"]) == list(rows["name"])
+    assert list(e[PRED.image]) == list(rows["name"])
     assert ((e["cam_share_on_marks"] >= 0) & (e["cam_share_on_marks"] <= 1)).all()
-    assert np.allclose(e["change"], e["p_covid_painted_out"] - e["p_covid"])
+    assert np.allclose(e["change"], e[marks.PAINTED] - e[PRED.p_covid])
     s = marks.effect_summary(e, pd.Series(["a", "a", "b"]), n_boot=100)
     assert s["images"] == 3 and s["papers"] == 2 and s["change"][1] <= s["change"][0] <= s["change"][2]
+
+
+def test_run_effects_per_method_with_the_split(tiny_run, mark_table):
+    from ladnn.data import load_table
+
+    table = load_table("D0")
+    rows = mark_table[mark_table["marked"]].head(2)
+    effects = marks.run_effects(pd.Series({"baseline": str(tiny_run), "ladnn": str(tiny_run)}),
+                                pd.concat([rows, mark_table[~mark_table["marked"]].head(2)]), table)
+    assert list(effects) == ["baseline", "ladnn"]
+    e = effects["ladnn"]
+    assert list(e[PRED.image]) == list(rows["name"])  # the marked images only
+    assert list(e["split"]) == list(table.set_index("name").loc[rows["name"], "split"])
+    pd.testing.assert_frame_equal(e.drop(columns="split"), marks.marks_effect(str(tiny_run), rows))

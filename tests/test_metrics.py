@@ -5,7 +5,6 @@ import pytest
 from ladnn.metrics import (
     binary_metrics,
     bootstrap_ci,
-    evaluate_predictions,
     lesion_metrics,
     paired_difference,
     paired_test,
@@ -13,6 +12,7 @@ from ladnn.metrics import (
     weighted_auc,
     weighted_binary,
 )
+from ladnn.scores import evaluate_predictions
 
 Y = np.array([1, 1, 1, 0, 0, 0, 1, 0])
 P = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.7, 0.4])

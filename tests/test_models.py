@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ladnn import models
+from ladnn.config import PAPER_SEVEN
 from ladnn.models import (
-    PAPER_BACKBONES,
     WeightsError,
     build_model,
     cam_layer,
@@ -12,7 +12,7 @@ from ladnn.models import (
 )
 
 
-@pytest.mark.parametrize("backbone", [*PAPER_BACKBONES, "efficientnet_lite0"])
+@pytest.mark.parametrize("backbone", [*PAPER_SEVEN, "efficientnet_lite0"])
 def test_every_backbone_builds_splits_and_has_a_cam_layer(backbone):
     torch.manual_seed(0)
     m = build_model(backbone, "ladnn", pretrained=False).eval()

@@ -5,7 +5,7 @@ import pytest
 from sklearn import metrics as skm
 
 from ladnn.config import LESIONS, Config
-from ladnn.metrics import evaluate_predictions, mean_ci
+from ladnn.metrics import bootstrap_ci, mean_ci
 from ladnn.report import (
     fmt_ci,
     lesions,
@@ -18,7 +18,8 @@ from ladnn.report import (
     selection,
     validity,
 )
-from ladnn.rundir import RunDir, predictions_table, runs_table
+from ladnn.rundir import RunWriter, runs_table
+from ladnn.scores import PRED, evaluate_predictions, predictions_table, subset_aucs
 from ladnn.summary import RunMetrics
 
 N = 40  # test images of every hand-built run: 20 positive, 20 negative
@@ -54,7 +55,7 @@ def make_run(path, method="ladnn", seed=0, backbone="vgg16", dataset="D0", shift
     h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [3.0, 2.0, 1.5], "val_covid_loss": [0.7, 0.5, 0.6],
                       "val_auc": [0.6, 0.8, 0.7], "val_accuracy": [0.5, 0.7, 0.6], "val_f1": [0.5, 0.7, 0.6],
                       "seconds": [1, 2, 3]})
-    r = RunDir(path)
+    r = RunWriter(path)
     r.start(c.to_dict())
     r.write_results(h, pred, {"config": c.to_dict()}, m)
     return path
@@ -75,7 +76,7 @@ def grid(tmp_path_factory):
 
 def test_runs_table_reads_only_complete_runs(grid, tmp_path, capsys):
     make_run(tmp_path / "done")
-    failed = RunDir(tmp_path / "failed")
+    failed = RunWriter(tmp_path / "failed")
     failed.start(Config().to_dict())
     failed.fail(RuntimeError("out of memory"))
     assert list(runs_table(tmp_path)["path"]) == [str(tmp_path / "done")]
@@ -153,8 +154,8 @@ def test_pooled_difference_ensembles_and_verdict(grid):
     assert len(ens) == 2 * 2 * 4
     e = ens.query("backbone == 'vgg16' and method == 'LA-DNN' and metric == 'auc'").iloc[0]
     preds = [pd.read_csv(grid / f"vgg16-ladnn-s{s}" / "predictions.csv") for s in range(3)]
-    assert e["ensemble"] == pytest.approx(skm.roc_auc_score(preds[0]["y_true"],
-                                                            np.mean([p["p_covid"] for p in preds], axis=0)))
+    assert e["ensemble"] == pytest.approx(skm.roc_auc_score(preds[0][PRED.y_true],
+                                                            np.mean([p[PRED.p_covid] for p in preds], axis=0)))
     text = results.verdict(pooled, ens, lesions.lesion_sentence(lesions.lesion_verdict(runs, n_boot=200)))
     assert "from 0.877 to 0.900 (+0.023)" in text  # the paper's EfficientNet-b0 numbers, read from its table
     assert f"{row['auc_diff']:+.3f}" in text and "80% power" in text and "resnet18 not up" in text
@@ -226,8 +227,8 @@ def test_rescored_subsets_match_scikit_learn(grid):
     names = pd.Series([f"img{i:02d}.png" for i in range(0, N, 2)])
     t = validity.rescored(runs, {"even": names})
     pred = pd.read_csv(grid / runs["path"].iloc[0] / "predictions.csv")
-    even = pred[pred["image"].isin(names)]
-    assert t["AUC (even)"].iloc[0] == pytest.approx(skm.roc_auc_score(even["y_true"], even["p_covid"]))
+    even = pred[pred[PRED.image].isin(names)]
+    assert t["AUC (even)"].iloc[0] == pytest.approx(skm.roc_auc_score(even[PRED.y_true], even[PRED.p_covid]))
     assert t["n (even)"].iloc[0] == N // 2
 
 
@@ -293,8 +294,9 @@ def _transfer(rng, n=160):
                 p = 1 / (1 + np.exp(-(sep * (y - 0.5) + rng.normal(0, 1, n))))
                 rows.append(pd.DataFrame({"candidate": "none", "adabn": adabn, "method": m, "protocol": prot,
                                           "fold": fold if prot == "collection" else -1, "seed": 0, "part": part,
-                                          "image": [f"i{k}" for k in range(n)], "y_true": y, "p_covid": p,
-                                          "group": group, "collection": coll, "patient": group}))
+                                          PRED.image: [f"i{k}" for k in range(n)], PRED.y_true: y,
+                                          PRED.p_covid: p, PRED.group: group, PRED.collection: coll,
+                                          PRED.patient: group}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -308,10 +310,17 @@ def test_transfer_choice_tables_and_paired_differences():
     tab = unseen.protocol_table(t, ["none", "none+AdaBN"], n_boot=200)
     c = tab.loc[(unseen.PROTOCOL_NAMES["collection"], "LA-DNN", "none+AdaBN")]
     assert c["n"] == 160 and c["clusters"] == 40 and c["lo"] <= c["AUC"] <= c["hi"]
+    pooled = unseen.parts(t, "none+AdaBN", "ladnn")["collection"]
+    assert c["AUC"] == skm.roc_auc_score(pooled[PRED.y_true], pooled[PRED.p_covid])
+    ci = bootstrap_ci(pooled[PRED.y_true], pooled[PRED.p_covid], pooled[PRED.group], n_boot=200)["auc"]
+    assert [c["lo"], c["hi"]] == ci  # the interval of the clustered bootstrap, seed 0, exactly
     worst = [i for i in tab.index if i[0].startswith("(c) worst")]
     assert len(worst) == 4  # per method and pipeline
-    ct = unseen.collection_table(unseen.parts(t, "none", "ladnn")["collection"], n_boot=200)
+    ct = unseen.collection_tables(t, n_boot=200)["LA-DNN"]
     assert list(ct["AUC"]) == sorted(ct["AUC"]) and set(ct["held-out collection"]) == {"A", "B", "C", "D"}
+    w = ct.iloc[0]  # the worst held-out collection's row of the protocol table is that fold's
+    row = tab.loc[(f"(c) worst: {w['held-out collection']}", "LA-DNN", "none")]
+    assert (row["AUC"], row["lo"], row["hi"], row["n"]) == (w["AUC"], w["lo"], w["hi"], w["n"])
     cmp = unseen.comparisons(t, "none+AdaBN", n_boot=200)
     d = cmp.loc[(unseen.PROTOCOL_NAMES["collection"], "none+AdaBN - none, LA-DNN")]
     assert d["AUC difference"] > 0.2 and d["lo"] > 0
@@ -319,7 +328,11 @@ def test_transfer_choice_tables_and_paired_differences():
     assert same["auc_diff"] == 0
     text = unseen.verdict(tab, cmp, sel, "none+AdaBN")
     assert "is **none+AdaBN**" in text and "D1, none+AdaBN" in text
-    assert unseen.subset_aucs(unseen.parts(t, "none", "ladnn")["collection"], 100).shape[0] == 9  # all, 4 x 2
+    sub = subset_aucs(unseen.parts(t, "none", "ladnn")["collection"], 100)
+    assert sub.shape[0] == 9  # all, 4 x 2
+    p = unseen.parts(t, "none", "ladnn")["collection"]
+    only_a = p[(p[PRED.y_true] == 1) | (p[PRED.collection] == "A")]
+    assert sub.loc["only A", "AUC"] == skm.roc_auc_score(only_a[PRED.y_true], only_a[PRED.p_covid])
 
 
 def test_pipeline_names_round_trip():

@@ -406,7 +406,7 @@ def _labels(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 
 def test_a_labels_file_with_a_bom_keeps_its_first_column(tmp_path):
-    from ladnn.predict import labels_table
+    from ladnn.evaluate import labels_table
 
     f = _labels(tmp_path, "patient,file,covid\nA,0.dcm,1\nA,1.dcm,1\nB,2.dcm,0\nB,3.dcm,0\n", "utf-8-sig")
     assert f.read_bytes().startswith(b"\xef\xbb\xbf")
@@ -423,7 +423,7 @@ def test_a_labels_file_with_a_bom_keeps_its_first_column(tmp_path):
     ("file,covid\nsub/../../x.dcm,1\n", r"labels.csv:2: file 'sub/../../x.dcm' is outside"),
 ])
 def test_a_labels_file_that_would_mislead_is_refused_naming_the_lines(tmp_path, text, message):
-    from ladnn.predict import labels_table
+    from ladnn.evaluate import labels_table
 
     with pytest.raises(ValueError, match=message):
         labels_table(_labels(tmp_path, text))
@@ -435,7 +435,7 @@ def test_a_labels_file_that_would_mislead_is_refused_naming_the_lines(tmp_path, 
     (lambda f: f.write_text("file,covid\n" + "x" * 200_000 + ",1\n"), r"labels.csv:\d+: not a readable CSV line"),
 ])
 def test_a_labels_file_that_cannot_be_read_says_why(tmp_path, write, message):
-    from ladnn.predict import labels_table
+    from ladnn.evaluate import labels_table
 
     f = _labels(tmp_path, "")
     write(f)
@@ -454,7 +454,7 @@ def test_evaluate_refuses_an_images_argument_that_is_not_a_folder(tiny_run, tmp_
 
 
 def test_two_sets_with_one_folder_name_get_two_evaluation_folders(tmp_path, monkeypatch):
-    from ladnn.predict import evaluation_folder
+    from ladnn.evaluate import evaluation_folder
 
     a, b = tmp_path / "x" / "scans", tmp_path / "y" / "scans"
     a.mkdir(parents=True)

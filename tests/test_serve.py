@@ -155,8 +155,8 @@ def test_model_info_shows_every_figure_and_warns(client, tiny_run):
     assert page.index("G.warning") < page.index("G.figures")  # the warning is placed before the figures
 
 
-def test_generalisation_warning_rules():
-    from ladnn.generalisation import NOT_SHOWN, generalisation
+def test_new_data_report_warning_rules():
+    from ladnn.generalisation import NOT_SHOWN, new_data_report
     from ladnn.summary import RunMetrics
 
     def metrics(auc, unseen=None, lo=0.0, hi=1.0):
@@ -171,21 +171,21 @@ def test_generalisation_warning_rules():
         return {"name": "recipe, x", "auc": auc, "ci95": [lo, hi], "n": 100, "level": "group", "new_data": new,
                 "on": "test"}
 
-    assert "not been scored" in generalisation(metrics(0.86))["warning"]
-    below = generalisation(metrics(0.86, unseen=0.60, lo=0.55, hi=0.70))["warning"]  # below 0.81..0.91
+    assert "not been scored" in new_data_report(metrics(0.86))["warning"]
+    below = new_data_report(metrics(0.86, unseen=0.60, lo=0.55, hi=0.70))["warning"]  # below 0.81..0.91
     assert below.startswith(NOT_SHOWN) and "below the official figure's interval" in below and "0.600" in below
-    chance = generalisation(metrics(0.86, unseen=0.80, lo=0.45, hi=0.95))["warning"]  # its interval holds 0.5
+    chance = new_data_report(metrics(0.86, unseen=0.80, lo=0.45, hi=0.95))["warning"]  # its interval holds 0.5
     assert chance.startswith(NOT_SHOWN) and "includes 0.5" in chance
-    assert generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90))["warning"] is None  # new data holds up
+    assert new_data_report(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90))["warning"] is None  # new data holds up
     # a recipe figure from new data counts too, and a good one elsewhere does not cancel it
-    g = generalisation(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90), [fig(0.85, 0.80, 0.90), fig(0.55, 0.40, 0.70)])
+    g = new_data_report(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90), [fig(0.85, 0.80, 0.90), fig(0.55, 0.40, 0.70)])
     assert g["warning"].startswith(NOT_SHOWN) and len(g["figures"]) == 4
     # a figure that is not from new data (protocol b) never warns and never reassures
-    assert "not been scored" in generalisation(metrics(0.86), [fig(0.5, 0.4, 0.6, new=False)])["warning"]
+    assert "not been scored" in new_data_report(metrics(0.86), [fig(0.5, 0.4, 0.6, new=False)])["warning"]
     fold = RunMetrics.from_dict({**_scores(0.7, 160, 0.6, 0.8), "run": RUN_INFO,
                                  "protocol": {"protocol": "collection", "test": "held-out collection MedPix",
                                               "test_groups": 60, "level": "group"}})
-    g = generalisation(fold)
+    g = new_data_report(fold)
     assert g["official_test"] is None and g["figures"][0]["new_data"] and g["warning"] is None
 
 

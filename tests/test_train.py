@@ -22,7 +22,7 @@ def test_both_sources_cover_the_training_split_once():
     imgs = {s: torch.randint(0, 255, (n, 3, 32, 32), dtype=torch.uint8) for s, n in (("train", 9), ("val", 3))}
     im = ImageBatches(model, imgs, torch.device("cpu"))
     assert sorted(_epoch_indices(im).tolist()) == list(range(9))
-    assert im.outputs(model, "val").shape == (3, 6)
+    assert im.split_logits(model, "val").shape == (3, 6)
 
 
 def test_steps_lower_the_loss_on_a_separable_problem():
@@ -53,13 +53,13 @@ def test_test_time_augmentation_averages_the_views():
     f = FeatureBatches({"train": torch.randn(1, 4, 8), "val": plain, "val_tta": extra}, torch.device("cpu"))
     with torch.no_grad():
         want = (net(plain) + net(extra[0]) + net(extra[1])) / 3
-    assert torch.allclose(f.outputs(net, "val"), want, atol=1e-6)
-    assert torch.allclose(FeatureBatches({"val": plain}, torch.device("cpu")).outputs(net, "val"), net(plain).detach())
+    assert torch.allclose(f.split_logits(net, "val"), want, atol=1e-6)
+    assert torch.allclose(FeatureBatches({"val": plain}, torch.device("cpu")).split_logits(net, "val"), net(plain).detach())
     model = build_model("resnet18", "ladnn", pretrained=False)
     imgs = {"val": torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)}
     one, four = ImageBatches(model, imgs, torch.device("cpu")), ImageBatches(model, imgs, torch.device("cpu"), tta=4)
-    a, b, b2 = one.outputs(model, "val"), four.outputs(model, "val"), four.outputs(model, "val")
+    a, b, b2 = one.split_logits(model, "val"), four.split_logits(model, "val"), four.split_logits(model, "val")
     assert not torch.allclose(a, b) and torch.equal(b, b2)  # the views differ from the plain image, but are fixed
     state = torch.get_rng_state()
-    four.outputs(model, "val")
+    four.split_logits(model, "val")
     assert torch.equal(state, torch.get_rng_state())  # drawing the views leaves the training's random stream alone

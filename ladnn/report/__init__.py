@@ -1,8 +1,10 @@
-"""Tables, figures and sentences of the book, one module per chapter (notebooks only call these):
-`dataset` (the Data chapter), `results` (Results, Training runs), `lesions` (Table 3), `selection` (how the quick
-profile was chosen), `maps` (Grad-CAM++ and the auxiliary outputs), `leakage` and `validity` (Validity),
-`reproduction` (Reproduction notes). This module holds what they share: the paper's tables (package data) and
-number formatting."""
+"""Tables, figures and sentences of the book, one module per chapter: `dataset` (Data), `results` (Results,
+Training runs), `lesions` (Table 3), `selection` (how the quick profile was chosen), `maps` (Grad-CAM++ and the
+auxiliary outputs), `leakage` and `validity` (Validity), `unseen` and `marks` (New sources), `lab` (Multi-task lab),
+`reproduction` (Reproduction notes). The notebooks call these and a few lower modules directly (`ladnn.data`,
+`ladnn.rundir`, `ladnn.sources`, `ladnn.generalisation`); every number they show is scored through
+`ladnn.scores`. This module holds what the chapters share: the paper's tables (package data) and number
+formatting."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,10 +12,9 @@ import pandas as pd
 
 from ladnn.files import resource
 
-NOTICE = "Research software, not a medical device: these numbers must not be used to diagnose anyone."
 METRICS = ("sensitivity", "auc", "f1", "accuracy")  # the paper's Table 2, in its order
-# The paper's backbone names (its Table 2) and our short names for them.
-PAPER_BACKBONES = {"VGG-16": "vgg16", "ResNet-18": "resnet18", "ResNet-50": "resnet50",
+# The paper's backbone names (its Table 2) and our short names for them (ladnn.config.PAPER_SEVEN).
+PAPER_NAMES = {"VGG-16": "vgg16", "ResNet-18": "resnet18", "ResNet-50": "resnet50",
                    "DenseNet-121": "densenet121", "DenseNet-169": "densenet169",
                    "EfficientNet-b0": "efficientnet_b0", "EfficientNet-b1": "efficientnet_b1"}
 METHOD_NAMES = {"baseline": "baseline", "ladnn": "LA-DNN"}
@@ -23,7 +24,7 @@ def paper_table(n: int) -> pd.DataFrame:
     """The paper's Table n as typed in from its text (Table 2 in percent), with our short backbone names."""
     t = pd.read_csv(resource(f"paper_table{n}.csv"))
     if "backbone" in t:
-        t["backbone"] = t["backbone"].map(PAPER_BACKBONES).fillna(t["backbone"])
+        t["backbone"] = t["backbone"].map(PAPER_NAMES).fillna(t["backbone"])
     return t
 
 

@@ -26,11 +26,14 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _patients(d: pd.DataFrame):
+    """The number of patients of the images `d`, or None unless every image names its patient."""
     known = d[d["patient"] != ""]
     return int(known["patient"].nunique()) if len(known) == len(d) and len(d) else None
 
 
 def table1_comparison(df: pd.DataFrame) -> pd.DataFrame:
+    """Every count of the paper's Table 1 beside ours (`table1`), one row per dataset, class and quantity, and
+    whether they agree."""
     ours = table1(df).set_index(["dataset", "class"])
     paper = paper_table(1).set_index(["dataset", "class"])
     out = []
@@ -68,11 +71,13 @@ def differences_sentence(df: pd.DataFrame) -> str:
 
 
 def lesion_figure(df: pd.DataFrame):
-    """Figure 3 (a)-(d): lesion counts, lesion labels per positive image, co-occurrence, negatives by source."""
+    """Figure 3 (a)-(d), two panels to a row: lesion counts, lesion labels per positive image, co-occurrence,
+    negatives by source."""
     import seaborn as sns
 
     pos = df[(df["covid"] == 1) & df["lesions_known"]]
-    fig, ax = plt.subplots(1, 4, figsize=(18, 4.2))
+    fig, ax = plt.subplots(2, 2, figsize=(10, 7.6))
+    ax = ax.ravel()
     counts = pos[list(LESIONS)].sum()
     sns.barplot(x=list(LESIONS), y=counts.values, ax=ax[0], color="C0")
     ax[0].set(title="(a) images with each lesion", ylabel="images")
@@ -100,9 +105,12 @@ def negative_composition(df: pd.DataFrame) -> pd.Series:
 
 
 def sample_grid(df: pd.DataFrame, n: int = 6, seed: int = 0):
+    """`n` COVID images (first row) and `n` non-COVID images drawn at random (`seed`), each titled by class and name;
+    the page's width at most."""
     from ladnn.images import decode, read_bytes
 
-    fig, ax = plt.subplots(2, n, figsize=(2.3 * n, 5))
+    width = min(10, 2.3 * n)
+    fig, ax = plt.subplots(2, n, figsize=(width, 2 * width / n + 1.2), squeeze=False)
     for r, (cls, label) in enumerate(((1, "COVID"), (0, "non-COVID"))):
         pick = df[df["covid"] == cls].sample(n, random_state=seed)
         for c, (_, row) in enumerate(pick.iterrows()):

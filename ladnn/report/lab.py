@@ -13,12 +13,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from ladnn.config import LESIONS, Config
 from ladnn.files import resource
-from ladnn.metrics import labelled, paired_difference, resample_weights, weighted_auc
-from ladnn.rundir import GRADIENTS, scan_runs
+from ladnn.metrics import paired_difference
+from ladnn.rundir import GRADIENTS, run_dirs, scan_runs
+from ladnn.scores import PRED, lesion_aucs, runs_auc
 
 RESOURCE = "lab_quick"  # the committed results: lab_quick_runs.csv, _predictions.csv.gz, _history.csv, _gradients.csv.gz
 TABLES = ("runs", "predictions", "history", "gradients")
@@ -32,8 +32,8 @@ def collect(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
     """The lab's tables from a profile's runs: the matrix's runs (whole split, fixed weights) and those of `lab/`.
     `runs`: one row per run (its config as JSON, the training images, the validation COVID loss of the kept epoch);
     `predictions`, `history` and `gradients` (runs with `grad_diagnostics`): the run's files with its name."""
-    runs_dir = Path(runs_dir)
-    own = scan_runs(runs_dir / "lab")[0]
+    runs_dir, lab_dir = Path(runs_dir), run_dirs(runs_dir)["lab"]
+    own = scan_runs(lab_dir)[0]
     found = own + [r for r in scan_runs(runs_dir)[0] if not own or _recipe(r.config) == _recipe(own[0].config)]
     rows, pred, hist, grads = [], [], [], []
     for r in found:
@@ -48,7 +48,7 @@ def collect(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
         if (r.path / GRADIENTS).is_file():
             grads.append(pd.read_csv(r.path / GRADIENTS).assign(run=name))
     if not rows:
-        raise FileNotFoundError(f"no finished runs in {runs_dir} or {runs_dir / 'lab'}")
+        raise FileNotFoundError(f"no finished runs in {runs_dir} or {lab_dir}")
     cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"run": []})
     return {"runs": pd.DataFrame(rows), "predictions": cat(pred), "history": cat(hist), "gradients": cat(grads)}
 
@@ -81,40 +81,27 @@ def committed() -> dict[str, pd.DataFrame]:
 def load(runs_dir: str | Path) -> tuple[dict[str, pd.DataFrame], str]:
     """The profile's own lab runs when it has them (the lab profile), else the committed results; and a sentence
     saying which."""
-    if scan_runs(Path(runs_dir) / "lab")[0]:
+    if scan_runs(run_dirs(runs_dir)["lab"])[0]:
         return collect(runs_dir), f"the lab runs of this build ({runs_dir})"
     return committed(), ("the committed results of the lab profile (ladnn/resources/lab_quick_*; "
                          "`make book PROFILE=lab` trains them again)")
 
 
-def _of(tables: dict, runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.Series, np.ndarray]:
+def seed_matrix(tables: dict, runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.Series, np.ndarray]:
     """Labels, groups and an S x N matrix of COVID probabilities for `runs` (same test images, sorted by seed)."""
     pred = tables["predictions"]
     runs = runs.sort_values("seed")
-    first = pred[pred["run"] == runs["run"].iloc[0]].sort_values("image")
-    P = np.stack([pred[pred["run"] == r].sort_values("image")["p_covid"].to_numpy() for r in runs["run"]])
-    return first["y_true"].to_numpy(), P, first["group"], runs["seed"].to_numpy()
-
-
-def mean_auc(y, P, groups, seed: int = 0) -> tuple[float, float, float]:
-    """Mean test AUC over the S runs of P (S x N), and its 95% interval: whole patients drawn within each class,
-    and the runs drawn with replacement (a two-level bootstrap, as `ladnn.metrics.paired_difference`)."""
-    P = np.atleast_2d(P)
-    est = float(np.mean([skm.roc_auc_score(y, p) for p in P]))
-    w = resample_weights(y, groups, N_BOOT, seed)
-    draws = np.stack([weighted_auc(y, p, w) for p in P], axis=1)
-    if len(P) > 1:
-        draws = np.take_along_axis(draws, np.random.default_rng(seed + 1).integers(0, len(P), draws.shape), 1)
-    d = draws.mean(1)
-    return est, float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))
+    first = pred[pred["run"] == runs["run"].iloc[0]].sort_values(PRED.image)
+    P = np.stack([pred[pred["run"] == r].sort_values(PRED.image)[PRED.p_covid].to_numpy() for r in runs["run"]])
+    return first[PRED.y_true].to_numpy(), P, first[PRED.group], runs["seed"].to_numpy()
 
 
 def _paired(tables, a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """LA-DNN-style run set `a` against `b` on the same seeds (paired by seed)."""
     common = sorted(set(a["seed"]) & set(b["seed"]))
     a, b = a[a["seed"].isin(common)], b[b["seed"].isin(common)]
-    y, Pa, g, _ = _of(tables, a)
-    _, Pb, _, _ = _of(tables, b)
+    y, Pa, g, _ = seed_matrix(tables, a)
+    _, Pb, _, _ = seed_matrix(tables, b)
     return paired_difference(y, Pa, Pb, g, N_BOOT, seed=0)
 
 
@@ -134,8 +121,8 @@ def learning_curve(tables: dict) -> pd.DataFrame:
         row = {"share of training patients": frac, "training images": float(at["train_images"].mean()),
                "seeds": int(at["seed"].nunique())}
         for method in ("baseline", "ladnn"):
-            y, P, g, _ = _of(tables, at[at["method"] == method])
-            row[method] = mean_auc(y, P, g)
+            y, P, g, _ = seed_matrix(tables, at[at["method"] == method])
+            row[method] = runs_auc(y, P, g, N_BOOT)
         d = _paired(tables, at[at["method"] == "ladnn"], at[at["method"] == "baseline"])
         row.update({"diff": d["auc_diff"], "diff_lo": d["auc_diff_ci"][0], "diff_hi": d["auc_diff_ci"][1],
                     "p": d["p_auc"], "detectable": d["detectable_80"]})
@@ -265,19 +252,15 @@ def plot_gradients(tables: dict):
 
 
 # ---------------------------------------------------------------- ways of combining the tasks
-def lesion_aucs(tables: dict, runs: pd.DataFrame) -> dict[str, float]:
+def mean_lesion_aucs(tables: dict, runs: pd.DataFrame) -> dict[str, float]:
     """Each lesion's test AUC, averaged over `runs`, on the test images that carry a lesion label (a constant
     score, such as the training prevalence, has AUC 0.5)."""
     pred = tables["predictions"]
     out = {k: [] for k in LESIONS}
     for r in runs["run"]:
-        p = pred[pred["run"] == r]
-        Y = p[[f"y_{k}" for k in LESIONS]].to_numpy()
-        keep = labelled(Y) & p["lesions_known"].astype(bool).to_numpy()
-        for j, k in enumerate(LESIONS):
-            y = Y[keep, j]
-            if 0 < y.sum() < len(y):
-                out[k].append(skm.roc_auc_score(y, p.loc[keep, f"p_{k}"].to_numpy()))
+        for k, a in lesion_aucs(pred[pred["run"] == r]).items():
+            if a is not None:
+                out[k].append(a)
     return {k: float(np.mean(v)) if v else float("nan") for k, v in out.items()}
 
 
@@ -292,8 +275,8 @@ def combination_table(tables: dict) -> pd.DataFrame:
     rows = []
     for k in kinds:
         at = ref if k == "fixed" else runs[(runs["task_weighting"] == k) & (runs["method"] == "ladnn")]
-        y, P, g, _ = _of(tables, at)
-        auc = mean_auc(y, P, g)
+        y, P, g, _ = seed_matrix(tables, at)
+        auc = runs_auc(y, P, g, N_BOOT)
         row = {"weighting": WEIGHTING_NAMES[k], "key": k, "seeds": len(at),
                "val COVID loss": float(at["val_covid_loss"].mean()), "auc": auc}
         if k == "fixed":
@@ -301,7 +284,7 @@ def combination_table(tables: dict) -> pd.DataFrame:
         else:
             d = _paired(tables, at, ref)
             row.update({"diff": d["auc_diff"], "diff_lo": d["auc_diff_ci"][0], "diff_hi": d["auc_diff_ci"][1]})
-        row.update(lesion_aucs(tables, at))
+        row.update(mean_lesion_aucs(tables, at))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -370,7 +353,7 @@ def uncertainty_weights(tables: dict) -> pd.DataFrame:
     return h.groupby("epoch")[["weight_COVID", "weight_lesions"]].mean().round(3)
 
 
-def expected(root: str | Path) -> tuple[list[tuple[str, Config]], pd.DataFrame, dict[str, int]]:
+def committed_must_match(root: str | Path) -> tuple[list[tuple[str, Config]], pd.DataFrame, dict[str, int]]:
     """What the committed results must match today: the lab profile's runs that the chapter reads (the matrix's and
     the lab's; not the ablations), the official test split (image, y_true) and each run's training images."""
     from ladnn.data import splits, train_subset
@@ -379,7 +362,7 @@ def expected(root: str | Path) -> tuple[list[tuple[str, Config]], pd.DataFrame, 
     prof = load_profile("lab", Path(root))
     runs = [(run_name(c), c) for c in prof["runs"]] + prof["lab_runs"]
     data = splits(runs[0][1])
-    test = pd.DataFrame({"image": data["test"]["name"], "y_true": data["test"]["covid"].astype(int)})
+    test = pd.DataFrame({PRED.image: data["test"]["name"], PRED.y_true: data["test"]["covid"].astype(int)})
     sizes = {name: len(train_subset(data["train"], c.train_fraction, c.seed)) for name, c in runs}
     return runs, test, sizes
 
@@ -402,7 +385,8 @@ def check_committed(tables: dict, profile_runs: list[tuple[str, Config]], test_i
                             f"{train_sizes[name]}")
     pred = tables["predictions"]
     for name, p in pred.groupby("run"):
-        got = p.sort_values("image")[["image", "y_true"]].reset_index(drop=True)
-        if not got.equals(test_images.sort_values("image")[["image", "y_true"]].reset_index(drop=True)):
+        cols = [PRED.image, PRED.y_true]
+        got = p.sort_values(PRED.image)[cols].reset_index(drop=True)
+        if not got.equals(test_images.sort_values(PRED.image)[cols].reset_index(drop=True)):
             problems.append(f"{name}: its test images or labels differ from today's test split")
     return problems

@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pandas as pd
 from PIL import Image
-from sklearn import metrics as skm
 
 from ladnn.images import decode, read_bytes
-from ladnn.rundir import IMAGE, P_COVID, Y_TRUE
+from ladnn.metrics import auc
+from ladnn.scores import PRED
 
 
 def image_meta(df: pd.DataFrame) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def metadata_classifier(df: pd.DataFrame, meta: pd.DataFrame, seed: int = 0) -> 
     tr, te = df["split"] == "train", df["split"] == "test"
     clf = HistGradientBoostingClassifier(max_iter=200, random_state=seed).fit(x[tr], df.loc[tr, "covid"])
     p = clf.predict_proba(x[te])[:, 1]
-    return {"test_auc": float(skm.roc_auc_score(df.loc[te, "covid"], p)), "features": list(x.columns),
+    return {"test_auc": auc(df.loc[te, "covid"], p), "features": list(x.columns),
             "n_train": int(tr.sum()), "n_test": int(te.sum())}
 
 
@@ -62,7 +62,8 @@ def near_duplicates(df: pd.DataFrame, hashes: list, threshold: int) -> pd.DataFr
                          "distance": d[i, j]}).sort_values("distance").reset_index(drop=True)
 
 
-def hash_distances(hashes: list):
+def hash_distances(hashes: list) -> np.ndarray:
+    """N x N Hamming distances (bits) between the perceptual hashes of `phashes`."""
     bits = np.array([h.hash.flatten() for h in hashes], dtype=bool)
     return (bits[:, None, :] != bits[None, :, :]).sum(-1)
 
@@ -91,15 +92,15 @@ def reencode(data: bytes, fmt: str = "JPEG", quality: int = 90) -> bytes:
 
 
 def subset_auc(pred: pd.DataFrame, names) -> dict:
-    p = pred[pred[IMAGE].isin(set(names))]
-    ok = p[Y_TRUE].nunique() == 2
-    return {"n": len(p), "n_pos": int(p[Y_TRUE].sum()),
-            "auc": float(skm.roc_auc_score(p[Y_TRUE], p[P_COVID])) if ok else None}
+    """The COVID AUC of a predictions table on the images named in `names` (None where they hold one class), with
+    their number and positives."""
+    p = pred[pred[PRED.image].isin(set(names))]
+    return {"n": len(p), "n_pos": int(p[PRED.y_true].sum()), "auc": auc(p[PRED.y_true], p[PRED.p_covid])}
 
 
 def reencoded_aucs(runs, images: list[tuple[bytes, str]], y) -> list[dict]:
     """Test AUC of each run on images given as (bytes, name), such as the test split re-encoded once by `reencode`:
-    the plain view, as before test-time views existed (`ladnn.predict.plain_probs`: cheap enough for every run)."""
-    from ladnn.predict import plain_probs
+    the plain view, as before test-time views existed (`ladnn.evaluate.plain_probs`: cheap enough for every run)."""
+    from ladnn.evaluate import plain_probs
 
-    return [{"n": len(p), "auc": float(skm.roc_auc_score(y, p[:, 0]))} for p in plain_probs(runs, images)]
+    return [{"n": len(p), "auc": auc(y, p[:, 0])} for p in plain_probs(runs, images)]

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from ladnn.config import LESIONS
-from ladnn.metrics import labelled, resample_weights, weighted_auc
+from ladnn.metrics import auc, labelled, resample_weights, weighted_auc
 from ladnn.report import paper_table
 from ladnn.report.results import seed_predictions
-from ladnn.rundir import GROUP, P_COVID, P_LESIONS, Y_LESIONS, Run
+from ladnn.rundir import FinishedRun
+from ladnn.scores import PRED
 
 
 def _lesion_rows(runs: pd.DataFrame) -> list[dict]:
     """Per LA-DNN run: every lesion metric of the head and of the two reference predictors."""
     rows = []
     for _, r in runs[runs["method"] == "ladnn"].iterrows():
-        les = Run(r["path"]).metrics.lesions or {}
+        les = FinishedRun(r["path"]).metrics.lesions or {}
         if not les.get("n"):
             continue
         for who, m in (("ours", les), *les.get("baselines", {}).items()):
@@ -80,11 +80,11 @@ def lesion_verdict(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
         hamming = hamming[hamming["metric"] == "Hamming loss"].groupby(["backbone", "dataset", "who"])["value"].mean()
     for (bb, ds), _ in runs[runs["method"] == "ladnn"].groupby(["backbone", "dataset"]):
         first, preds = seed_predictions(runs, bb, ds, "ladnn")
-        Y = first[list(Y_LESIONS)].to_numpy()
-        k = labelled(Y) & first["lesions_known"].astype(bool).to_numpy()
-        Y, groups = Y[k], first[GROUP].to_numpy()[k]
-        P = np.mean([q[list(P_LESIONS)].to_numpy()[k] for q in preds], axis=0)
-        pc = np.mean([q[P_COVID].to_numpy()[k] for q in preds], axis=0)
+        Y = first[list(PRED.y_lesions)].to_numpy()
+        k = labelled(Y) & first[PRED.lesions_known].astype(bool).to_numpy()
+        Y, groups = Y[k], first[PRED.group].to_numpy()[k]
+        P = np.mean([q[list(PRED.p_lesions)].to_numpy()[k] for q in preds], axis=0)
+        pc = np.mean([q[PRED.p_covid].to_numpy()[k] for q in preds], axis=0)
         ok = [j for j in range(len(LESIONS)) if 0 < Y[:, j].sum() < len(Y)]
         out = {"backbone": bb, "dataset": ds, "labelled images": int(k.sum()), "lesions scored": len(ok)}
         # one draw of whole patients for all lesions (the labelled images are all positives: one stratum)
@@ -93,7 +93,7 @@ def lesion_verdict(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
             if not ok:
                 out[f"{who}_auc"], out[f"{who}_ci"] = float("nan"), [float("nan")] * 2
                 continue
-            point = float(np.mean([roc_auc_score(Y[:, j], S[:, j]) for j in ok]))
+            point = float(np.mean([auc(Y[:, j], S[:, j]) for j in ok]))
             draws = np.nanmean([weighted_auc(Y[:, j], S[:, j], w) for j in ok], axis=0)
             out[f"{who}_auc"], out[f"{who}_ci"] = point, [float(np.nanquantile(draws, q)) for q in (0.025, 0.975)]
         for key, who in (("head_hamming", "ours"), ("constant_hamming", "constant")):

@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import io
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ladnn.images import decode, read_bytes
+from ladnn.report import METHOD_NAMES
+from ladnn.scores import PRED
 
 COLOUR_DIFF = 60  # a pixel is drawn colour when its channels differ by more than this (0..255) ...
 MIN_VALUE = 80  # ... and its brightest channel exceeds this
 MIN_SHARE = 0.002  # an image carries marks when at least this share of its pixels is drawn colour
+# The columns of `marks_effect` beside the image's COVID probability as is (PRED.p_covid)
+PAINTED = PRED.p_covid + "_painted_out"  # with the marks painted out
+CONTROL = PRED.p_covid + "_control"  # with a patch of the marks' shape painted out elsewhere
 
 
 def mark_mask(rgb: np.ndarray, dilate: int = 2) -> np.ndarray:
@@ -52,11 +59,12 @@ def painted_out(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def marks_effect(run: str, rows: pd.DataFrame) -> pd.DataFrame:
-    """For each image of `rows` (marked images): the COVID probability as is and with the marks painted out, the
+    """For each image of `rows` (marked images of a sample table): the COVID probability as is (PRED.p_covid) and
+    with the marks painted out (PAINTED), the
     share of the COVID Grad-CAM++ map's mass on the marks, and the marks' share of the image (the mass a map spread
     evenly would put there). The control paints out a patch of the same shape moved by half the image (`np.roll`),
-    away from the marks: a change that painting anything out would cause shows there too. Scored through the run's
-    own path (`Predictor`)."""
+    away from the marks (CONTROL): a change that painting anything out would cause shows there too. Scored through
+    the run's own path (`Predictor`)."""
     import cv2
     import torch
     from PIL import Image
@@ -74,17 +82,16 @@ def marks_effect(run: str, rows: pd.DataFrame) -> pd.DataFrame:
         xs = []
         for img in (rgb, painted_out(rgb, mask), painted_out(rgb, control)):
             buf = io.BytesIO()
-            Image.fromarray(img).save(buf, "PNG", compress_level=1)  # lossless: the same pixels, 3x faster
+            Image.fromarray(img).save(buf, "PNG", compress_level=1)  # lossless: the same pixels, fastest level
             xs.append(pr.preprocess(buf.getvalue(), name)[1])
         p = pr.probs(torch.cat(xs))[:, 0]
         cam = pr.cam_maps(xs[0], [0])[0, 0]
         m = cv2.resize(mask.astype(np.uint8), cam.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
-        out.append({"image": name, "p_covid": float(p[0]), "p_covid_painted_out": float(p[1]),
-                    "p_covid_control": float(p[2]),
+        out.append({PRED.image: name, PRED.p_covid: float(p[0]), PAINTED: float(p[1]), CONTROL: float(p[2]),
                     "cam_share_on_marks": float(cam[m].sum() / max(cam.sum(), 1e-12)), "mark_area": float(m.mean())})
     df = pd.DataFrame(out)
-    df["change"] = df["p_covid_painted_out"] - df["p_covid"]
-    df["control change"] = df["p_covid_control"] - df["p_covid"]
+    df["change"] = df[PAINTED] - df[PRED.p_covid]
+    df["control change"] = df[CONTROL] - df[PRED.p_covid]
     return df
 
 
@@ -103,3 +110,61 @@ def effect_summary(effect: pd.DataFrame, groups: pd.Series, n_boot: int = 2000, 
                  for _ in range(n_boot)]
         out[col] = (float(v.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
     return out
+
+
+def run_effects(runs: pd.Series, marks: pd.DataFrame, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """`marks_effect` of each method's run in `runs` (a row of `ladnn.report.maps.first_runs`: method -> run path,
+    baseline then LA-DNN) on the D0 images of `marks` (`mark_table`) that carry marks, each image with its split in
+    `table` (column `split`)."""
+    marked = marks[marks["marked"] & (marks["dataset"] == "D0")]
+    split = table.set_index("name").loc[marked["name"], "split"].to_numpy()
+    return {m: marks_effect(runs[m], marked).assign(split=split) for m in ("baseline", "ladnn")}
+
+
+def effect_sentences(effects: dict[str, pd.DataFrame], table: pd.DataFrame, n_boot: int = 2000) -> list[str]:
+    """Per method of `run_effects`, its `effect_summary` in words (Markdown), the intervals resampling whole papers
+    (the linked groups of `ladnn.sources`)."""
+    from ladnn.sources import linked_groups
+
+    papers = linked_groups(table).set_axis(table["name"])
+    out = []
+    for m, e in effects.items():
+        s = effect_summary(e, papers.loc[e[PRED.image]], n_boot)
+        out.append(f"**{METHOD_NAMES[m]}** ({s['images']} marked images of {s['papers']} papers): painting the marks "
+                   f"out changes the COVID probability by {s['change'][0]:+.3f} (95% interval {s['change'][1]:+.3f} "
+                   f"to {s['change'][2]:+.3f}); the control patch by {s['control change'][0]:+.3f} "
+                   f"({s['control change'][1]:+.3f} to {s['control change'][2]:+.3f}). The map puts "
+                   f"{s['cam_share_on_marks'][0]:.1%} of its mass on marks that cover {s['mark_area'][0]:.1%} of the "
+                   "image.")
+    return out
+
+
+def effect_figure(effect: pd.DataFrame, title: str = "LA-DNN, D0 images with colour marks") -> Figure:
+    """The COVID probability of each marked image as published (x) against the same with the marks painted out
+    (dots) and with the control patch painted out (crosses), one point per image of `effect` (`marks_effect`); the
+    diagonal is no change."""
+    fig = plt.figure(figsize=(5, 4))
+    plt.close(fig)  # not an open pyplot figure: it shows once, where the notebook displays it
+    ax = fig.subplots()
+    ax.scatter(effect[PRED.p_covid], effect[PAINTED], label="marks painted out")
+    ax.scatter(effect[PRED.p_covid], effect[CONTROL], marker="x", label="control patch painted out")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    ax.set_xlabel("COVID probability, as published")
+    ax.set_ylabel("after painting out")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def label_sentence(marks: pd.DataFrame, effect: pd.DataFrame) -> str:
+    """Whether a drawn mark is itself a label here (`mark_counts` of `marks`: marked COVID and non-COVID images), and
+    how many of the images of `effect` (`run_effects`, column `split`) the runs trained on."""
+    cnt = mark_counts(marks)
+    non_covid = cnt.index.str.contains("non-COVID")
+    neg = int(cnt.loc[non_covid, "with colour marks"].sum())
+    pos = int(cnt.loc[~non_covid, "with colour marks"].sum())
+    split = effect["split"].to_numpy()
+    return (f"{pos} COVID-positive and {neg} non-COVID images carry colour marks"
+            + (": in this data a drawn mark is itself a label. " if neg == 0 else ". ")
+            + f"{int((split == 'train').sum())} of the {len(split)} marked D0 images are training images of the runs, "
+              "so the change on them understates what the marks did during training.")

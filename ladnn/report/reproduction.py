@@ -11,7 +11,9 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from ladnn.config import LESIONS, TASKS
 from ladnn.data import SPLIT_DIR, data_dir, parse_label_csv
-from ladnn.rundir import P_COVID, Y_TRUE, Run
+from ladnn.metrics import auc
+from ladnn.rundir import FinishedRun
+from ladnn.scores import PRED
 
 # Code/train.py's label classes (its binarizer spells two lesions otherwise than the split files do)
 PAPER_CODE_CLASSES = ["CVD19", "GGO", "Csld", "CrPa", "Aibr", "InSep"]
@@ -37,15 +39,15 @@ def paper_binarizer_counts(root=None) -> pd.DataFrame:
 
 def thresholded_auc(pred: pd.DataFrame) -> dict:
     """AUC from probabilities, the paper code's AUC of 0/1 decisions, and balanced accuracy (which the latter equals)."""
-    y, p = pred[Y_TRUE], pred[P_COVID]
-    return {"AUC (probabilities)": skm.roc_auc_score(y, p),
-            "AUC of 0/1 decisions (paper code)": skm.roc_auc_score(y, (p >= 0.5).astype(int)),
+    y, p = pred[PRED.y_true], pred[PRED.p_covid]
+    return {"AUC (probabilities)": auc(y, p),
+            "AUC of 0/1 decisions (paper code)": auc(y, (p >= 0.5).astype(int)),
             "balanced accuracy": skm.balanced_accuracy_score(y, (p >= 0.5).astype(int))}
 
 
 def thresholded_auc_table(runs: pd.DataFrame) -> pd.DataFrame:
     """`thresholded_auc` of every run, one row per run (rounded)."""
-    rows = {Path(p).name: thresholded_auc(Run(p).predictions) for p in runs["path"]}
+    rows = {Path(p).name: thresholded_auc(FinishedRun(p).predictions) for p in runs["path"]}
     return pd.DataFrame(rows).T.round(4)
 
 

@@ -10,15 +10,10 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from ladnn.metrics import (
-    binary_metrics,
-    bootstrap_ci,
-    mean_ci,
-    paired_difference,
-    paired_test,
-)
+from ladnn.metrics import mean_ci, paired_difference, paired_test
 from ladnn.report import METHOD_NAMES, METRICS, fmt_ci, paper_table
-from ladnn.rundir import GROUP, IMAGE, P_COVID, Y_TRUE, Run
+from ladnn.rundir import FinishedRun
+from ladnn.scores import PRED, covid_scores
 
 
 def table2(runs: pd.DataFrame) -> pd.DataFrame:
@@ -58,25 +53,26 @@ def seed_predictions(runs: pd.DataFrame, backbone: str, dataset: str, method: st
     """The test predictions of one backbone, dataset and method, a table per seed (sorted by seed), checked to hold
     the same images in the same order with their resampling clusters."""
     g = runs[(runs["backbone"] == backbone) & (runs["dataset"] == dataset) & (runs["method"] == method)]
-    preds = [Run(p).predictions for p in g.sort_values("seed")["path"]]
+    preds = [FinishedRun(p).predictions for p in g.sort_values("seed")["path"]]
     for p in preds[1:]:
-        if not p[IMAGE].equals(preds[0][IMAGE]):
+        if not p[PRED.image].equals(preds[0][PRED.image]):
             raise ValueError(f"{backbone}/{dataset}/{method}: seeds were tested on different images")
-    if preds and GROUP not in preds[0]:
-        raise ValueError(f"{g['path'].iloc[0]}: predictions.csv has no '{GROUP}' column (a run written before "
+    if preds and PRED.group not in preds[0]:
+        raise ValueError(f"{g['path'].iloc[0]}: predictions.csv has no '{PRED.group}' column (a run written before "
                          "clustered intervals existed): train it again")
     return preds[0] if preds else pd.DataFrame(), preds
 
 
 def ensemble_table(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     """Per backbone, dataset and method: each metric as the mean over seeds and as the seed ensemble (the mean of
-    the seeds' COVID probabilities) with its 95% interval from the patient-clustered bootstrap, in percent."""
+    the seeds' COVID probabilities) with its 95% interval from the patient-clustered bootstrap
+    (`ladnn.scores.covid_scores`), in percent."""
     rows = []
     for (bb, ds, meth), g in runs.groupby(["backbone", "dataset", "method"]):
         first, preds = seed_predictions(runs, bb, ds, meth)
-        p = np.mean([q[P_COVID].to_numpy() for q in preds], axis=0)
-        m = binary_metrics(first[Y_TRUE], p)
-        ci = bootstrap_ci(first[Y_TRUE], p, first[GROUP], n_boot=n_boot)
+        ensemble = first.assign(**{PRED.p_covid: np.mean([q[PRED.p_covid].to_numpy() for q in preds], axis=0)})
+        s = covid_scores(ensemble, PRED.group, n_boot)
+        m, ci = s["covid"], s["covid_ci95"]
         for metric in ("auc", "sensitivity", "f1", "accuracy"):
             rows.append({"backbone": bb, "dataset": ds, "method": METHOD_NAMES[meth], "metric": metric,
                          "seeds": len(g), "mean over seeds": fmt_ci(*mean_ci(g[metric])),
@@ -94,11 +90,11 @@ def pooled_difference(runs: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
             continue
         first, lad = seed_predictions(runs, bb, ds, "ladnn")
         _, base = seed_predictions(runs, bb, ds, "baseline")
-        if len(lad) != len(base) or not first[IMAGE].equals(base[0][IMAGE]):
+        if len(lad) != len(base) or not first[PRED.image].equals(base[0][PRED.image]):
             raise ValueError(f"{bb}/{ds}: the methods have different seeds or test images")
-        d = paired_difference(first[Y_TRUE], [q[P_COVID] for q in lad], [q[P_COVID] for q in base], first[GROUP],
-                              n_boot=n_boot)
-        rows.append({"backbone": bb, "dataset": ds, **d, "positives": int(first[Y_TRUE].sum())})
+        d = paired_difference(first[PRED.y_true], [q[PRED.p_covid] for q in lad], [q[PRED.p_covid] for q in base],
+                              first[PRED.group], n_boot=n_boot)
+        rows.append({"backbone": bb, "dataset": ds, **d, "positives": int(first[PRED.y_true].sum())})
     return pd.DataFrame(rows)
 
 
@@ -124,12 +120,12 @@ def plot_curves(runs: pd.DataFrame, backbone: str | None = None, dataset: str | 
     backbone = backbone or runs["backbone"].iloc[0]
     dataset = dataset or runs["dataset"].iloc[0]
     runs = runs[(runs["backbone"] == backbone) & (runs["dataset"] == dataset)]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4.6))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4.6))
     for color, meth in (("C0", "baseline"), ("C3", "ladnn")):
         for _, r in runs[runs["method"] == meth].iterrows():
-            p = Run(r["path"]).predictions
-            fpr, tpr, _ = skm.roc_curve(p[Y_TRUE], p[P_COVID])
-            prec, rec, _ = skm.precision_recall_curve(p[Y_TRUE], p[P_COVID])
+            p = FinishedRun(r["path"]).predictions
+            fpr, tpr, _ = skm.roc_curve(p[PRED.y_true], p[PRED.p_covid])
+            prec, rec, _ = skm.precision_recall_curve(p[PRED.y_true], p[PRED.p_covid])
             lab = f"{METHOD_NAMES[meth]} (seed {r['seed']}, AUC {r['auc']:.3f})"
             ax[0].plot(fpr, tpr, color=color, alpha=0.8, lw=1.2, label=lab)
             ax[1].plot(rec, prec, color=color, alpha=0.8, lw=1.2, label=f"{lab[:-1]}, AP {r['ap']:.3f})")
@@ -151,12 +147,13 @@ def paired_tests(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
         a, b = g[g["method"] == "ladnn"], g[g["method"] == "baseline"]
         if len(a) != 1 or len(b) != 1:
             continue
-        pa, pb = Run(a["path"].iloc[0]).predictions, Run(b["path"].iloc[0]).predictions
-        if not (pa[IMAGE] == pb[IMAGE]).all():
+        pa, pb = FinishedRun(a["path"].iloc[0]).predictions, FinishedRun(b["path"].iloc[0]).predictions
+        if not (pa[PRED.image] == pb[PRED.image]).all():
             raise ValueError(f"runs {k} were tested on different images")
-        if GROUP not in pa:
-            raise ValueError(f"{a['path'].iloc[0]}: predictions.csv has no '{GROUP}' column: train it again")
-        t = paired_test(pa[Y_TRUE], pa[P_COVID], pb[P_COVID], pa[GROUP], n_boot=n_boot, seed=int(k[2]))
+        if PRED.group not in pa:
+            raise ValueError(f"{a['path'].iloc[0]}: predictions.csv has no '{PRED.group}' column: train it again")
+        t = paired_test(pa[PRED.y_true], pa[PRED.p_covid], pb[PRED.p_covid], pa[PRED.group], n_boot=n_boot,
+                        seed=int(k[2]))
         rows.append({**dict(zip(key, k)), **t})
     return pd.DataFrame(rows)
 
@@ -188,9 +185,9 @@ def paired_sentence(t: pd.DataFrame) -> str:
 
 def plot_history(run: str | Path):
     """Training loss and validation metrics per epoch; the kept epoch dotted."""
-    r = Run(run)
+    r = FinishedRun(run)
     h, best = r.history, r.metrics.run.best_epoch
-    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     ax[0].plot(h["epoch"], h["train_loss"], "o-", label="training loss (LA-DNN loss)")
     ax[0].plot(h["epoch"], h["val_covid_loss"], "s-", label="validation COVID loss")
     ax[1].plot(h["epoch"], h["val_auc"], "o-", label="validation AUC")
@@ -205,7 +202,7 @@ def plot_history(run: str | Path):
 
 def run_summary(run: str | Path) -> pd.DataFrame:
     """One run's test metrics with their 95% intervals (bootstrap over whole patients or source documents), rounded."""
-    m = Run(run).metrics
+    m = FinishedRun(run).metrics
     rows = [{"metric": k, "value": round(getattr(m.covid, k), 3),
              "95% interval (patient-clustered bootstrap)": "[{:.3f}, {:.3f}]".format(*getattr(m.covid_ci95, k))}
             for k in ("auc", "ap", "sensitivity", "precision", "f1", "accuracy")]
@@ -214,7 +211,7 @@ def run_summary(run: str | Path) -> pd.DataFrame:
 
 def how_computed(run: str | Path) -> str:
     """One line: where and in what precision the run computed (metrics.json's `run.precision`)."""
-    info = Run(run).metrics.run
+    info = FinishedRun(run).metrics.run
     p = info.precision
     if not p:
         return f"{info.seconds} s on {info.device} (precision not recorded: a run written before it was)"
@@ -227,7 +224,8 @@ def how_computed(run: str | Path) -> str:
 
 
 def config_table(run: str | Path) -> pd.DataFrame:
-    return pd.Series(Run(run).config.to_dict(), name="value").astype(str).to_frame()
+    """The run's Config, one row per field (values as text)."""
+    return pd.Series(FinishedRun(run).config.to_dict(), name="value").astype(str).to_frame()
 
 
 def paper_claim() -> dict:

@@ -49,6 +49,7 @@ def _profile_rows(sel: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def describe(r) -> str:
+    """One row of `selection_table` in words: the setting, its epoch budget and what it measured."""
     return (f"{r['backbone']}, the top {int(r['top_blocks'])} block(s) at learning rate {r['lr']:g}, "
             f"{int(r['views'])} cached views, {int(r['tta'])} test-time view(s), {r['head']} head, "
             f"{int(r['budget'])} epochs (validation COVID loss {r['val_covid_loss']:.3f} averaged over both methods: "
@@ -84,7 +85,7 @@ def selection_figure(sel: pd.DataFrame, runs: pd.DataFrame):
         line, = ax.plot(g["train_seconds"], g["val_covid_loss"], marker="o", ms=4,
                         label=f"{k[0]}, top {k[1]}, lr {k[2]:g}, {k[3]} views, TTA {k[4]}, {k[5]}")
         for _, r in g.iterrows():
-            ax.annotate(f"{int(r['budget'])}", (r["train_seconds"], r["val_covid_loss"]), fontsize=6,
+            ax.annotate(f"{int(r['budget'])}", (r["train_seconds"], r["val_covid_loss"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points", color=line.get_color())
     mine = _profile_rows(sel, runs)
     if not mine.empty:

@@ -1,5 +1,6 @@
-"""The Validity chapter: near-duplicate figure, runs re-scored on clean and format-balanced test sets and on the new
-sources (D1), the ablation table and the variation from seeds alone."""
+"""The Validity chapter: the leakage checks of `ladnn.report.leakage` in words, the near-duplicate figure, the file
+metadata by class, runs re-scored on clean and format-balanced test sets and on the new sources (D1), the ablation
+table and the variation from seeds alone."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +8,26 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ladnn.images import decode, read_bytes
 from ladnn.metrics import mean_ci
 from ladnn.report import METHOD_NAMES, fmt_ci, paper_table, recipe
-from ladnn.report.leakage import near_duplicates, reencode, reencoded_aucs, subset_auc
-from ladnn.rundir import Run
+from ladnn.report.leakage import (
+    clean_test,
+    cross_split,
+    near_duplicates,
+    reencode,
+    reencoded_aucs,
+    subset_auc,
+)
+from ladnn.rundir import FinishedRun
+
+
+def split_crossings(df: pd.DataFrame) -> str:
+    """How many patient ids and source documents occur in more than one split (`leakage.cross_split`), two lines."""
+    return (f"patient ids found in more than one split: {len(cross_split(df, 'patient'))}\n"
+            f"source documents (file-name prefixes) found in more than one split: {len(cross_split(df, 'source'))}")
 
 
 def nearest_counts(dist: np.ndarray, head: int = 16) -> dict[int, int]:
@@ -22,7 +37,12 @@ def nearest_counts(dist: np.ndarray, head: int = 16) -> dict[int, int]:
     return pd.Series(d.min(1)).value_counts().sort_index().head(head).to_dict()
 
 
-def near_duplicate_figure(df: pd.DataFrame, dist: np.ndarray, distances=range(7), per_distance: int = 2):
+def nearest_text(dist: np.ndarray) -> str:
+    """`nearest_counts` under a line saying what they are."""
+    return f"distance to the nearest other image (bits): count of images\n{nearest_counts(dist)}"
+
+
+def near_duplicate_figure(df: pd.DataFrame, dist: np.ndarray, distances=range(7), per_distance: int = 2) -> Figure:
     """For each distance, the first `per_distance` pairs (in table order) of images in different splits, two pairs
     to a row; distances without such a pair are named in the title instead of leaving an empty row."""
     split = df["split"].to_numpy()
@@ -33,7 +53,9 @@ def near_duplicate_figure(df: pd.DataFrame, dist: np.ndarray, distances=range(7)
         hit = np.where((dist[iu] == d) & cross)[0]
         (pairs.extend((d, len(hit), iu[0][k], iu[1][k]) for k in hit[:per_distance]) if len(hit) else empty.append(d))
     rows = max(1, -(-len(pairs) // 2))
-    fig, ax = plt.subplots(rows, 4, figsize=(9, 2.4 * rows), squeeze=False)
+    fig = plt.figure(figsize=(9, 2.4 * rows))
+    plt.close(fig)  # not an open pyplot figure: it shows once, where the notebook displays it
+    ax = fig.subplots(rows, 4, squeeze=False)
     for a in ax.flat:
         a.axis("off")
     for p, (d, n, i, j) in enumerate(pairs):
@@ -80,8 +102,48 @@ def hash_reading(df: pd.DataFrame, dist: np.ndarray, threshold: int, distances=r
 
 
 def threshold_counts(df: pd.DataFrame, hashes: list, thresholds=(0, 1, 2, 3, 4, 6, 8, 10)) -> pd.DataFrame:
+    """The number of cross-split near-duplicate pairs (`leakage.near_duplicates`) at each threshold."""
     return pd.DataFrame({"threshold (bits)": thresholds,
                          "cross-split pairs": [len(near_duplicates(df, hashes, t)) for t in thresholds]})
+
+
+def duplicates_text(dups: pd.DataFrame, threshold: int) -> str:
+    """How many near-duplicate pairs (`leakage.near_duplicates`) cross the split, and how many involve training."""
+    train = int(((dups["split_a"] == "train") | (dups["split_b"] == "train")).sum())
+    return (f"{len(dups)} near-duplicate pairs (distance <= {threshold}) cross the split; {train} of them involve a "
+            "training image")
+
+
+def clean_subset(df: pd.DataFrame, dups: pd.DataFrame) -> pd.Series:
+    """The names of the test images that nothing leaks into (`leakage.clean_test`)."""
+    test = df[df["split"] == "test"]
+    return test.loc[clean_test(df, dups), "name"]
+
+
+def clean_text(df: pd.DataFrame, dups: pd.DataFrame) -> str:
+    """The size of the clean test subset (`clean_subset`) against the test split's."""
+    return f"clean test subset: {len(clean_subset(df, dups))} of {int((df['split'] == 'test').sum())} test images"
+
+
+def metadata_tables(df: pd.DataFrame, meta: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """File metadata (`leakage.image_meta`) by class: images per file format, per colour mode, and the median
+    width, height and file size."""
+    cls = df["covid"].map({1: "COVID", 0: "non-COVID"})
+    return (pd.crosstab(meta["format"], cls), pd.crosstab(meta["mode"], cls),
+            meta.groupby(cls)[["width", "height", "file_kb"]].median().round(1))
+
+
+def metadata_sentence(mc: dict) -> str:
+    """What the metadata classifier (`leakage.metadata_classifier`) reaches, in words."""
+    return (f"A classifier that sees only file metadata ({', '.join(mc['features'])}), trained on the "
+            f"{mc['n_train']} training images, reaches a test AUC of {mc['test_auc']:.3f} on {mc['n_test']} test "
+            "images.")
+
+
+def png_test(df: pd.DataFrame, meta: pd.DataFrame) -> pd.Series:
+    """The names of the test images stored as PNG: the format-balanced test subset."""
+    test = df[df["split"] == "test"]
+    return test.loc[meta.loc[test.index, "format"] == "PNG", "name"]
 
 
 def by_recipe(t: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -99,7 +161,7 @@ def rescored(runs: pd.DataFrame, subsets: dict[str, pd.Series], reencoded: pd.Da
     for k, (_, r) in enumerate(runs.iterrows()):
         row = {"backbone": r["backbone"], "dataset": r["dataset"], "method": METHOD_NAMES[r["method"]],
                "seed": r["seed"], "AUC (all test)": r["auc"]}
-        pred = Run(r["path"]).predictions
+        pred = FinishedRun(r["path"]).predictions
         for name, names in subsets.items():
             s = subset_auc(pred, names)
             row[f"AUC ({name})"], row[f"n ({name})"] = s["auc"], s["n"]
@@ -110,6 +172,8 @@ def rescored(runs: pd.DataFrame, subsets: dict[str, pd.Series], reencoded: pd.Da
 
 
 def shortcut_sentence(mc: dict, short: pd.DataFrame) -> str:
+    """The metadata classifier's test AUC and what the PNG-only subset and re-encoding cost our models on average
+    (`rescored` with both)."""
     m = by_recipe(short, ["AUC (all test)", "AUC (PNG-only test)", "AUC (all re-encoded as JPEG)"])
     return (f"Metadata alone: test AUC {mc['test_auc']:.3f}. On average our models lose "
             f"{(m['AUC (all test)'] - m['AUC (PNG-only test)']).mean():+.3f} AUC on the PNG-only subset and "
@@ -123,7 +187,7 @@ def new_source_table(runs: pd.DataFrame) -> pd.DataFrame:
     training images were part of their training."""
     rows = []
     for _, r in runs[runs["dataset"] == "D0"].iterrows():
-        m = Run(r["path"]).metrics.unseen_source
+        m = FinishedRun(r["path"]).metrics.unseen_source
         if not m:
             continue
         ci = m.covid_ci95.auc
@@ -135,6 +199,7 @@ def new_source_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def new_source_sentence(e: pd.DataFrame) -> str:
+    """The mean change in AUC from the D0 test split to D1 (`new_source_table`), in words."""
     if e.empty:
         return "No run of this profile was trained on D0 alone, so none can be scored on D1 as unseen data."
     m = by_recipe(e, ["AUC (D0 test)", "AUC (D1, new sources)"])
@@ -143,7 +208,8 @@ def new_source_sentence(e: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------- ablations and seeds
-def _changes(cfg: dict, ref: dict) -> str:
+def _config_changes(cfg: dict, ref: dict) -> str:
+    """The Config fields (seed and method aside) in which `cfg` differs from `ref`, as 'field=value, ...'."""
     keys = [k for k in cfg if k not in ("seed", "method") and cfg[k] != ref.get(k)]
     return ", ".join(f"{k}={cfg[k]}" for k in keys) or "(no change)"
 
@@ -151,12 +217,12 @@ def _changes(cfg: dict, ref: dict) -> str:
 def ablation_table(runs: pd.DataFrame, abl: pd.DataFrame) -> pd.DataFrame:
     """Mean [95% interval] over seeds of each ablation next to the profile's LA-DNN and baseline of the same backbone
     and dataset, with one sentence per row saying how it compares with that LA-DNN."""
-    first = Run(abl["path"].iloc[0]).config  # ablations change the profile's first recipe: compare like with like
+    first = FinishedRun(abl["path"].iloc[0]).config  # ablations change the profile's first recipe: compare like with like
     runs = runs[(runs["backbone"] == first.backbone) & (runs["dataset"] == first.dataset)]
     ref = runs[runs["method"] == "ladnn"]
-    ref_cfg = Run(ref["path"].iloc[0]).config.to_dict()
+    ref_cfg = FinishedRun(ref["path"].iloc[0]).config.to_dict()
     groups = [("LA-DNN (profile)", ref), ("baseline (profile)", runs[runs["method"] == "baseline"])]
-    abl = abl.assign(change=[_changes(Run(p).config.to_dict(), ref_cfg) for p in abl["path"]])
+    abl = abl.assign(change=[_config_changes(FinishedRun(p).config.to_dict(), ref_cfg) for p in abl["path"]])
     groups += [(c, g) for c, g in abl.groupby("change", sort=False)]
     r_mean, r_lo, r_hi = mean_ci(ref["auc"])
     rows = []
@@ -216,7 +282,7 @@ def seed_sentence(runs: pd.DataFrame) -> str:
 
 def ablation_runs(runs_dir: str | Path) -> pd.DataFrame:
     """The profile's ablation runs (runs_dir/ablations), or an empty table when it defines none."""
-    from ladnn.rundir import find_runs
+    from ladnn.rundir import find_runs, run_dirs
 
-    found = find_runs(Path(runs_dir) / "ablations")
+    found = find_runs(run_dirs(runs_dir)["ablations"])
     return pd.DataFrame([r.summary() for r in found])
