@@ -35,6 +35,7 @@ def main() -> None:
             f = html / f"{page}.html"
             if not f.is_file():
                 raise SystemExit(f"{f} does not exist: build the book first")
+            driver.set_window_size(a.width, 1200)  # the last page's height would stretch this one's scrollHeight
             driver.get(f.as_uri())
             WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
             height = driver.execute_script("return document.documentElement.scrollHeight")

@@ -1,9 +1,10 @@
 """The protocols of ladnn.sources for the quick profile's recipe, with and without each candidate pipeline
 (ladnn.report.unseen.PIPELINES: Config.preprocess, Config.augment, Config.finetune).
 
-For every candidate and method, the quick profile's config is trained once per fold of `--protocol grouped` (b:
-D0 plus the D1 images present, no patient or document on both sides) or `--protocol collection` (c: each negative
-collection held out whole), or, with `--protocol official`, on the official D0 split for the seeds given. Finished
+For every candidate, method and seed, the quick profile's config is trained once per fold of `--protocol grouped`
+(b: D0, no patient or document on both sides) or `--protocol collection` (c: each of D0's two negative collections
+held out whole), or, with `--protocol official`, on the official D0 split. D1 is in no fold: it stays external,
+scored by the official runs (protocol d, benchmarks/transfer.py). Finished
 runs are reused. Two CSVs go to ladnn/resources/ for the book's chapter "New sources":
 - `source_protocol_quick_runs.csv`: one row per run, with the validation COVID loss and AUC of the kept epoch (the
   pipeline is chosen on protocol (c)'s validation parts only);
@@ -76,7 +77,7 @@ def merged(path: Path, new: pd.DataFrame) -> pd.DataFrame:
 
 def export(root: Path, merge: bool = False) -> None:
     """Both CSVs from every finished run under `root`; with `merge`, the committed rows of other runs are kept."""
-    table = load_table("D0+D1")
+    table = load_table("D0")
     group = dict(zip(table["name"], linked_groups(table)))
     collection = dict(zip(table["name"], table["collection"]))
     runs, preds = [], []
@@ -120,7 +121,7 @@ def main() -> None:
         from ladnn.train import prepare
 
         base = quick_config()
-        n_col = len(negative_collections(load_table("D0+D1")))
+        n_col = len(negative_collections(load_table("D0")))  # D0's own: D1 stays external
         for name in a.candidates:
             pre, aug, ft = PIPELINES[name]
             jobs = []
@@ -130,7 +131,7 @@ def main() -> None:
                     if a.protocol != "official":
                         folds = n_col if a.protocol == "collection" else a.folds
                         for k in a.folds_only if a.folds_only is not None else range(folds):
-                            cfg = Config(**{**common, "protocol": a.protocol, "dataset": "D0+D1", "folds": folds,
+                            cfg = Config(**{**common, "protocol": a.protocol, "dataset": "D0", "folds": folds,
                                             "fold": k})
                             jobs.append((cfg, root / name / f"{a.protocol}-{method}-f{k}-s{seed}"))
                     else:

@@ -96,8 +96,8 @@ class Config:
     protocol: str = config_field("official", "official: the dataset's own split; grouped: cross-validation with no patient or "
                                    "document on both sides; collection: each negative collection held out whole "
                                    "(ladnn.sources)", PROTOCOLS, cache=True)
-    folds: int = config_field(5, "protocol grouped: number of folds; collection: the number of negative collections",
-                    cache=False, low=3)
+    folds: int = config_field(5, "protocol grouped: number of folds (at least 3); collection: the number of negative "
+                                 "collections of D0 (2)", cache=False, low=2)
     fold: int = config_field(0, "grouped or collection: the test fold (ladnn.sources.fold_splits)", cache=False, low=0)
     # _f returns dataclasses.field(default_factory=list) for a list: a fresh list per Config, hence the noqa
     preprocess: list[str] = config_field([], "input pipeline against shortcuts, applied in this order: crop (to the body), "  # noqa: RUF009
@@ -144,6 +144,12 @@ class Config:
             raise ConfigError(f"config field {field_!r}: the baseline has one task; use method 'ladnn'")
         if not self.fold < self.folds:
             raise ConfigError(f"config field 'fold' must be below 'folds' ({self.folds}): got {self.fold}")
+        if self.protocol == "grouped" and self.folds < 3:
+            raise ConfigError(f"config field 'folds': grouped cross-validation needs at least 3 (test, validation, "
+                              f"training); got {self.folds}")
+        if self.protocol != "official" and self.dataset != "D0":
+            raise ConfigError(f"config field 'dataset': protocol {self.protocol!r} draws its folds from D0 only; D1 "
+                              f"stays external (protocol d scores it), so {self.dataset!r} is refused")
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -101,7 +101,7 @@ def source_of(name: str) -> str:
     stem = name.rsplit(".", 1)[0]
     if m := re.match(r"^(.*?)-p\d+", stem):
         return m.group(1)
-    if m := re.match(r"^(PII[A-Z0-9]+)_\d+$", stem):  # Lancet figures: one article, several panels
+    if m := re.match(r"^(PII[A-Z0-9]+)", stem):  # Lancet figures: one article (its PII), whatever the panel suffix
         return m.group(1)
     if stem.count("_") >= 2:
         return "_".join(stem.split("_")[:2])

@@ -200,6 +200,20 @@ def paired_difference(y, p_a, p_b, groups=None, n_boot: int = 2000, seed: int = 
             "clusters": len(clusters(np.arange(len(y)) if groups is None else groups, y)[1])}
 
 
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of m p-values (Holm 1979): the k-th smallest is multiplied by m - k + 1, and the
+    adjusted values are made non-decreasing in that order, at most 1. Rejecting where the adjusted p < alpha keeps
+    the chance of any false claim among the m below alpha. NaN stays NaN and does not count in m."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(len(p), np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    adj = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out[order] = adj
+    return out
+
+
 def paired_test(y, p_a, p_b, groups=None, n_boot: int = 2000, seed: int = 0, threshold: float = 0.5) -> dict:
     """Method A against method B on the same images: the clustered paired bootstrap of the AUC difference
     (`paired_difference`) and McNemar's exact test on the 0/1 decisions."""

@@ -525,6 +525,12 @@ class FinishedRun:
     def predictions(self) -> pd.DataFrame:
         return pd.read_csv(self.path / PREDICTIONS)
 
+    @cached_property
+    def unseen_predictions(self) -> pd.DataFrame | None:
+        """Its predictions on the D1 images present (official D0 runs: `UNSEEN`), or None when it has none."""
+        f = self.path / UNSEEN
+        return pd.read_csv(f) if f.is_file() else None
+
     def evaluations(self) -> dict:
         """Every `ladnn evaluate` output of the run (folder name -> Evaluation), e.g. `eval-covid-ct-md-sample-1a2b3c4d`.
         A damaged one (its metrics.json unreadable, not JSON, or not an evaluation) is named in one line on stderr and

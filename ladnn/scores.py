@@ -195,6 +195,96 @@ class AucInterval:
         return f"{self.auc:.3f} (95% interval {self.lo:.3f} to {self.hi:.3f})"
 
 
+# Below this many clusters in a class, a percentile bootstrap interval is not shown: it has too few distinct
+# resamples to mean what "95%" says (2 COVID-19 patients give 3 positive compositions). `at_level` gives the exact
+# permutation p-value instead, and the smallest AUC such a set could tell from chance.
+MIN_CLUSTERS = 5
+
+
+@dataclass(frozen=True)
+class ClusterTest:
+    """An AUC on a set with few clusters: the exact one-sided permutation p-value of the AUC (the classes of whole
+    clusters permuted), the smallest p-value any ranking of this set could reach (1 / the number of ways to choose
+    the positive clusters), and the smallest AUC whose p-value is at most 0.05 (None when none is)."""
+    auc: float | None
+    p: float
+    least_p: float
+    auc_needed: float | None
+    n: int
+    positive_clusters: int
+    negative_clusters: int
+    level: str
+
+    def row(self) -> dict:
+        """The columns of the chapters' tables: AUC, no interval, n, clusters, the exact p and the AUC needed."""
+        return {"AUC": self.auc, "lo": np.nan, "hi": np.nan, "n": self.n,
+                "clusters": self.positive_clusters + self.negative_clusters, "exact p": self.p,
+                "AUC needed": np.nan if self.auc_needed is None else self.auc_needed}
+
+    def text(self) -> str:
+        """The AUC and what these clusters can show, in words."""
+        few = f"{self.positive_clusters} COVID-19 and {self.negative_clusters} other clusters"
+        if self.auc_needed is None:
+            return (f"{self.auc:.3f} ({few}: too few for any AUC to differ from chance at the 5% level; the "
+                    f"smallest possible permutation p-value is {self.least_p:.3f})")
+        return (f"{self.auc:.3f} ({few}; exact permutation p = {self.p:.3f}; an AUC of at least "
+                f"{self.auc_needed:.3f} would be needed at the 5% level)")
+
+
+def cluster_classes(p: pd.DataFrame, level: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's cluster index (of `level`) and each cluster's class; a ValueError when a cluster holds both."""
+    codes, uniq = pd.factorize(p[level].astype(str), sort=True)
+    y = p[PRED.y_true].to_numpy().astype(int)
+    lo, hi = np.full(len(uniq), 1), np.zeros(len(uniq), dtype=int)
+    np.minimum.at(lo, codes, y)
+    np.maximum.at(hi, codes, y)
+    if (lo != hi).any():
+        raise ValueError(f"a {level} cluster holds both classes: its label cannot be permuted as a whole")
+    return codes, hi
+
+
+def cluster_test(p: pd.DataFrame, level: str = PRED.group, max_ways: int = 200_000) -> ClusterTest:
+    """The exact permutation test of the AUC of `p` at `level`: every way of choosing which clusters are COVID-19
+    (as many as there are), each image labelled by its cluster; p = the share of choices whose AUC is at least the
+    observed one. Exact up to `max_ways` choices (a ValueError beyond: use `auc_interval`)."""
+    from itertools import combinations
+    from math import comb
+
+    codes, cls = cluster_classes(p, level)
+    k, n = int(cls.sum()), len(cls)
+    ways = comb(n, k)
+    if ways > max_ways:
+        raise ValueError(f"{ways} ways to choose {k} of {n} clusters: too many to enumerate; use the bootstrap")
+    s = p[PRED.p_covid].to_numpy()
+    draws = np.array([auc((np.isin(codes, c)).astype(int), s) for c in combinations(range(n), k)])
+    obs = auc(p[PRED.y_true], s)
+    p_value = float(np.mean(draws >= obs - 1e-12))
+    ranked = np.sort(draws)[::-1]
+    reach = ranked[int(np.floor(0.05 * ways)) - 1] if 0.05 * ways >= 1 else None  # the ceil(5%)-th largest AUC
+    return ClusterTest(obs, p_value, 1 / ways, None if reach is None else float(reach), len(p), k, n - k, level)
+
+
+def at_level(p: pd.DataFrame, level: str = PRED.group, n_boot: int = 2000, seed: int = 0
+             ) -> AucInterval | ClusterTest:
+    """The AUC of `p` at its protocol's level: with at least MIN_CLUSTERS clusters in each class, with its
+    bootstrap interval (`auc_interval`); with fewer, the exact permutation test (`cluster_test`) and no interval
+    (a set whose clusters hold both classes keeps the bootstrap, which draws such clusters as a stratum)."""
+    if too_few_clusters(p, level) and not mixed_clusters(p, level):
+        return cluster_test(p, level)
+    return auc_interval(p, level, n_boot, seed)
+
+
+def mixed_clusters(p: pd.DataFrame, level: str = PRED.group) -> bool:
+    """Whether a cluster holds both classes (then its label cannot be permuted whole)."""
+    return bool((p.groupby(level)[PRED.y_true].nunique() > 1).any())
+
+
+def too_few_clusters(p: pd.DataFrame, level: str = PRED.group) -> bool:
+    """Whether one class has images in fewer than MIN_CLUSTERS clusters."""
+    by_class = p.groupby(PRED.y_true)[level].nunique()
+    return len(by_class) < 2 or int(by_class.min()) < MIN_CLUSTERS
+
+
 def auc_interval(p: pd.DataFrame, level: str = PRED.group, n_boot: int = 2000, seed: int = 0) -> AucInterval:
     """The COVID AUC of a predictions table with its 95% interval, resampling whole `level` clusters within each
     class (`ladnn.metrics.auc_ci`)."""

@@ -78,7 +78,7 @@ def create_app(run_dir: str | Path, max_upload_mb: float = 20, max_files: int = 
     limit = int(max_upload_mb * 1024 * 1024)
     MultiPartParser.spool_max_size = limit + 1  # keep every upload in memory (the default spills to disk at 1 MB)
     metrics = pred.run.metrics
-    gen = new_data_report(metrics, recipe_figures(pred.config), evaluations(pred.run))
+    gen = new_data_report(metrics, recipe_figures(pred.config), evaluations(pred.run), pred.run.unseen_predictions)
     info = {"run": str(run_dir), "config": pred.config.to_dict(), "outputs": ["COVID", *pred.tasks[1:]],
             "weights_source": pred.weights_source, "test_metrics": metrics.covid.to_dict(),
             "test_metrics_ci95": metrics.covid_ci95.to_dict(), "generalisation": gen,

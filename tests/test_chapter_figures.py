@@ -97,7 +97,15 @@ def test_protocol_figure_one_errorbar_per_row_in_table_order():
         "(a) official split | LA-DNN | none", "(b) grouped | baseline | none", "(d) D1, trained on D0 | LA-DNN | frozen"]
     assert ax.yaxis_inverted()  # the first row on top
     assert list(ax.lines[-1].get_xdata()) == [0.5, 0.5]  # chance
-    assert ax.get_xlabel().startswith("AUC (95% interval")
+    assert ax.get_xlabel() == "AUC"
+    # a row on too few clusters has no interval: a cross of its own, no bar
+    few = tab.copy()
+    few.loc[few.index[2], ["lo", "hi"]] = np.nan
+    (ax,) = unseen.protocol_figure(few).axes
+    crosses = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    assert len(ax.collections[0].get_segments()) == 2 and [list(c.get_ydata()) for c in crosses] == [[2]]
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"too few clusters for an interval",
+                                                                   "95% interval at the protocol's level"}
 
 
 def test_candidates_and_subset_sentences():
@@ -122,12 +130,14 @@ def test_grouping_sentences_and_fold_crossings_on_the_data(data_dir):
     med = table[(table["dataset"] == "D0") & (table["collection"] == "MedPix")]
     text = unseen.grouping_sentences(table)
     assert f"- MedPix gives {len(med)} of D0's negatives, from {med['patient'].nunique()} patients" in text
-    assert f"form {linked_groups(table).nunique()} groups." in text
+    d0 = table[table["dataset"] == "D0"]
+    assert f"D0's images form {linked_groups(d0).nunique()} groups" in text
     assert f"of the {int((med['split'] == 'test').sum())} MedPix test images" in text
     c = unseen.fold_crossings(table)
     assert list(c.columns) == ["patient", "document", "group"]
     assert list(c.index) == [("grouped", k) for k in range(5)] + [
-        ("collection", k) for k in range(len(negative_collections(table)))]
+        ("collection", k) for k in range(len(negative_collections(d0)))]  # D0's two: D1 stays external
+    assert len(negative_collections(d0)) == 2
     assert (c == 0).all().all()  # both protocols hold patients, documents and their groups out
 
 
@@ -180,7 +190,9 @@ def test_real_ct_maps_and_service_warning(tiny_run, external_dir):
     assert set(names) <= scored
     assert len(fig.axes) == 4 * 5 and fig.axes[0].get_title() == "CT image"
     r = FinishedRun(tiny_run)
-    warning = new_data_report(r.metrics, recipe_figures(r.config, 200), r.evaluations())["warning"]
+    warning = new_data_report(r.metrics, recipe_figures(r.config, 200), r.evaluations(),
+                              r.unseen_predictions)["warning"]
+    assert "too few to tell any AUC from chance" in warning  # D1's positives: one article
     assert unseen.service_warning(tiny_run, 200) == f"warning on the service page of {tiny_run.name} :\n {warning}"
 
 
@@ -223,13 +235,16 @@ def test_effect_and_label_sentences():
             f"{s['change'][2]:+.3f})") in texts[1]
     assert f"puts {effects['ladnn']['cam_share_on_marks'].mean():.1%} of its mass" in texts[1]
     mk = pd.DataFrame({"dataset": ["D0"] * 5 + ["D1"], "covid": [1, 1, 1, 0, 0, 1],
-                       "marked": [True, True, False, False, False, True]})
+                       "marked": [True, True, False, False, False, True],
+                       "mark_share": [0.01, 0.01, 0.0, 0.0, 0.0012, 0.01],
+                       "collection": ["p", "p", "p", "MedPix", "D1:Non-smallcelllungcancer_RIDER-Lung-CT", "q"]})
     text = marks.label_sentence(mk, effects["ladnn"])
-    assert text.startswith("3 COVID-positive and 0 non-COVID images carry colour marks: in this data a drawn mark "
-                           "is itself a label. 3 of the 6 marked D0 images are training images")
-    mk.loc[3, "marked"] = True
-    assert marks.label_sentence(mk, effects["ladnn"]).startswith("3 COVID-positive and 1 non-COVID images carry "
-                                                                 "colour marks. 3 of the 6")
+    assert text.startswith("The colour rule (at least 0.2% of the pixels in drawn colour) finds marks on 3 "
+                           "COVID-positive and 0 non-COVID images; 1 non-COVID images carry some drawn colour below "
+                           "that share (0.12% to 0.12% of the image; among them 1 of D1's RIDER negatives")
+    assert "do not show that a drawn mark is itself a label" in text and "3 of the 6 marked D0 images" in text
+    mk.loc[4, "mark_share"] = 0.0
+    assert "no non-COVID image carries drawn colour below that share" in marks.label_sentence(mk, effects["ladnn"])
 
 
 # ---------------------------------------------------------------- Validity

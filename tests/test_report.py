@@ -279,24 +279,26 @@ def test_mean_ci_is_a_t_interval():
     assert fmt_ci(0.5, float("nan"), float("nan")) == "50.0" and fmt_ci(0.5, 0.4, 0.6) == "50.0 [40.0, 60.0]"
 
 
-def _transfer(rng, n=160):
+def _transfer(rng, n=160, seeds=(0,)):
     """A synthetic transfer table: protocol (c) with 4 folds of 40 images in 40 groups (validation and test parts)
-    and the official run's parts; 'none+AdaBN' ranks images better than 'none' everywhere."""
+    and the official run's parts; 'none+AdaBN' ranks images better than 'none' everywhere, and LA-DNN better than
+    the baseline."""
     rows = []
     y = np.tile([0, 1], n // 2)
     group = np.array([f"g{k // 4}" for k in range(n)])  # 40 groups of 4 images, both classes in each
     fold = np.array([int(g[1:]) % 4 for g in group])
     coll = np.where(y == 0, np.array(["A", "B", "C", "D"])[fold], "papers")
-    for adabn, sep in ((False, 0.3), (True, 2.5)):
-        for m in ("ladnn", "baseline"):
-            for prot, part in (("collection", "val"), ("collection", "test"), ("official", "test"),
-                               ("official", "D1")):
-                p = 1 / (1 + np.exp(-(sep * (y - 0.5) + rng.normal(0, 1, n))))
-                rows.append(pd.DataFrame({"candidate": "none", "adabn": adabn, "method": m, "protocol": prot,
-                                          "fold": fold if prot == "collection" else -1, "seed": 0, "part": part,
-                                          PRED.image: [f"i{k}" for k in range(n)], PRED.y_true: y,
-                                          PRED.p_covid: p, PRED.group: group, PRED.collection: coll,
-                                          PRED.patient: group}))
+    for seed in seeds:
+        for adabn, sep in ((False, 0.3), (True, 2.5)):
+            for m, gain in (("ladnn", 1.0), ("baseline", 0.0)):
+                for prot, part in (("collection", "val"), ("collection", "test"), ("official", "test"),
+                                   ("official", "D1")):
+                    p = 1 / (1 + np.exp(-((sep + gain) * (y - 0.5) + rng.normal(0, 1, n))))
+                    rows.append(pd.DataFrame({"candidate": "none", "adabn": adabn, "method": m, "protocol": prot,
+                                              "fold": fold if prot == "collection" else -1, "seed": seed,
+                                              "part": part, PRED.image: [f"i{k}" for k in range(n)],
+                                              PRED.y_true: y, PRED.p_covid: p, PRED.group: group,
+                                              PRED.collection: coll, PRED.patient: group}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -308,31 +310,44 @@ def test_transfer_choice_tables_and_paired_differences():
     assert list(sel.index) == ["none+AdaBN", "none"] and sel.shape[1] == 5  # mean + 4 folds
     assert unseen.chosen(t) == "none+AdaBN" == unseen.after_pipeline(t)
     tab = unseen.protocol_table(t, ["none", "none+AdaBN"], n_boot=200)
-    c = tab.loc[(unseen.PROTOCOL_NAMES["collection"], "LA-DNN", "none+AdaBN")]
-    assert c["n"] == 160 and c["clusters"] == 40 and c["lo"] <= c["AUC"] <= c["hi"]
-    pooled = unseen.parts(t, "none+AdaBN", "ladnn")["collection"]
-    assert c["AUC"] == skm.roc_auc_score(pooled[PRED.y_true], pooled[PRED.p_covid])
-    ci = bootstrap_ci(pooled[PRED.y_true], pooled[PRED.p_covid], pooled[PRED.group], n_boot=200)["auc"]
+    assert unseen.PROTOCOL_NAMES["collection"] not in tab.index.get_level_values(0)  # (c) is never pooled
+    held = [i for i in tab.index if i[0].startswith("(c) held out: ")]
+    assert len(held) == 4 * 2 * 2  # per held-out collection, method and pipeline
+    c = tab.loc[("(c) held out: A", "LA-DNN", "none+AdaBN")]
+    fold = unseen.parts(t, "none+AdaBN", "ladnn")["collection"]
+    fold = fold[fold[PRED.collection].isin(["A", "papers"]) & (fold[PRED.fold] == 0)]
+    assert c["n"] == 40 and c["clusters"] == 10 and c["lo"] <= c["AUC"] <= c["hi"]
+    assert c["AUC"] == skm.roc_auc_score(fold[PRED.y_true], fold[PRED.p_covid])
+    ci = bootstrap_ci(fold[PRED.y_true], fold[PRED.p_covid], fold[PRED.group], n_boot=200)["auc"]
     assert [c["lo"], c["hi"]] == ci  # the interval of the clustered bootstrap, seed 0, exactly
-    worst = [i for i in tab.index if i[0].startswith("(c) worst")]
-    assert len(worst) == 4  # per method and pipeline
     ct = unseen.collection_tables(t, n_boot=200)["LA-DNN"]
     assert list(ct["AUC"]) == sorted(ct["AUC"]) and set(ct["held-out collection"]) == {"A", "B", "C", "D"}
-    w = ct.iloc[0]  # the worst held-out collection's row of the protocol table is that fold's
-    row = tab.loc[(f"(c) worst: {w['held-out collection']}", "LA-DNN", "none")]
-    assert (row["AUC"], row["lo"], row["hi"], row["n"]) == (w["AUC"], w["lo"], w["hi"], w["n"])
     cmp = unseen.comparisons(t, "none+AdaBN", n_boot=200)
-    d = cmp.loc[(unseen.PROTOCOL_NAMES["collection"], "none+AdaBN - none, LA-DNN")]
-    assert d["AUC difference"] > 0.2 and d["lo"] > 0
+    d = cmp.loc[("(c) held out: A", "none+AdaBN - none, baseline")]
+    assert d["AUC difference"] > 0.2 and d["lo"] > 0 and d["seeds"] == 1
+    assert d["claim"].startswith("no difference shown (one seed")  # one seed never makes a claim
+    assert cmp.attrs["family"] == cmp["p"].notna().sum() and (cmp["p Holm"] >= cmp["p"]).all()
     same = unseen.paired(t, "D1", ("none", "ladnn"), ("none", "ladnn"), n_boot=100)
     assert same["auc_diff"] == 0
     text = unseen.verdict(tab, cmp, sel, "none+AdaBN")
-    assert "is **none+AdaBN**" in text and "D1, none+AdaBN" in text
+    assert "is **none+AdaBN**" in text and "D1, none+AdaBN" in text and "Holm-adjusted" in text
     sub = subset_aucs(unseen.parts(t, "none", "ladnn")["collection"], 100)
     assert sub.shape[0] == 9  # all, 4 x 2
     p = unseen.parts(t, "none", "ladnn")["collection"]
     only_a = p[(p[PRED.y_true] == 1) | (p[PRED.collection] == "A")]
     assert sub.loc["only A", "AUC"] == skm.roc_auc_score(only_a[PRED.y_true], only_a[PRED.p_covid])
+
+
+def test_a_difference_is_claimed_from_three_seeds_after_holm():
+    from ladnn.metrics import holm
+    from ladnn.report import unseen
+
+    t = unseen.with_adabn(_transfer(np.random.default_rng(1), seeds=(0, 1, 2)))
+    cmp = unseen.comparisons(t, "none+AdaBN", n_boot=300)
+    d = cmp.loc[("(a) official split", "none+AdaBN - none, LA-DNN")]
+    assert d["seeds"] == 3 and d["p Holm"] < 0.05 and d["claim"] == "the first is better"
+    assert np.allclose(cmp["p Holm"], holm(cmp["p"]), equal_nan=True)
+    assert holm([0.01, 0.04, 0.03, np.nan]).tolist()[:3] == pytest.approx([0.03, 0.06, 0.06])
 
 
 def test_pipeline_names_round_trip():

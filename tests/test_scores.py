@@ -133,3 +133,45 @@ def test_series_summary_scores_each_series_over_its_slices_with_lung(tmp_path):
     (row,) = scores.series_summary(results, [s])
     assert row[PRED.p_covid + "_patient"] == pytest.approx(0.6) and row["slices_with_lung"] == 2
     assert row["slices"] == 3 and row["patient_id"] == "P1"
+
+
+def test_few_clusters_get_the_exact_permutation_test_and_no_interval():
+    """Six patients, two of them COVID-19 (COVID-CT-MD's shape): even a perfect ranking has p = 1/15 > 0.05, so no
+    AUC on such a set can differ from chance; at_level gives no interval there."""
+    t = pd.DataFrame({PRED.y_true: [1] * 4 + [0] * 8, PRED.p_covid: np.r_[np.linspace(0.9, 0.8, 4),
+                                                                          np.linspace(0.7, 0.1, 8)],
+                      PRED.group: ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e", "f", "f"]})
+    r = scores.at_level(t)
+    assert isinstance(r, scores.ClusterTest) and r.auc == 1.0
+    assert r.p == pytest.approx(1 / 15) and r.least_p == pytest.approx(1 / 15) and r.auc_needed is None
+    assert (r.positive_clusters, r.negative_clusters, r.n) == (2, 4, 12)
+    assert np.isnan(r.row()["lo"]) and r.row()["exact p"] == r.p and "too few" in r.text()
+    # by hand: the 15 ways to choose 2 of the 6 patients as COVID-19, each image labelled by its patient
+    from itertools import combinations
+
+    codes = pd.factorize(t[PRED.group], sort=True)[0]
+    draws = [roc_auc_score(np.isin(codes, c).astype(int), t[PRED.p_covid]) for c in combinations(range(6), 2)]
+    assert r.p == pytest.approx(np.mean(np.array(draws) >= 1.0))
+    # ten patients a class: the bootstrap interval again
+    many = pd.concat([t.assign(**{PRED.group: t[PRED.group] + str(k)}) for k in range(5)], ignore_index=True)
+    assert isinstance(scores.at_level(many, n_boot=100), scores.AucInterval)
+    # a set whose clusters hold both classes cannot be permuted whole: the bootstrap, which draws them as a stratum
+    mixed = t.assign(**{PRED.group: ["a", "b"] * 6})
+    assert isinstance(scores.at_level(mixed, n_boot=100), scores.AucInterval)
+    with pytest.raises(ValueError, match="holds both classes"):
+        scores.cluster_test(mixed)
+
+
+def test_the_auc_a_larger_few_cluster_set_would_need():
+    """Three COVID-19 and five other clusters (56 ways to choose): p < 0.05 is reachable, from a stated AUC on."""
+    rng = np.random.default_rng(0)
+    groups = [f"g{i}" for i in range(8)]
+    t = pd.DataFrame({PRED.group: np.repeat(groups, 3), PRED.y_true: np.repeat([1, 1, 1, 0, 0, 0, 0, 0], 3),
+                      PRED.p_covid: rng.random(24)})
+    r = scores.cluster_test(t)
+    assert r.least_p == pytest.approx(1 / 56) and r.auc_needed is not None
+    from itertools import combinations
+
+    codes = pd.factorize(t[PRED.group], sort=True)[0]
+    draws = np.array([roc_auc_score(np.isin(codes, c).astype(int), t[PRED.p_covid]) for c in combinations(range(8), 3)])
+    assert np.mean(draws >= r.auc_needed - 1e-12) <= 0.05 < np.mean(draws >= np.max(draws[draws < r.auc_needed]) - 1e-12)

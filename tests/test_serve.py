@@ -187,6 +187,19 @@ def test_new_data_report_warning_rules():
                                               "test_groups": 60, "level": "group"}})
     g = new_data_report(fold)
     assert g["official_test"] is None and g["figures"][0]["new_data"] and g["warning"] is None
+    # a figure on too few clusters shows no interval and never reassures, however high its AUC
+    few = {**fig(0.95, 0.0, 0.0), "ci95": None, "few": {"positive": 2, "negative": 4, "p": 0.067}}
+    g = new_data_report(metrics(0.86, unseen=0.84, lo=0.78, hi=0.90), [few])
+    assert g["warning"].startswith(NOT_SHOWN) and "on 2 COVID-19 and 4 other group clusters, too few" in g["warning"]
+    # the run's own D1 predictions, when given, are scored at their level: one positive article is too few
+    import pandas as pd
+
+    d1 = pd.DataFrame({"image": [f"{i}.png" for i in range(12)], "y_true": [1] * 6 + [0] * 6,
+                       "p_covid": np.linspace(0.9, 0.1, 12), "group": ["article"] * 6 + [f"p{i}" for i in range(6)]})
+    g = new_data_report(metrics(0.86, unseen=1.0, lo=0.99, hi=1.0), unseen=d1)
+    d1_fig = g["figures"][1]
+    assert d1_fig["ci95"] is None and d1_fig["few"] == {"positive": 1, "negative": 6, "p": pytest.approx(1 / 7)}
+    assert "too few to tell any AUC from chance" in g["warning"]
 
 
 def test_dicom_upload_and_not_ct_warnings(client, external_dir):

@@ -24,6 +24,11 @@ def table(data_dir):
     return load_table("D0+D1")
 
 
+@pytest.fixture(scope="module")
+def d0(data_dir):
+    return load_table("D0")
+
+
 def test_groups_and_collections_from_the_metadata(table):
     d0 = table[table["dataset"] == "D0"]
     neg = d0[d0["covid"] == 0]
@@ -51,8 +56,9 @@ def test_linked_groups_join_through_shared_keys():
     assert g[3] == "D0:image:d"
 
 
-@pytest.mark.parametrize("protocol,folds", [("grouped", 5), ("collection", 4)])
-def test_no_patient_document_or_group_crosses(table, protocol, folds):
+@pytest.mark.parametrize("protocol,folds", [("grouped", 5), ("collection", 2)])
+def test_no_patient_document_or_group_crosses(d0, protocol, folds):
+    table = d0
     for k in range(folds):
         split = fold_splits(table, protocol, folds, k)
         for level in ("patient", "document", "group"):
@@ -65,23 +71,23 @@ def test_no_patient_document_or_group_crosses(table, protocol, folds):
             assert table.loc[split == s, "covid"].nunique() == 2, (protocol, k, s)
 
 
-def test_every_image_tested_once(table):
-    for f in (grouped_folds(table, 5), collection_folds(table)):
+def test_every_image_tested_once(d0):
+    for f in (grouped_folds(d0, 5), collection_folds(d0)):
         assert (f >= 0).all()
-        g = linked_groups(table)
+        g = linked_groups(d0)
         assert (pd.Series(f).groupby(g.to_numpy()).nunique() == 1).all()  # a group lives in one fold
-    assert (collection_folds(table) == collection_folds(table)).all()  # deterministic
+    assert (collection_folds(d0) == collection_folds(d0)).all()  # deterministic
 
 
 def test_protocol_config_and_splits(data_dir):
     from ladnn.data import splits
 
-    d = splits(Config(protocol="collection", dataset="D0+D1", folds=4, fold=2))
-    assert sum(len(x) for x in d.values()) == 822
+    d = splits(Config(protocol="collection", folds=2, fold=1))
+    assert sum(len(x) for x in d.values()) == 746
     train = set(linked_groups(d["train"]))
     assert not train & set(linked_groups(d["test"])) and not train & set(linked_groups(d["val"]))
     with pytest.raises(ValueError, match="one fold per negative collection"):
-        splits(Config(protocol="collection", dataset="D0+D1", folds=5, fold=0))
+        splits(Config(protocol="collection", folds=4, fold=0))
     with pytest.raises(ValueError, match="protocol"):
         Config(protocol="source")
     off = splits(Config())
@@ -110,7 +116,7 @@ def test_fold_runs_share_one_cache_and_hold_out_groups(tmp_path, data_dir, monke
 
     monkeypatch.setenv("LADNN_CACHE_DIR", str(tmp_path / "cache"))
     base = Config(backbone="efficientnet_lite0", pretrained=False, finetune="top", top_blocks=1, views=1, tta=2,
-                  epochs=1, batch_size=8, limit=24, protocol="grouped", dataset="D0+D1", preprocess=["gray", "jpeg"])
+                  epochs=1, batch_size=8, limit=24, protocol="grouped", preprocess=["gray", "jpeg"])
     ms = [train(Config(**{**base.to_dict(), "fold": k}), tmp_path / f"f{k}") for k in (0, 1)]
     assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 1
     for k, m in enumerate(ms):
@@ -131,21 +137,23 @@ def test_official_run_scored_on_d1(tiny_run):
     assert len(pred) == u["covid"]["n"] and m["protocol"]["protocol"] == "official"
 
 
-def test_committed_benchmark_matches_todays_folds(table):
-    """The chapter's fold predictions were computed with the folds and groups the code makes today."""
+def test_committed_benchmark_matches_todays_folds(table, d0):
+    """The chapter's fold predictions were computed with the folds and groups the code makes today, over D0 alone:
+    no D1 image in any fold's test part (nor, by the folds, in its training or validation)."""
     from ladnn.generalisation import bench_predictions, bench_runs, transfer_predictions
 
     preds, runs = bench_predictions(), bench_runs()
-    group = dict(zip(table["name"], linked_groups(table)))
-    folds = {"grouped": dict(zip(table["name"], grouped_folds(table, 5))),
-             "collection": dict(zip(table["name"], collection_folds(table)))}
+    assert not preds["image"].isin(table.loc[table["dataset"] == "D1", "name"]).any()
+    group = dict(zip(d0["name"], linked_groups(d0)))
+    folds = {"grouped": dict(zip(d0["name"], grouped_folds(d0, 5))),
+             "collection": dict(zip(d0["name"], collection_folds(d0)))}
     for prot, fold in folds.items():
         p = preds[preds["protocol"] == prot]
         assert len(p), prot
         assert (p["image"].map(fold) == p["fold"]).all(), prot
         assert (p["image"].map(group) == p["group"]).all(), prot
-        for key, q in p.groupby(["candidate", "method"]):  # every image tested exactly once
-            assert q["image"].is_unique and len(q) == len(table), key
+        for key, q in p.groupby(["candidate", "method", "seed"]):  # every image tested exactly once
+            assert q["image"].is_unique and len(q) == len(d0), key
         full = runs[runs["protocol"] == prot].groupby(["candidate", "method"])["fold"].nunique()
         assert (full == len(set(fold.values()))).all(), full
     t = transfer_predictions()
@@ -165,3 +173,45 @@ def test_every_scored_image_has_a_resampling_cluster():
     d1 = parts(t, "none", "ladnn")["D1"]
     article = d1[d1["patient"].isna()]
     assert len(article) and article["group"].nunique() == 1
+
+
+# ---------------------------------------------------------------- D1 and COVID-CT-MD stay external
+@pytest.mark.parametrize("dataset", ["D0+D1"])
+@pytest.mark.parametrize("protocol", ["grouped", "collection"])
+def test_a_protocol_over_d1_is_refused(protocol, dataset):
+    """Protocols (b) and (c) draw on D0 only: D1 is new data (protocol d), so no fold may train, validate or choose
+    on it."""
+    from ladnn.config import ConfigError
+
+    with pytest.raises(ConfigError, match="D1 stays external"):
+        Config(protocol=protocol, dataset=dataset, folds=5 if protocol == "grouped" else 2)
+
+
+def test_no_protocol_trains_validates_or_tests_on_d1_or_covid_ct_md(data_dir, external_dir):
+    """On the real data: every part of the official split and of every fold of (b) and (c) holds D0 images only,
+    none of D1 and none of COVID-CT-MD's files."""
+    from ladnn.data import splits
+
+    ct_md = set(pd.read_csv(Path(external_dir) / "labels.csv")["file"].map(lambda f: Path(f).name))
+    d1 = set(load_table("D0+D1").query("dataset == 'D1'")["name"])
+    cfgs = [Config()] + [Config(protocol="grouped", folds=5, fold=k) for k in range(5)]
+    cfgs += [Config(protocol="collection", folds=2, fold=k) for k in range(2)]
+    for c in cfgs:
+        for part, d in splits(c).items():
+            assert (d["dataset"] == "D0").all(), (c.protocol, c.fold, part)
+            assert not set(d["name"]) & d1 and not set(d["name"]) & ct_md, (c.protocol, c.fold, part)
+
+
+# ---------------------------------------------------------------- documents by article identity
+def test_one_article_is_one_document_whatever_its_panel_suffix(table):
+    """A DOI, PII or preprint id is one document: the Lancet article PIIS0140673620301549 has panels named `_1`,
+    `_2` and `_0%0`, `_0%1`, all one document and one group."""
+    from ladnn.data import source_of
+
+    lancet = table[table["name"].str.startswith("PIIS0140673620301549")]
+    assert len(lancet) == 4 and set(lancet["source"]) == {"PIIS0140673620301549"}
+    assert linked_groups(table)[lancet.index].nunique() == 1
+    assert source_of("PIIS0140673620301549_0%1.png") == source_of("PIIS0140673620301549_2.png")
+    # no document key is another's with a panel suffix: every key of D0's positives is an article's own
+    keys = set(table.loc[(table["dataset"] == "D0") & (table["covid"] == 1), "source"])
+    assert not [k for k in keys for j in keys if k != j and k.startswith(j + "_")]

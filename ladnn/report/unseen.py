@@ -3,8 +3,11 @@ pipeline chosen on protocol (c)'s validation parts, the metadata classifier as t
 grouping of the old protocol hid.
 
 The runs come from benchmarks/source_protocol.py and their scores, plain and with AdaBN, from benchmarks/transfer.py
-(ladnn/resources/). Every interval resamples the groups the protocol holds out: whole patients for the official
-split and the external sets, linked patient-and-document groups for protocols (b) and (c). The AUCs and their
+(ladnn/resources/). Protocols (b) and (c) draw on D0 alone, so D1 and COVID-CT-MD are external to every run. Every
+figure is at the level its protocol holds out (`ladnn.scores.at_level`): whole patients for the official split and
+the external sets, linked patient-and-document groups for protocols (b) and (c), one held-out collection at a time
+for (c); a class with fewer than five clusters gets the exact permutation test instead of an interval. A difference
+between methods is claimed only from three seeds or more, after Holm's adjustment (`comparisons`). The AUCs and their
 intervals come from `ladnn.scores`; this module picks the parts each protocol scores and puts them into the chapter's
 tables, figures and sentences."""
 from __future__ import annotations
@@ -19,10 +22,19 @@ from matplotlib.figure import Figure
 
 from ladnn.dicom import MIN_LUNG_FRACTION
 from ladnn.generalisation import new_data_report, recipe_figures, transfer_predictions
-from ladnn.metrics import auc, paired_difference
+from ladnn.metrics import auc, holm, paired_difference
 from ladnn.report import METHOD_NAMES as REPORT_METHOD_NAMES
 from ladnn.rundir import FinishedRun
-from ladnn.scores import PRED, auc_interval, collection_table, external_slices, subset_aucs
+from ladnn.scores import (
+    PRED,
+    at_level,
+    collection_table,
+    external_slices,
+    held_out,
+    mixed_clusters,
+    subset_aucs,
+    too_few_clusters,
+)
 
 # The candidate pipelines, name: (Config.preprocess, Config.augment, Config.finetune). "frozen" trains the head
 # alone on a frozen ImageNet backbone. AdaBN (ladnn.infer.adapt_batchnorm) is applied at test time to any of them:
@@ -41,8 +53,9 @@ METHOD_NAMES = {**REPORT_METHOD_NAMES, "metadata": "metadata classifier"}
 PROTOCOL_NAMES = {"official": "(a) official split", "grouped": "(b) grouped by patient and document",
                   "collection": "(c) leave one collection out", "D1": "(d) D1, trained on D0",
                   "COVID-CT-MD": "(d) COVID-CT-MD per slice", "COVID-CT-MD patients": "(d) COVID-CT-MD per patient"}
-LEVELS = {"official": "patients", "grouped": "groups", "collection": "groups", "D1": "patients",
+LEVELS = {"official": "patients", "grouped": "groups", "collection": "groups", "D1": "patients or articles",
           "COVID-CT-MD": "patients", "COVID-CT-MD patients": "patients"}
+CLAIM_SEEDS = 3  # a difference between methods is claimed only from at least this many seeds, paired
 MOONSHOT = {"COVID-CT-MD": 0.80, "D1": 0.75}
 
 
@@ -73,9 +86,9 @@ def _patient_cluster(p: pd.DataFrame, fallback: pd.Series) -> pd.Series:
     return p[PRED.patient].where(known, fallback)
 
 
-def parts(t: pd.DataFrame, pipeline: str, method: str) -> dict[str, pd.DataFrame]:
-    """The predictions each protocol scores for one pipeline and method (seed 0), keyed like PROTOCOL_NAMES."""
-    t = t[(t["pipeline"] == pipeline) & (t["method"] == method) & (t["seed"] == 0)]
+def parts(t: pd.DataFrame, pipeline: str, method: str, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The predictions each protocol scores for one pipeline, method and seed, keyed like PROTOCOL_NAMES."""
+    t = t[(t["pipeline"] == pipeline) & (t["method"] == method) & (t["seed"] == seed)]
     out = {}
     for prot in ("official", "grouped", "collection"):
         q = t[(t["protocol"] == prot) & (t["part"] == "test")]
@@ -91,27 +104,36 @@ def parts(t: pd.DataFrame, pipeline: str, method: str) -> dict[str, pd.DataFrame
     return out
 
 
+def split_collections(prot: str, p: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """A protocol's parts as the chapter reports them: (key, row name, predictions). Protocol (c) is one part per
+    held-out collection, each scored by its own fold's model (never pooled across folds: the models differ, and a
+    pooled AUC mixes their calibrations); every other protocol is one part."""
+    if prot != "collection":
+        return [(prot, PROTOCOL_NAMES[prot], p)]
+    return [(prot, f"(c) held out: {held_out(f)}", f) for _, f in p.groupby(PRED.fold)]
+
+
 def protocol_table(t: pd.DataFrame, pipelines: list[str], methods=("baseline", "ladnn"), n_boot: int = 2000,
-                   meta: pd.DataFrame | None = None) -> pd.DataFrame:
-    """AUC with its interval (`ladnn.scores.auc_interval`, resampling each protocol's groups) for every protocol x
-    method x pipeline, the worst held-out collection of (c) included; `meta` (metadata_predictions) adds the
-    metadata classifier under (a), (b) and (c)."""
+                   meta: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
+    """The AUC of every protocol part x method x pipeline (one seed) at its protocol's level
+    (`ladnn.scores.at_level`): with a bootstrap interval where each class has at least MIN_CLUSTERS clusters, else
+    the exact permutation p-value and the AUC such a set would need, and no interval. Protocol (c) is reported per
+    held-out collection (`split_collections`). `meta` (metadata_predictions) adds the metadata classifier."""
     rows = []
 
-    def add(prot: str, method: str, pipe: str, p: pd.DataFrame, name: str | None = None) -> None:
-        rows.append({"protocol": name or PROTOCOL_NAMES[prot], "method": METHOD_NAMES[method], "pipeline": pipe,
-                     **auc_interval(p, n_boot=n_boot).row(), "resampled": LEVELS.get(prot, "groups")})
+    def add(prot: str, name: str, method: str, pipe: str, p: pd.DataFrame) -> None:
+        rows.append({"protocol": name, "method": METHOD_NAMES[method], "pipeline": pipe,
+                     **at_level(p, n_boot=n_boot).row(), "resampled": LEVELS.get(prot, "groups")})
 
     for pipe in pipelines:
         for method in methods:
-            for prot, p in parts(t, pipe, method).items():
-                add(prot, method, pipe, p)
-                if prot == "collection":
-                    w = collection_table(p, n_boot).iloc[0]
-                    add(prot, method, pipe, p[p[PRED.fold] == w[PRED.fold]], f"(c) worst: {w['held-out collection']}")
+            for prot, p in parts(t, pipe, method, seed).items():
+                for key, name, q in split_collections(prot, p):
+                    add(key, name, method, pipe, q)
     if meta is not None:
         for prot, p in meta.groupby("protocol"):
-            add(prot, "metadata", "file metadata", p)
+            for key, name, q in split_collections(prot, p):
+                add(key, name, "metadata", "file metadata", q)
     return pd.DataFrame(rows).set_index(["protocol", "method", "pipeline"])
 
 
@@ -130,11 +152,16 @@ def protocol_figure(tab: pd.DataFrame) -> Figure:
     ax = fig.subplots()
     r = tab.reset_index()
     labels = r["protocol"] + " | " + r["method"] + " | " + r["pipeline"]
-    ax.errorbar(r["AUC"], range(len(r)), xerr=[r["AUC"] - r["lo"], r["hi"] - r["AUC"]], fmt="o", capsize=2)
-    ax.set_yticks(range(len(r)), labels, fontsize=7)
+    ci = r["lo"].notna()
+    y = np.arange(len(r))
+    ax.errorbar(r.loc[ci, "AUC"], y[ci], xerr=[r.loc[ci, "AUC"] - r.loc[ci, "lo"], r.loc[ci, "hi"] - r.loc[ci, "AUC"]],
+                fmt="o", capsize=2, label="95% interval at the protocol's level")
+    ax.plot(r.loc[~ci, "AUC"], y[~ci], "x", color="C3", label="too few clusters for an interval")
+    ax.set_yticks(y, labels, fontsize=7)
     ax.invert_yaxis()
     ax.axvline(0.5, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("AUC (95% interval at each protocol's level)")
+    ax.set_xlabel("AUC")
+    ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
@@ -172,50 +199,100 @@ def candidates_sentence(sel: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------- paired differences
-def paired(t: pd.DataFrame, prot: str, a: tuple[str, str], b: tuple[str, str], n_boot: int = 2000) -> dict:
-    """AUC(a) - AUC(b) on the same images of one protocol, a = (pipeline, method); paired bootstrap over its
-    groups."""
-    pa, pb = parts(t, *a).get(prot), parts(t, *b).get(prot)
-    if pa is None or pb is None:
-        raise ValueError(f"no runs of {a} and {b} under {prot}")
+def seeds_of(t: pd.DataFrame, pipeline: str, method: str) -> list[int]:
+    """The seeds with runs of one pipeline and method."""
+    return sorted(t.loc[(t["pipeline"] == pipeline) & (t["method"] == method), "seed"].unique())
+
+
+def paired(t: pd.DataFrame, prot: str, a: tuple[str, str], b: tuple[str, str], n_boot: int = 2000,
+           fold: int | None = None) -> dict:
+    """AUC(a) - AUC(b) on the same images of one protocol part, a = (pipeline, method), over every seed both have:
+    the seeds paired (seed s of a with seed s of b) and the clustered two-level bootstrap of
+    `ladnn.metrics.paired_difference`. `fold`: one held-out collection of (c). Adds `seeds`, and `too_few` when a
+    class has fewer than `ladnn.scores.MIN_CLUSTERS` clusters (then no p-value: a bootstrap over so few clusters
+    means nothing)."""
+    seeds = sorted(set(seeds_of(t, *a)) & set(seeds_of(t, *b)))
     key = PRED.patient if prot == "COVID-CT-MD patients" else PRED.image
-    m = pa.merge(pb[[key, PRED.p_covid]], on=key, suffixes=("_a", "_b"))
-    return paired_difference(m[PRED.y_true], m[PRED.p_covid + "_a"], m[PRED.p_covid + "_b"], m[PRED.group],
-                             n_boot=n_boot)
+    first, pa, pb = None, [], []
+    for s in seeds:
+        qa, qb = parts(t, *a, seed=s).get(prot), parts(t, *b, seed=s).get(prot)
+        if qa is None or qb is None:
+            continue
+        if fold is not None:
+            qa, qb = qa[qa[PRED.fold] == fold], qb[qb[PRED.fold] == fold]
+        m = qa.merge(qb[[key, PRED.p_covid]], on=key, suffixes=("_a", "_b")).sort_values(key)
+        first = m if first is None else first
+        if not m[key].equals(first[key]):
+            raise ValueError(f"{prot}: seed {s} scored other images than seed {seeds[0]}")
+        pa.append(m[PRED.p_covid + "_a"].to_numpy())
+        pb.append(m[PRED.p_covid + "_b"].to_numpy())
+    if first is None:
+        raise ValueError(f"no runs of {a} and {b} under {prot}")
+    too_few = too_few_clusters(first) and not mixed_clusters(first)
+    d = paired_difference(first[PRED.y_true], np.stack(pa), np.stack(pb), first[PRED.group], n_boot=n_boot)
+    return {**d, "seeds": len(pa), "too_few": too_few}
 
 
 def comparisons(t: pd.DataFrame, after: str, before: str = "none", n_boot: int = 2000) -> pd.DataFrame:
-    """LA-DNN - baseline (before and after), and after - before for each method, under every protocol that has
-    both."""
+    """LA-DNN - baseline (before and after), and after - before for each method, under every protocol part that has
+    both (protocol (c) per held-out collection), over the seeds both have. Holm's adjustment runs over every
+    comparison with a p-value (`p Holm`; their number is the table's `family` attribute). A difference is claimed
+    only with at least CLAIM_SEEDS seeds, enough clusters and an adjusted p below 0.05; otherwise the table says
+    "no difference shown" and gives the smallest difference these runs could detect (80% power, 5% level)."""
     pairs = [(f"LA-DNN - baseline, {before}", (before, "ladnn"), (before, "baseline")),
              (f"LA-DNN - baseline, {after}", (after, "ladnn"), (after, "baseline")),
              (f"{after} - {before}, LA-DNN", (after, "ladnn"), (before, "ladnn")),
              (f"{after} - {before}, baseline", (after, "baseline"), (before, "baseline"))]
+    cols = ["protocol", "difference", "seeds", "AUC difference", "lo", "hi", "p", "p Holm", "detectable", "claim"]
+    some = parts(t, before, "ladnn")
     rows = []
-    for prot, label in PROTOCOL_NAMES.items():
-        for name, a, b in pairs:
-            try:
-                d = paired(t, prot, a, b, n_boot)
-            except ValueError:
-                continue
-            rows.append({"protocol": label, "difference": name, "AUC difference": d["auc_diff"],
-                         "lo": d["auc_diff_ci"][0], "hi": d["auc_diff_ci"][1], "p": d["p_auc"]})
-    return pd.DataFrame(rows, columns=["protocol", "difference", "AUC difference", "lo", "hi", "p"]).set_index(
-        ["protocol", "difference"])
+    for prot, name_of in PROTOCOL_NAMES.items():
+        folds = [(None, name_of)] if prot != "collection" or prot not in some else [
+            (k, f"(c) held out: {held_out(f)}") for k, f in some[prot].groupby(PRED.fold)]
+        for fold, label in folds:
+            for name, a, b in pairs:
+                try:
+                    d = paired(t, prot, a, b, n_boot, fold)
+                except ValueError:
+                    continue
+                rows.append({"protocol": label, "difference": name, "seeds": d["seeds"],
+                             "AUC difference": d["auc_diff"], "lo": np.nan if d["too_few"] else d["auc_diff_ci"][0],
+                             "hi": np.nan if d["too_few"] else d["auc_diff_ci"][1],
+                             "p": np.nan if d["too_few"] else d["p_auc"],
+                             "detectable": np.nan if d["too_few"] else d["detectable_80"]})
+    out = pd.DataFrame(rows, columns=cols[:7] + ["detectable"])
+    out["p Holm"] = holm(out["p"])
+    out["claim"] = [claim(r) for _, r in out.iterrows()]
+    out = out[cols].set_index(["protocol", "difference"])
+    out.attrs["family"] = int(out["p"].notna().sum())
+    return out
+
+
+def claim(r: pd.Series) -> str:
+    """What one row of `comparisons` supports, in a few words."""
+    if np.isnan(r["p"]):
+        return "too few clusters to test"
+    if r["seeds"] < CLAIM_SEEDS:
+        return f"no difference shown (one seed; detectable: {r['detectable']:.3f})"
+    if r["p Holm"] < 0.05:
+        return "the first is better" if r["AUC difference"] > 0 else "the second is better"
+    return f"no difference shown (detectable: {r['detectable']:.3f})"
 
 
 # ---------------------------------------------------------------- the metadata classifier under (a), (b), (c)
 def metadata_predictions(table: pd.DataFrame, meta: pd.DataFrame | None = None, folds: int = 5,
                          seed: int = 0) -> pd.DataFrame:
     """The shortcut baseline (file format, colour mode, size, file size, aspect ratio; ladnn.report.leakage) scored
-    like the models under the official split and protocols (b) and (c). `meta`: the table's file metadata
-    (`leakage.image_meta`), read from the files when not given."""
+    like the models under the official split and protocols (b) and (c), all over D0's images. `meta`: the table's
+    file metadata (`leakage.image_meta`, row for row), read from the files when not given."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from ladnn.report.leakage import image_meta, metadata_features
     from ladnn.sources import collection_folds, grouped_folds, linked_groups
 
-    x = metadata_features(image_meta(table) if meta is None else meta)
+    d0 = (table["dataset"] == "D0").to_numpy()  # the folds draw on D0 alone: D1 stays external
+    table = table[d0].reset_index(drop=True)
+    x = metadata_features(image_meta(table) if meta is None else meta[d0].reset_index(drop=True))
     y, group = table["covid"].astype(int), linked_groups(table)
     patient = (table["dataset"] + ":" + table["patient"]).where(table["patient"] != "", table["name"])
     out = []
@@ -226,8 +303,7 @@ def metadata_predictions(table: pd.DataFrame, meta: pd.DataFrame | None = None, 
                                  PRED.y_true: y[te], PRED.p_covid: clf.predict_proba(x[te])[:, 1], PRED.group: g[te],
                                  PRED.collection: table.loc[te, "collection"]}))
 
-    d0 = table["dataset"] == "D0"
-    fit(d0 & (table["split"] == "train"), d0 & (table["split"] == "test"), "official", -1, patient)
+    fit(table["split"] == "train", table["split"] == "test", "official", -1, patient)
     for prot, f in (("grouped", grouped_folds(table, folds, seed)), ("collection", collection_folds(table, seed))):
         for k in sorted(set(f)):
             fit(f != k, f == k, prot, k, group)
@@ -256,8 +332,8 @@ def grouping_sentences(table: pd.DataFrame) -> str:
             f"grouping made {f['medpix_images']} sources of them.\n"
             f"- In the official split, {f['medpix_test_patient_in_training']} of the {f['medpix_test']} MedPix test "
             "images have a slice of the same patient in training.\n"
-            f"- Linked by patient and document, D0 and the D1 images present form {linked_groups(table).nunique()} "
-            "groups.\n"
+            f"- Linked by patient and document (one article is one document), D0's images form "
+            f"{linked_groups(table[table['dataset'] == 'D0']).nunique()} groups, the units (b) and (c) hold out.\n"
             "- Under every fold of the old protocol and of (b), MedPix sat on both sides: a model could learn what "
             "MedPix looks like and be rewarded on MedPix test images.")
 
@@ -284,6 +360,7 @@ def fold_crossings(table: pd.DataFrame, folds: int = 5) -> pd.DataFrame:
     folds hold them out."""
     from ladnn.sources import crossing, fold_splits, negative_collections
 
+    table = table[table["dataset"] == "D0"].reset_index(drop=True)  # the folds draw on D0 alone
     checks = {}
     for prot, n in (("grouped", folds), ("collection", len(negative_collections(table)))):
         for k in range(n):
@@ -359,36 +436,54 @@ def service_warning(run: str | Path, n_boot: int = 2000) -> str:
     """The warning the service shows for `run` (`ladnn.generalisation.new_data_report`: its own figures, its
     recipe's benchmark figures and its external evaluations), or 'none'."""
     r = FinishedRun(run)
-    gen = new_data_report(r.metrics, recipe_figures(r.config, n_boot), r.evaluations())
+    gen = new_data_report(r.metrics, recipe_figures(r.config, n_boot), r.evaluations(), r.unseen_predictions)
     return f"warning on the service page of {r.path.name} :\n {gen['warning'] or 'none'}"
 
 
 # ---------------------------------------------------------------- generated sentences
 def _auc_text(r) -> str:
-    """'0.871 (95% interval 0.821 to 0.915)' of a table row with AUC, lo and hi."""
-    return f"{r['AUC']:.3f} (95% interval {r['lo']:.3f} to {r['hi']:.3f})"
+    """A table row's AUC in words: with its 95% interval, or, where the set has too few clusters for one, with its
+    exact permutation p-value and what such a set could show."""
+    if not np.isnan(r["lo"]):
+        return f"{r['AUC']:.3f} (95% interval {r['lo']:.3f} to {r['hi']:.3f})"
+    reach = ("no AUC could reach p < 0.05 with these clusters" if np.isnan(r["AUC needed"]) else
+             f"an AUC of {r['AUC needed']:.3f} would be needed for p < 0.05")
+    return f"{r['AUC']:.3f} (too few clusters for an interval: exact permutation p = {r['exact p']:.3f}; {reach})"
+
+
+def _collections(tab: pd.DataFrame, method: str, pipeline: str) -> pd.DataFrame:
+    """The rows of protocol (c), one per held-out collection, of one method and pipeline."""
+    rows = [k for k in tab.index if k[0].startswith("(c) held out") and k[1] == method and k[2] == pipeline]
+    return tab.loc[rows]
 
 
 def headline(tab: pd.DataFrame, pipeline: str = "none") -> str:
-    """The chapter's opening in generated words: what each method does on CT from elsewhere."""
+    """The chapter's opening in generated words: what each method's numbers support on data from elsewhere."""
     lines = []
     for method in ("LA-DNN", "baseline"):
-        get = {p: tab.loc[(PROTOCOL_NAMES[p], method, pipeline)] for p in ("official", "D1", "COVID-CT-MD",
-                                                                             "COVID-CT-MD patients")
-               if (PROTOCOL_NAMES[p], method, pipeline) in tab.index}
+        get = {p: tab.loc[(name, method, pipeline)] for p, name in PROTOCOL_NAMES.items()
+               if p in ("official", "D1", "COVID-CT-MD", "COVID-CT-MD patients") and (name, method, pipeline) in tab.index}
         if len(get) < 4:
             continue
-        lines.append(f"- **{method}**: {_auc_text(get['official'])} on the official split; on CT from elsewhere "
-                     f"{_auc_text(get['D1'])} on D1 and {_auc_text(get['COVID-CT-MD'])} per slice on COVID-CT-MD "
-                     f"({get['COVID-CT-MD']['n']} slices of {get['COVID-CT-MD']['clusters']} patients), "
-                     f"{get['COVID-CT-MD patients']['AUC']:.3f} per patient ({get['COVID-CT-MD patients']['n']} "
-                     "patients: an interval this wide says almost nothing).")
+        c = _collections(tab, method, pipeline)
+        held = (f" With each of D0's {len(c)} negative collections held out in turn (c): AUC "
+                f"{c['AUC'].min():.3f} to {c['AUC'].max():.3f} (worst: {c['AUC'].idxmin()[0].split(': ', 1)[1]})."
+                if len(c) else "")
+        ct, per = get["COVID-CT-MD"], get["COVID-CT-MD patients"]
+        lines.append(f"- **{method}**: {_auc_text(get['official'])} on the official split.{held} On CT from "
+                     f"elsewhere: {_auc_text(get['D1'])} on D1; {_auc_text(ct)} per slice on COVID-CT-MD "
+                     f"({ct['n']} slices of {ct['clusters']} patients), {per['AUC']:.3f} per patient.")
+    if lines:
+        lines.append("- Neither external set holds enough COVID-19 patients to show that a model works on it, or "
+                     "that it fails: D1's positives are one article that names no patients (so D1 has no "
+                     "per-patient score), COVID-CT-MD's are two patients. What they show is that the models have "
+                     "**not been shown** to work on CT from another hospital.")
     return "\n".join(lines)
 
 
 def verdict(tab: pd.DataFrame, cmp: pd.DataFrame, sel: pd.DataFrame, after: str) -> str:
-    """Which pipeline validation chose, whether it transfers (the moonshot's thresholds), and whether lesion
-    attention helps transfer, in generated words."""
+    """Which pipeline validation chose, where each method stands against the moonshot's thresholds, and what the
+    paired comparisons of lesion attention support (`comparisons`: seeds, Holm's adjustment), in generated words."""
     best = str(sel.index[0])
     lines = [f"- **Choice.** On protocol (c)'s validation parts, the candidate with the highest mean validation AUC "
              f"(LA-DNN) is **{best}** ({sel.iloc[0]['mean val AUC']:.3f}; today's pipeline "
@@ -400,13 +495,20 @@ def verdict(tab: pd.DataFrame, cmp: pd.DataFrame, sel: pd.DataFrame, after: str)
         key = (PROTOCOL_NAMES[prot], "LA-DNN", after)
         if key in tab.index:
             r = tab.loc[key]
-            lines.append(f"- **{prot}, {after}.** LA-DNN {_auc_text(r)} against the goal of {goal:.2f}: "
-                         + ("reached." if r["AUC"] >= goal else "not reached."))
-    for prot in ("collection", "D1", "COVID-CT-MD"):
-        k = (PROTOCOL_NAMES[prot], "LA-DNN - baseline, none")
-        if k in cmp.index:
-            d = cmp.loc[k]
-            word = ("helps" if d["lo"] > 0 else "hurts" if d["hi"] < 0 else "neither helps nor hurts measurably")
-            lines.append(f"- **Lesion attention, {PROTOCOL_NAMES[prot]}.** LA-DNN - baseline = "
-                         f"{d['AUC difference']:+.3f} (95% interval {d['lo']:+.3f} to {d['hi']:+.3f}): it {word}.")
+            if r["AUC"] < goal:
+                word = "not reached."
+            elif np.isnan(r["lo"]):
+                word = "reached by the point estimate, which this set cannot tell from chance."
+            else:
+                word = "reached." if r["lo"] >= goal else "reached by the point estimate, not by its interval."
+            lines.append(f"- **{prot}, {after}.** LA-DNN {_auc_text(r)} against the goal of {goal:.2f}: {word}")
+    lesion = cmp[cmp.index.get_level_values("difference") == "LA-DNN - baseline, none"]
+    if len(lesion):
+        lines.append(f"- **Lesion attention.** {len(lesion)} parts compare LA-DNN with the baseline (pipeline none), "
+                     f"among {cmp.attrs.get('family', len(cmp))} paired comparisons with a p-value on this page, "
+                     "Holm-adjusted:")
+        for (prot, _), d in lesion.iterrows():
+            seeds = f"{int(d['seeds'])} seed{'s' if d['seeds'] > 1 else ''}"
+            ci = "" if np.isnan(d["lo"]) else f" (95% interval {d['lo']:+.3f} to {d['hi']:+.3f})"
+            lines.append(f"  - {prot}: {d['AUC difference']:+.3f}{ci}, {seeds}: {d['claim']}.")
     return "\n".join(x for x in lines if x)

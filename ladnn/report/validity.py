@@ -185,16 +185,24 @@ def new_source_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Each run trained on D0 alone, scored on the new images (D1) when it was trained (`metrics.json`,
     `unseen_source`: the whole model with the run's test-time views). Runs trained on D0+D1 are left out: D1's
     training images were part of their training."""
+    from ladnn.scores import ClusterTest, at_level
+
     rows = []
     for _, r in runs[runs["dataset"] == "D0"].iterrows():
-        m = FinishedRun(r["path"]).metrics.unseen_source
+        run = FinishedRun(r["path"])
+        m = run.metrics.unseen_source
         if not m:
             continue
         ci = m.covid_ci95.auc
+        level = at_level(run.unseen_predictions) if run.unseen_predictions is not None else None
+        if isinstance(level, ClusterTest):  # too few clusters in a class for a bootstrap interval
+            interval = (f"none: {level.positive_clusters} COVID-19 cluster(s); exact p = {level.p:.3f}")
+        else:
+            interval = f"{ci[0]:.3f} to {ci[1]:.3f}"
         rows.append({"backbone": r["backbone"], "method": METHOD_NAMES[r["method"]], "seed": r["seed"],
-                     "AUC (D0 test)": r["auc"], "AUC (D1, new sources)": m.covid.auc,
-                     "95% interval (D1)": f"{ci[0]:.3f} to {ci[1]:.3f}", "accuracy (D1)": m.covid.accuracy,
-                     "n": m.covid.n, "collections": m.sources, "patients": m.clusters})
+                     "AUC (D0 test)": r["auc"], "AUC (D1, new sources)": m.covid.auc, "95% interval (D1)": interval,
+                     "accuracy (D1)": m.covid.accuracy, "n": m.covid.n, "collections": m.sources,
+                     "patients": m.clusters})
     return pd.DataFrame(rows)
 
 
@@ -203,8 +211,11 @@ def new_source_sentence(e: pd.DataFrame) -> str:
     if e.empty:
         return "No run of this profile was trained on D0 alone, so none can be scored on D1 as unseen data."
     m = by_recipe(e, ["AUC (D0 test)", "AUC (D1, new sources)"])
+    few = e["95% interval (D1)"].astype(str).str.startswith("none").any()
     return (f"On images from new sources the mean AUC changes by {(m.iloc[:, 1] - m.iloc[:, 0]).mean():+.3f}. "
-            "Expect a change whenever the scanner, the hospital or the way images were exported changes.")
+            + ("D1's COVID-19 images come from too few clusters (one article) for an interval, so its AUCs cannot "
+               "be told from chance. " if few else "")
+            + "Expect a change whenever the scanner, the hospital or the way images were exported changes.")
 
 
 # ---------------------------------------------------------------- ablations and seeds
