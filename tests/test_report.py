@@ -325,7 +325,7 @@ def test_transfer_choice_tables_and_paired_differences():
     cmp = unseen.comparisons(t, "none+AdaBN", n_boot=200)
     d = cmp.loc[("(c) held out: A", "none+AdaBN - none, baseline")]
     assert d["AUC difference"] > 0.2 and d["lo"] > 0 and d["seeds"] == 1
-    assert d["claim"].startswith("no difference shown (one seed")  # one seed never makes a claim
+    assert d["claim"].startswith("no difference shown (1 seed")  # one seed never makes a claim
     assert cmp.attrs["family"] == cmp["p"].notna().sum() and (cmp["p Holm"] >= cmp["p"]).all()
     same = unseen.paired(t, "D1", ("none", "ladnn"), ("none", "ladnn"), n_boot=100)
     assert same["auc_diff"] == 0
@@ -345,7 +345,10 @@ def test_a_difference_is_claimed_from_three_seeds_after_holm():
     t = unseen.with_adabn(_transfer(np.random.default_rng(1), seeds=(0, 1, 2)))
     cmp = unseen.comparisons(t, "none+AdaBN", n_boot=300)
     d = cmp.loc[("(a) official split", "none+AdaBN - none, LA-DNN")]
-    assert d["seeds"] == 3 and d["p Holm"] < 0.05 and d["claim"] == "the first is better"
+    assert d["seeds"] == 3 and d["p Holm"] < 0.05 and d["claim"] == "none+AdaBN scores higher"
+    shown = unseen.for_page(cmp)
+    assert "detectable" not in shown and (shown.loc[cmp["p"].isna(), "p"] == "").all()
+    assert shown.loc[cmp["p"].notna(), "p"].tolist() == cmp.loc[cmp["p"].notna(), "p"].round(3).tolist()
     assert np.allclose(cmp["p Holm"], holm(cmp["p"]), equal_nan=True)
     assert holm([0.01, 0.04, 0.03, np.nan]).tolist()[:3] == pytest.approx([0.03, 0.06, 0.06])
 

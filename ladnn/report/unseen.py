@@ -137,6 +137,17 @@ def protocol_table(t: pd.DataFrame, pipelines: list[str], methods=("baseline", "
     return pd.DataFrame(rows).set_index(["protocol", "method", "pipeline"])
 
 
+def for_page(tab: pd.DataFrame) -> pd.DataFrame:
+    """A table of `protocol_table` or `comparisons` as the page shows it: three decimals, a blank where a value does
+    not apply (no interval on too few clusters, no exact test where the bootstrap gives one), and "none possible"
+    where no AUC on a set could reach p < 0.05."""
+    out = tab.drop(columns=[c for c in ("resampled", "detectable") if c in tab]).round(3).astype(object)
+    if "AUC needed" in out:
+        few = tab["exact p"].notna()
+        out.loc[few & tab["AUC needed"].isna(), "AUC needed"] = "none possible"
+    return out.where(out.notna(), "")
+
+
 def collection_tables(t: pd.DataFrame, n_boot: int = 2000, pipeline: str = "none") -> dict[str, pd.DataFrame]:
     """Protocol (c) per held-out collection, worst first (`ladnn.scores.collection_table`), for each method: method
     name -> table."""
@@ -262,20 +273,21 @@ def comparisons(t: pd.DataFrame, after: str, before: str = "none", n_boot: int =
                              "detectable": np.nan if d["too_few"] else d["detectable_80"]})
     out = pd.DataFrame(rows, columns=cols[:7] + ["detectable"])
     out["p Holm"] = holm(out["p"])
-    out["claim"] = [claim(r) for _, r in out.iterrows()]
+    out["claim"] = [claim(r, r["difference"]) for _, r in out.iterrows()]
     out = out[cols].set_index(["protocol", "difference"])
     out.attrs["family"] = int(out["p"].notna().sum())
     return out
 
 
-def claim(r: pd.Series) -> str:
-    """What one row of `comparisons` supports, in a few words."""
+def claim(r: pd.Series, difference: str) -> str:
+    """What one row of `comparisons` supports, in a few words; `difference` is its name, "A - B, context"."""
     if np.isnan(r["p"]):
         return "too few clusters to test"
     if r["seeds"] < CLAIM_SEEDS:
-        return f"no difference shown (one seed; detectable: {r['detectable']:.3f})"
+        return f"no difference shown ({int(r['seeds'])} seed; detectable: {r['detectable']:.3f})"
     if r["p Holm"] < 0.05:
-        return "the first is better" if r["AUC difference"] > 0 else "the second is better"
+        first, second = difference.split(" - ", 1)
+        return f"{first if r['AUC difference'] > 0 else second.split(', ')[0]} scores higher"
     return f"no difference shown (detectable: {r['detectable']:.3f})"
 
 
