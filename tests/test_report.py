@@ -348,7 +348,12 @@ def test_a_difference_is_claimed_from_three_seeds_after_holm():
     assert d["seeds"] == 3 and d["p Holm"] < 0.05 and d["claim"] == "none+AdaBN scores higher"
     shown = unseen.for_page(cmp)
     assert "detectable" not in shown and (shown.loc[cmp["p"].isna(), "p"] == "").all()
-    assert shown.loc[cmp["p"].notna(), "p"].tolist() == cmp.loc[cmp["p"].notna(), "p"].round(3).tolist()
+    assert shown.loc[cmp["p"].notna(), "p"].tolist() == [f"{v:.3f}" for v in cmp.loc[cmp["p"].notna(), "p"]]
+    tab = pd.DataFrame({"AUC": [0.5, 0.8], "lo": [np.nan, 0.7], "hi": [np.nan, 0.9], "n": [6, 100], "clusters": [6, 50],
+                        "exact p": [0.6, np.nan], "AUC needed": [np.nan, np.nan], "resampled": ["patients"] * 2})
+    shown = unseen.for_page(tab)  # a set of 6 patients: no interval, and no AUC it could tell from chance
+    assert shown["AUC needed"].tolist() == ["none possible", ""] and shown["lo"].tolist() == ["", "0.700"]
+    assert shown["n"].tolist() == [6, 100] and "resampled" not in shown
     assert np.allclose(cmp["p Holm"], holm(cmp["p"]), equal_nan=True)
     assert holm([0.01, 0.04, 0.03, np.nan]).tolist()[:3] == pytest.approx([0.03, 0.06, 0.06])
 

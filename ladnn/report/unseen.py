@@ -141,11 +141,14 @@ def for_page(tab: pd.DataFrame) -> pd.DataFrame:
     """A table of `protocol_table` or `comparisons` as the page shows it: three decimals, a blank where a value does
     not apply (no interval on too few clusters, no exact test where the bootstrap gives one), and "none possible"
     where no AUC on a set could reach p < 0.05."""
-    out = tab.drop(columns=[c for c in ("resampled", "detectable") if c in tab]).round(3).astype(object)
+    out = tab.drop(columns=[c for c in ("resampled", "detectable") if c in tab]).astype(object)
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(tab[c]):
+            out[c] = [f"{v:.3f}" if pd.notna(v) else "" for v in tab[c]]
     if "AUC needed" in out:
         few = tab["exact p"].notna()
         out.loc[few & tab["AUC needed"].isna(), "AUC needed"] = "none possible"
-    return out.where(out.notna(), "")
+    return out
 
 
 def collection_tables(t: pd.DataFrame, n_boot: int = 2000, pipeline: str = "none") -> dict[str, pd.DataFrame]:
@@ -172,7 +175,7 @@ def protocol_figure(tab: pd.DataFrame) -> Figure:
     ax.invert_yaxis()
     ax.axvline(0.5, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("AUC")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")  # the rows' AUCs lie right of the labels' side: no point hidden
     return fig
 
 
