@@ -269,9 +269,13 @@ def at_level(p: pd.DataFrame, level: str = PRED.group, n_boot: int = 2000, seed:
     """The AUC of `p` at its protocol's level: with at least MIN_CLUSTERS clusters in each class, with its
     bootstrap interval (`auc_interval`); with fewer, the exact permutation test (`cluster_test`) and no interval
     (a set whose clusters hold both classes keeps the bootstrap, which draws such clusters as a stratum)."""
-    if too_few_clusters(p, level) and not mixed_clusters(p, level):
-        return cluster_test(p, level)
-    return auc_interval(p, level, n_boot, seed)
+    return cluster_test(p, level) if exact_only(p, level) else auc_interval(p, level, n_boot, seed)
+
+
+def exact_only(p: pd.DataFrame, level: str = PRED.group) -> bool:
+    """The rule of `at_level` and of every paired comparison: a class has fewer than MIN_CLUSTERS clusters and no
+    cluster holds both classes, so no bootstrap interval is given, only the exact permutation test."""
+    return too_few_clusters(p, level) and not mixed_clusters(p, level)
 
 
 def mixed_clusters(p: pd.DataFrame, level: str = PRED.group) -> bool:

@@ -29,11 +29,10 @@ from ladnn.scores import (
     PRED,
     at_level,
     collection_table,
+    exact_only,
     external_slices,
     held_out,
-    mixed_clusters,
     subset_aucs,
-    too_few_clusters,
 )
 
 # The candidate pipelines, name: (Config.preprocess, Config.augment, Config.finetune). "frozen" trains the head
@@ -219,17 +218,19 @@ def seeds_of(t: pd.DataFrame, pipeline: str, method: str) -> list[int]:
 
 
 def paired(t: pd.DataFrame, prot: str, a: tuple[str, str], b: tuple[str, str], n_boot: int = 2000,
-           fold: int | None = None) -> dict:
+           fold: int | None = None, parts_of=None) -> dict:
     """AUC(a) - AUC(b) on the same images of one protocol part, a = (pipeline, method), over every seed both have:
     the seeds paired (seed s of a with seed s of b) and the clustered two-level bootstrap of
     `ladnn.metrics.paired_difference`. `fold`: one held-out collection of (c). Adds `seeds`, and `too_few` when a
     class has fewer than `ladnn.scores.MIN_CLUSTERS` clusters (then no p-value: a bootstrap over so few clusters
-    means nothing)."""
+    means nothing, and only the mean of the seeds' differences is given). `parts_of(pipeline, method, seed)`: `parts`
+    of `t`, when the caller keeps them (`comparisons`)."""
+    parts_of = parts_of or (lambda pipe, method, seed: parts(t, pipe, method, seed))
     seeds = sorted(set(seeds_of(t, *a)) & set(seeds_of(t, *b)))
     key = PRED.patient if prot == "COVID-CT-MD patients" else PRED.image
     first, pa, pb = None, [], []
     for s in seeds:
-        qa, qb = parts(t, *a, seed=s).get(prot), parts(t, *b, seed=s).get(prot)
+        qa, qb = parts_of(*a, s).get(prot), parts_of(*b, s).get(prot)
         if qa is None or qb is None:
             continue
         if fold is not None:
@@ -242,9 +243,12 @@ def paired(t: pd.DataFrame, prot: str, a: tuple[str, str], b: tuple[str, str], n
         pb.append(m[PRED.p_covid + "_b"].to_numpy())
     if first is None:
         raise ValueError(f"no runs of {a} and {b} under {prot}")
-    too_few = too_few_clusters(first) and not mixed_clusters(first)
-    d = paired_difference(first[PRED.y_true], np.stack(pa), np.stack(pb), first[PRED.group], n_boot=n_boot)
-    return {**d, "seeds": len(pa), "too_few": too_few}
+    y = first[PRED.y_true]
+    if exact_only(first):
+        return {"auc_diff": float(np.mean([auc(y, x) - auc(y, z) for x, z in zip(pa, pb)])), "seeds": len(pa),
+                "too_few": True}
+    d = paired_difference(y, np.stack(pa), np.stack(pb), first[PRED.group], n_boot=n_boot)
+    return {**d, "seeds": len(pa), "too_few": False}
 
 
 def comparisons(t: pd.DataFrame, after: str, before: str = "none", n_boot: int = 2000) -> pd.DataFrame:
@@ -259,6 +263,13 @@ def comparisons(t: pd.DataFrame, after: str, before: str = "none", n_boot: int =
              (f"{after} - {before}, baseline", (after, "baseline"), (before, "baseline"))]
     cols = ["protocol", "difference", "seeds", "AUC difference", "lo", "hi", "p", "p Holm", "detectable", "claim"]
     some = parts(t, before, "ladnn")
+    kept: dict[tuple, dict] = {}
+
+    def parts_of(pipe: str, method: str, seed: int) -> dict[str, pd.DataFrame]:
+        if (pipe, method, seed) not in kept:  # each (pipeline, method, seed) picked from the table once
+            kept[pipe, method, seed] = parts(t, pipe, method, seed)
+        return kept[pipe, method, seed]
+
     rows = []
     for prot, name_of in PROTOCOL_NAMES.items():
         folds = [(None, name_of)] if prot != "collection" or prot not in some else [
@@ -266,7 +277,7 @@ def comparisons(t: pd.DataFrame, after: str, before: str = "none", n_boot: int =
         for fold, label in folds:
             for name, a, b in pairs:
                 try:
-                    d = paired(t, prot, a, b, n_boot, fold)
+                    d = paired(t, prot, a, b, n_boot, fold, parts_of)
                 except ValueError:
                     continue
                 rows.append({"protocol": label, "difference": name, "seeds": d["seeds"],
