@@ -13,6 +13,16 @@ runs are reused. Two CSVs go to ladnn/resources/ for the book's chapter "New sou
     python benchmarks/source_protocol.py --candidates none --methods ladnn baseline --protocol collection
     python benchmarks/source_protocol.py --candidates none --methods ladnn baseline --protocol grouped
     python benchmarks/source_protocol.py --candidates none crop --methods baseline ladnn --protocol official --seeds 0
+    python benchmarks/source_protocol.py --candidates none --dataset D0+D1 --protocol official --seeds 0 1 2
+
+The sweep of issue 43 (each candidate, LA-DNN, seed 0, on (c); then `unmark`, the causal test, and the runner-up
+with both methods and three seeds on (c) and the official split; then D0+D1):
+
+    python benchmarks/source_protocol.py --out runs/bench43 --candidates unmark window lungcrop strong crop gray \
+        clahe jpeg all --protocol collection --seeds 0 --merge
+    python benchmarks/source_protocol.py --out runs/bench43 --candidates unmark --methods ladnn baseline \
+        --protocol official --seeds 0 1 2 --merge   # and --protocol collection
+    python benchmarks/transfer.py --out runs/bench43 --merge
 
 `--folds-only 3 4 --merge` retrains just those folds and replaces their rows in the committed CSVs.
 """
@@ -30,6 +40,7 @@ import pandas as pd
 from ladnn.config import Config
 from ladnn.data import load_table
 from ladnn.generalisation import recipe_key
+from ladnn.images import step_version
 from ladnn.profiles import load_profile
 from ladnn.report.unseen import PIPELINES, pipeline_name
 from ladnn.rundir import find_runs
@@ -50,7 +61,7 @@ def quick_config() -> dict:
 
 
 def candidate_of(cfg: Config) -> str:
-    return pipeline_name(cfg.preprocess, cfg.augment, cfg.finetune)
+    return pipeline_name(cfg.preprocess, cfg.augment, cfg.finetune, cfg.dataset)
 
 
 def _train(args) -> str:
@@ -86,7 +97,8 @@ def export(root: Path, merge: bool = False) -> None:
         best = h.loc[h["val_covid_loss"].idxmin()]
         key = {"candidate": candidate_of(c), "method": c.method, "protocol": c.protocol,
                "fold": c.fold if c.protocol != "official" else -1, "seed": c.seed}
-        runs.append({**key, "recipe": recipe_key(c), "preprocess": "+".join(c.preprocess), "augment": c.augment,
+        runs.append({**key, "recipe": recipe_key(c), "preprocess": "+".join(c.preprocess),
+                     "step_versions": "+".join(s + step_version(s) for s in c.preprocess), "augment": c.augment,
                      "kept_epoch": int(best["epoch"]), "val_covid_loss": round(float(best["val_covid_loss"]), 4),
                      "val_auc": round(float(best["val_auc"]), 4), "test_auc": round(m.covid.auc, 4),
                      "seconds": m.run.seconds})
@@ -109,6 +121,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["ladnn"], choices=["ladnn", "baseline"])
     ap.add_argument("--protocol", default="collection", choices=["collection", "grouped", "official"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--dataset", default="D0", choices=["D0", "D0+D1"],
+                    help="protocol official only: train on D0+D1 (candidate D0+D1, scored on COVID-CT-MD alone)")
     ap.add_argument("--folds", type=int, default=5, help="folds of protocol grouped (collection: one per collection)")
     ap.add_argument("--folds-only", type=int, nargs="+", help="train only these folds (with --merge: keep the rest)")
     ap.add_argument("--jobs", type=int, default=2)
@@ -135,8 +149,9 @@ def main() -> None:
                                             "fold": k})
                             jobs.append((cfg, root / name / f"{a.protocol}-{method}-f{k}-s{seed}"))
                     else:
-                        cfg = Config(**common)
-                        jobs.append((cfg, root / name / f"official-{method}-s{seed}"))
+                        cfg = Config(**{**common, "dataset": a.dataset})
+                        sub = name if a.dataset == "D0" else f"{name}-{a.dataset}"
+                        jobs.append((cfg, root / sub / f"official-{method}-s{seed}"))
             t = time.time()
             prepare(jobs[0][0])  # the candidate's caches, with every core, before the runs share them
             print(f"[{name}] caches ready ({time.time() - t:.0f} s); {len(jobs)} runs", flush=True)

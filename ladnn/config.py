@@ -23,7 +23,7 @@ HEADS = ("linear", "fc3")
 LESION_MASKS = ("any_lesion", "positives", "none")
 REDUCTIONS = ("mean", "per_image")
 PROTOCOLS = ("official", "grouped", "collection")
-PREPROCESS = ("crop", "gray", "clahe", "jpeg")  # applied in this order (ladnn.images.preprocess)
+PREPROCESS = ("unmark", "crop", "lungcrop", "gray", "window", "clahe", "jpeg")  # in this order (ladnn.images.preprocess)
 AUGMENTS = ("paper", "strong")
 # How the task losses are combined into one update (ladnn.mtl): the paper's fixed weighted sum, uncertainty weighting
 # (Kendall, Gal and Cipolla, CVPR 2018), or a Jacobian-descent aggregator of the per-task gradients from torchjd.
@@ -100,9 +100,11 @@ class Config:
                                  "collections of D0 (2)", cache=False, low=2)
     fold: int = config_field(0, "grouped or collection: the test fold (ladnn.sources.fold_splits)", cache=False, low=0)
     # _f returns dataclasses.field(default_factory=list) for a list: a fresh list per Config, hence the noqa
-    preprocess: list[str] = config_field([], "input pipeline against shortcuts, applied in this order: crop (to the body), "  # noqa: RUF009
-                                   "gray, clahe (contrast-limited histogram equalisation), jpeg (every image "
-                                   "re-encoded at quality 75)", PREPROCESS, cache=True)
+    preprocess: list[str] = config_field([], "input pipeline against shortcuts, applied in this order: unmark (drawn "  # noqa: RUF009
+                                   "marks painted out, ladnn.marks), crop (to the body), lungcrop (to the lungs, "
+                                   "ladnn.lung), gray, window (grey levels matched to a lung window), clahe "
+                                   "(contrast-limited histogram equalisation), jpeg (every image re-encoded at "
+                                   "quality 75)", PREPROCESS, cache=True)
     augment: str = config_field("paper", "paper: the paper code's flip, scale and tiny shear; strong: adds rotation, shift, "
                                "brightness and contrast", AUGMENTS, cache=True)
     task_weighting: str = config_field("fixed", "how the tasks are combined: fixed (the paper's weighted sum of its six terms: "

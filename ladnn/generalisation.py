@@ -97,7 +97,8 @@ def recipe_figures(cfg, n_boot: int = 2000) -> list[dict]:
         runs, preds, trans = bench_runs(), bench_predictions(), transfer_predictions()
     except FileNotFoundError:
         return []
-    r = runs[(runs["recipe"] == recipe_key(cfg)) & (runs["seed"] == 0)]
+    # fold runs only: they train on D0 alone, as the recipe's figures need (a run on D0+D1 has the same recipe key)
+    r = runs[(runs["recipe"] == recipe_key(cfg)) & (runs["seed"] == 0) & (runs["protocol"] != "official")]
     if r.empty:
         return []
     cand = r["candidate"].iloc[0]

@@ -141,15 +141,24 @@ def jpeg_roundtrip(img: Image.Image, quality: int = 75) -> Image.Image:
 
 
 def preprocess(img: Image.Image, size: int, steps=()) -> Image.Image:
-    """The input pipeline (Config.preprocess): crop to the body, grey, CLAHE on the full-resolution image, then the
-    resize to size x size (the paper's Resize((224, 224))), then the JPEG round trip at the model's size."""
+    """The input pipeline (Config.preprocess): drawn marks painted out, crop to the body or to the lungs, grey, the
+    lung-window match and CLAHE on the full-resolution image, then the resize to size x size (the paper's
+    Resize((224, 224))), then the JPEG round trip at the model's size."""
+    from ladnn import lung, marks
+
     unknown = set(steps) - set(PREPROCESS)
     if unknown:
         raise ValueError(f"unknown preprocessing step(s) {sorted(unknown)}")
+    if "unmark" in steps:
+        img = Image.fromarray(marks.unmark(np.asarray(img.convert("RGB"))))
     if "crop" in steps:
         img = crop_to_body(img)
+    if "lungcrop" in steps:
+        img = Image.fromarray(lung.lung_crop(np.asarray(img.convert("RGB"))))
     if "gray" in steps:
         img = img.convert("L").convert("RGB")
+    if "window" in steps:
+        img = Image.fromarray(lung.lung_window(np.asarray(img.convert("RGB"))))
     if "clahe" in steps:
         img = clahe(img)
     img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
@@ -217,7 +226,7 @@ class ImageCache:
             return self.mem[key]
         data = read_bytes(path)
         digest = hashlib.sha256(data).hexdigest()[:32]
-        tag = "".join(f"_{s}" for s in self.steps)
+        tag = "".join(f"_{s}{step_version(s)}" for s in self.steps)
         f = self.root / f"{digest}_{self.size}{tag}.npy"
         arr = _load_cached(f, self.size)
         if arr is None:
@@ -231,6 +240,13 @@ class ImageCache:
     def stack(self, paths) -> torch.Tensor:
         """uint8 tensor N x 3 x H x W."""
         return torch.from_numpy(np.stack([self.get(p) for p in paths])).permute(0, 3, 1, 2).contiguous()
+
+
+def step_version(step: str) -> str:
+    """The version of a step's rules in the cache key (`unmark`: ladnn.marks; `lungcrop`, `window`: ladnn.lung)."""
+    from ladnn import lung, marks
+
+    return {"unmark": f"v{marks.VERSION}", "lungcrop": f"v{lung.VERSION}", "window": f"v{lung.VERSION}"}.get(step, "")
 
 
 def _load_cached(f: Path, size: int) -> np.ndarray | None:

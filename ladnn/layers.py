@@ -13,7 +13,8 @@ LAYERS = (
     # 0: the config and what every module may use
     ("ladnn", "ladnn.config", "ladnn.files", "ladnn.summary", "ladnn.layers"),
     # 1: data, images, networks, losses, metrics and run folders
-    ("ladnn.data", "ladnn.sources", "ladnn.dicom", "ladnn.images", "ladnn.models", "ladnn.rundir", "ladnn.loss",
+    ("ladnn.data", "ladnn.sources", "ladnn.dicom", "ladnn.images", "ladnn.marks", "ladnn.lung", "ladnn.models",
+     "ladnn.rundir", "ladnn.loss",
      "ladnn.metrics", "ladnn.fetch", "ladnn.mtl"),
     # 2: inference and scoring
     ("ladnn.infer", "ladnn.cam", "ladnn.scores"),

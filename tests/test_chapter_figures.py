@@ -108,11 +108,36 @@ def test_protocol_figure_one_errorbar_per_row_in_table_order():
                                                                    "95% interval at the protocol's level"}
 
 
+def test_rows_against_today_and_unmark_sentence():
+    idx = pd.MultiIndex.from_tuples([("(a) official split", "unmark - none, LA-DNN"),
+                                     ("(a) official split", "unmark - none, baseline"),
+                                     ("(d) D1, trained on D0", "unmark - none, LA-DNN"),
+                                     ("(a) official split", "LA-DNN - baseline, none")],
+                                    names=["protocol", "difference"])
+    cmp = pd.DataFrame({"seeds": [3, 3, 3, 3], "AUC difference": [-0.04, -0.001, 0.02, 0.0],
+                        "p": [0.001, 0.8, np.nan, 0.9], "detectable": [0.01, 0.012, np.nan, 0.01],
+                        "claim": ["none scores higher", "no difference shown (detectable: 0.012)",
+                                  "too few clusters to test", "no difference shown"]}, index=idx)
+    rows = unseen.against_today(cmp, "unmark")
+    assert len(rows) == 3 and rows.index.get_level_values("difference").str.startswith("unmark - none").all()
+    text = unseen.unmark_sentence(rows, recall=0.75)
+    assert "(3 seeds, both methods)" in text and "3 comparisons" in text
+    assert "the AUC fell on (a) official split (LA-DNN, -0.040) and rose significantly nowhere." in text
+    assert "So neither" not in text and "finds 75% of the hand-labelled marks" in text
+    assert "On the external sets ((d) D1, trained on D0) too few" in text and "from +0.020 to +0.020" in text
+    calm = rows.assign(claim="no difference shown")
+    text = unseen.unmark_sentence(calm, 0.75)
+    assert "would have detected a change of about 0.012 or more; the largest change there was -0.040" in text
+    assert "So neither" in text
+
+
 def test_candidates_and_subset_sentences():
     sel = pd.DataFrame({"mean val AUC": [0.8, 0.7, 0.6]}, index=["none+AdaBN", "none", "frozen"])
     text = unseen.candidates_sentence(sel)
     assert text.startswith("Candidates measured on every fold: none+AdaBN, none, frozen. ")
-    assert "in this benchmark: crop, gray, clahe, jpeg, strong, all (nor training" in text
+    assert "Not measured: crop, gray, clahe, jpeg, strong, all, window, lungcrop, unmark. Training on D0+D1" in text
+    every = pd.DataFrame({"mean val AUC": 0.5}, index=list(unseen.PIPELINES))
+    assert "Not measured: none." in unseen.candidates_sentence(every)
     sub = pd.DataFrame({"AUC": [0.9, 0.95, 0.85, 0.8, 0.97]},
                        index=["all", "only MedPix", "all but MedPix", "only crawled paper figures",
                               "all but crawled paper figures"])
@@ -234,17 +259,15 @@ def test_effect_and_label_sentences():
     assert (f"changes the COVID probability by {s['change'][0]:+.3f} (95% interval {s['change'][1]:+.3f} to "
             f"{s['change'][2]:+.3f})") in texts[1]
     assert f"puts {effects['ladnn']['cam_share_on_marks'].mean():.1%} of its mass" in texts[1]
-    mk = pd.DataFrame({"dataset": ["D0"] * 5 + ["D1"], "covid": [1, 1, 1, 0, 0, 1],
-                       "marked": [True, True, False, False, False, True],
-                       "mark_share": [0.01, 0.01, 0.0, 0.0, 0.0012, 0.01],
-                       "collection": ["p", "p", "p", "MedPix", "D1:Non-smallcelllungcancer_RIDER-Lung-CT", "q"]})
+    mk = pd.DataFrame({"dataset": ["D0"] * 5 + ["D1"], "covid": [1, 1, 1, 0, 0, 0],
+                       "colour": [True, False, False, False, False, True], "grey": [False, True, False, True, False,
+                                                                                     False],
+                       "collection": ["p", "p", "p", "MedPix", "MedPix", "D1:Non-smallcelllungcancer_RIDER-Lung-CT"]})
+    mk["marked"] = mk["colour"] | mk["grey"]
     text = marks.label_sentence(mk, effects["ladnn"])
-    assert text.startswith("The colour rule (at least 0.2% of the pixels in drawn colour) finds marks on 3 "
-                           "COVID-positive and 0 non-COVID images; 1 non-COVID images carry some drawn colour below "
-                           "that share (0.12% to 0.12% of the image; among them 1 of D1's RIDER negatives")
-    assert "do not show that a drawn mark is itself a label" in text and "3 of the 6 marked D0 images" in text
-    mk.loc[4, "mark_share"] = 0.0
-    assert "no non-COVID image carries drawn colour below that share" in marks.label_sentence(mk, effects["ladnn"])
+    assert text.startswith("Images the detector finds marks on: D0 COVID: 2 of 3 (1 with colour); D0 non-COVID: 1 of 2 "
+                           "(0 with colour); D1 non-COVID: 1 of 1 (1 with colour).")
+    assert "A mark is not a label here" in text and "3 of the 6 D0 images painted out above" in text
 
 
 # ---------------------------------------------------------------- Validity

@@ -331,6 +331,9 @@ def test_transfer_choice_tables_and_paired_differences():
     assert same["auc_diff"] == 0
     text = unseen.verdict(tab, cmp, sel, "none+AdaBN")
     assert "is **none+AdaBN**" in text and "D1, none+AdaBN" in text and "Holm-adjusted" in text
+    keys = {r: (unseen.PROTOCOL_NAMES[r], "LA-DNN", "none+AdaBN") for r in unseen.MOONSHOT}
+    reached = [r for r, k in keys.items() if k in tab.index and tab.loc[k, "lo"] >= unseen.MOONSHOT[r]]
+    assert ("Nguyen et al. 2021" in text) == (not reached)
     sub = subset_aucs(unseen.parts(t, "none", "ladnn")["collection"], 100)
     assert sub.shape[0] == 9  # all, 4 x 2
     p = unseen.parts(t, "none", "ladnn")["collection"]

@@ -143,7 +143,9 @@ def test_committed_benchmark_matches_todays_folds(table, d0):
     from ladnn.generalisation import bench_predictions, bench_runs, transfer_predictions
 
     preds, runs = bench_predictions(), bench_runs()
-    assert not preds["image"].isin(table.loc[table["dataset"] == "D1", "name"]).any()
+    d0d1 = preds["candidate"].str.contains("D0+D1", regex=False)
+    assert (preds.loc[d0d1, "protocol"] == "official").all()  # trained on D1: official split only, never a fold
+    assert not preds.loc[~d0d1, "image"].isin(table.loc[table["dataset"] == "D1", "name"]).any()
     group = dict(zip(d0["name"], linked_groups(d0)))
     folds = {"grouped": dict(zip(d0["name"], grouped_folds(d0, 5))),
              "collection": dict(zip(d0["name"], collection_folds(d0)))}
@@ -156,6 +158,11 @@ def test_committed_benchmark_matches_todays_folds(table, d0):
             assert q["image"].is_unique and len(q) == len(d0), key
         full = runs[runs["protocol"] == prot].groupby(["candidate", "method"])["fold"].nunique()
         assert (full == len(set(fold.values()))).all(), full
+    from ladnn.images import step_version
+
+    stepped = runs[runs["preprocess"].fillna("") != ""]  # runs of a step with rules of its own: today's version
+    for pre, versions in zip(stepped["preprocess"], stepped["step_versions"]):
+        assert versions == "+".join(s + step_version(s) for s in pre.split("+")), (pre, versions)
     t = transfer_predictions()
     plain = t[~t["adabn"] & (t["part"] == "test") & (t["protocol"] != "official")]
     m = plain.merge(preds, on=["candidate", "method", "protocol", "fold", "seed", "image"])
