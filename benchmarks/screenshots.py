@@ -14,6 +14,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
+MAX_TILE = 16000  # px: the tallest window taken in one screenshot
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,10 +41,15 @@ def main() -> None:
             driver.get(f.as_uri())
             WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
             height = driver.execute_script("return document.documentElement.scrollHeight")
-            driver.set_window_size(a.width, min(height + 100, 16000))
-            dst = out / f"{page.replace('/', '_')}.png"
-            driver.save_screenshot(str(dst))
-            print(f"{dst} ({a.width} x {min(height + 100, 16000)} px)")
+            tile = min(height + 100, MAX_TILE)
+            driver.set_window_size(a.width, tile)
+            name = page.replace("/", "_")
+            # a page taller than one tile is shot in parts, scrolled a tile at a time (Chrome caps a window's height)
+            for k, top in enumerate(range(0, height, tile)):
+                driver.execute_script(f"window.scrollTo(0, {top})")
+                dst = out / (f"{name}.png" if top == 0 else f"{name}_part{k + 1}.png")
+                driver.save_screenshot(str(dst))
+                print(f"{dst} ({a.width} x {tile} px, from {top} px)")
     finally:
         driver.quit()
 

@@ -124,7 +124,7 @@ def test_rows_against_today_and_unmark_sentence():
     assert "(3 seeds, both methods)" in text and "3 comparisons" in text
     assert "the AUC fell on (a) official split (LA-DNN, -0.040) and rose significantly nowhere." in text
     assert "So neither" not in text and "finds 75% of the hand-labelled marks" in text
-    assert "On the external sets ((d) D1, trained on D0) too few" in text and "from +0.020 to +0.020" in text
+    assert "On the external sets ((d) D1, trained on D0), too few" in text and "from +0.020 to +0.020" in text
     calm = rows.assign(claim="no difference shown")
     text = unseen.unmark_sentence(calm, 0.75)
     assert "would have detected a change of about 0.012 or more; the largest change there was -0.040" in text

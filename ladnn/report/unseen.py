@@ -164,22 +164,22 @@ def collection_tables(t: pd.DataFrame, n_boot: int = 2000, pipeline: str = "none
 
 def protocol_figure(tab: pd.DataFrame) -> Figure:
     """Every row of `protocol_table` as its AUC with the 95% interval, top to bottom in the table's order; chance
-    (0.5) dashed."""
-    fig = plt.figure(figsize=(8, 6))
+    (0.5) dashed. The figure grows with the rows, so each label stays readable."""
+    r = tab.reset_index()
+    fig = plt.figure(figsize=(8, max(4.0, 0.22 * len(r) + 1.2)))
     plt.close(fig)  # not an open pyplot figure: it shows once, where the notebook displays it
     ax = fig.subplots()
-    r = tab.reset_index()
     labels = r["protocol"] + " | " + r["method"] + " | " + r["pipeline"]
     ci = r["lo"].notna()
     y = np.arange(len(r))
     ax.errorbar(r.loc[ci, "AUC"], y[ci], xerr=[r.loc[ci, "AUC"] - r.loc[ci, "lo"], r.loc[ci, "hi"] - r.loc[ci, "AUC"]],
                 fmt="o", capsize=2, label="95% interval at the protocol's level")
     ax.plot(r.loc[~ci, "AUC"], y[~ci], "x", color="C3", label="too few clusters for an interval")
-    ax.set_yticks(y, labels, fontsize=7)
-    ax.invert_yaxis()
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_ylim(len(r) - 0.5, -0.5)  # the table's first row on top
     ax.axvline(0.5, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("AUC")
-    ax.legend(fontsize=7, loc="upper left")  # the rows' AUCs lie right of the labels' side: no point hidden
+    ax.legend(fontsize=8, loc="upper left")  # the rows' AUCs lie right of the labels' side: no point hidden
     return fig
 
 
@@ -266,7 +266,7 @@ def unmark_sentence(rows: pd.DataFrame, recall: float) -> str:
                    f"{tested['detectable'].max():.3f} or more; the largest change there was "
                    f"{max(tested['AUC difference'], key=abs):+.3f}.")
     if len(untested):
-        out.append(f"On the external sets ({', '.join(dict.fromkeys(untested.index.get_level_values('protocol')))}) "
+        out.append(f"On the external sets ({'; '.join(dict.fromkeys(untested.index.get_level_values('protocol')))}), "
                    "too few patients or articles allow no test; the changes there run from "
                    f"{untested['AUC difference'].min():+.3f} to {untested['AUC difference'].max():+.3f}.")
     if not fell and not rose:
@@ -605,7 +605,7 @@ def verdict(tab: pd.DataFrame, cmp: pd.DataFrame, sel: pd.DataFrame, after: str)
     lesion = cmp[cmp.index.get_level_values("difference") == "LA-DNN - baseline, none"]
     if len(lesion):
         lines.append(f"- **Lesion attention.** {len(lesion)} parts compare LA-DNN with the baseline (pipeline none), "
-                     f"among {cmp.attrs.get('family', len(cmp))} paired comparisons with a p-value on this page, "
+                     f"among {cmp.attrs.get('family', len(cmp))} paired comparisons with a p-value in their table (section 4), "
                      "Holm-adjusted:")
         for (prot, _), d in lesion.iterrows():
             seeds = f"{int(d['seeds'])} seed{'s' if d['seeds'] > 1 else ''}"
