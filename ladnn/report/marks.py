@@ -23,7 +23,7 @@ LABELS_CSV = "mark_labels.csv"  # package data: the hand-labelled sample (how it
 PAINTED = PRED.p_covid + "_painted_out"  # with the marks painted out
 CONTROL = PRED.p_covid + "_control"  # with a patch of the same area painted out elsewhere in the lung field
 RULES = {"colour": "colour patches", "grey": "grey strokes", "marked": "either (the detector)",
-         "old_rule": "4d8f8d4's colour rule"}
+         "old_rule": "the old colour rule (at commit 4d8f8d4)"}
 
 
 def old_rule(rgb: np.ndarray) -> bool:
@@ -55,12 +55,12 @@ def mark_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def mark_counts(marks: pd.DataFrame) -> pd.DataFrame:
     """Images the detector finds marks on, per dataset, collection and class, with the colour and grey rules apart."""
-    k = marks.assign(cls=marks["covid"].map({1: "COVID", 0: "non-COVID"}),
-                     collection=marks["collection"].str.removeprefix("D1:"))
+    short = marks["collection"].str.removeprefix("D1:").str.split("_").str[-1]  # "...cancer_RIDER-Lung-CT" -> RIDER
+    k = marks.assign(cls=marks["covid"].map({1: "COVID", 0: "non-COVID"}), collection=short)
     g = k.groupby(["dataset", "collection", "cls"])
     out = pd.DataFrame({"images": g.size(), "colour marks": g["colour"].sum(), "grey strokes": g["grey"].sum(),
                         "any mark": g["marked"].sum()})
-    out["share with a mark"] = out["any mark"] / out["images"]
+    out["share"] = out["any mark"] / out["images"]
     out.index = out.index.set_names(["dataset", "collection", "class"])
     return out
 
@@ -118,6 +118,14 @@ def detector_check(labels: pd.DataFrame, found: pd.DataFrame, n_boot: int = 2000
     return out
 
 
+def check_for_page(check: pd.DataFrame) -> pd.DataFrame:
+    """`detector_check` as the page shows it: counts, and precision and recall each with its interval in one cell."""
+    out = check[["found", "true marks found", "false alarms", "marks missed"]].copy()
+    for m in ("precision", "recall"):
+        out[f"{m} [95%]"] = [f"{r[m]:.2f} [{r[m + ' lo']:.2f}, {r[m + ' hi']:.2f}]" for _, r in check.iterrows()]
+    return out
+
+
 def missed_kinds(labels: pd.DataFrame, found: pd.DataFrame) -> pd.DataFrame:
     """Hand-labelled marked images by the colour of their marks (coloured, or grey only) and whether the detector
     found them."""
@@ -133,11 +141,11 @@ def detector_sentence(check: pd.DataFrame, kinds: pd.DataFrame) -> str:
     d, o = check.loc[RULES["marked"]], check.loc[RULES["old_rule"]]
     a = check.attrs
     out = (f"Against the {a['images']} hand-labelled images of the held-out sample ({a['marked']} with a drawn mark; "
-           f"{a['groups']} papers or patients), the detector finds marks on {int(d['found'])}: precision "
+           f"{a['groups']} clusters: papers, or patients where the records name them), the detector finds marks on {int(d['found'])}: precision "
            f"{d['precision']:.2f} (95% interval {d['precision lo']:.2f} to {d['precision hi']:.2f}), recall "
            f"{d['recall']:.2f} ({d['recall lo']:.2f} to {d['recall hi']:.2f}); the intervals are wide because whole "
-           f"papers and collections are drawn, and D1's are a few large ones. The colour rule of 4d8f8d4 had recall "
-           f"{o['recall']:.2f}.")
+           f"papers and collections are drawn, and D1's are a few large ones. The old colour rule (the chapter's until "
+           f"commit 4d8f8d4) had recall {o['recall']:.2f}.")
     for kind in kinds.index:
         f, m = int(kinds.loc[kind, "found"]), int(kinds.loc[kind, "missed"])
         out += f" Images with {kind}: {f} of {f + m} found."
