@@ -8,7 +8,7 @@ scored by the official runs (protocol d, benchmarks/transfer.py). Finished
 runs are reused. Two CSVs go to ladnn/resources/ for the book's chapter "New sources":
 - `source_protocol_quick_runs.csv`: one row per run, with the validation COVID loss and AUC of the kept epoch (the
   pipeline is chosen on protocol (c)'s validation parts only);
-- `source_protocol_quick.csv`: the test predictions of every run (image, label, probability, group, collection).
+- `source_protocol_quick.csv.gz`: the test predictions of every run (image, label, probability, group, collection).
 
     python benchmarks/source_protocol.py --candidates none --methods ladnn baseline --protocol collection
     python benchmarks/source_protocol.py --candidates none --methods ladnn baseline --protocol grouped
@@ -49,7 +49,7 @@ from ladnn.sources import linked_groups, negative_collections
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS_CSV = ROOT / "ladnn" / "resources" / "source_protocol_quick_runs.csv"
-PRED_CSV = ROOT / "ladnn" / "resources" / "source_protocol_quick.csv"
+PRED_CSV = ROOT / "ladnn" / "resources" / "source_protocol_quick.csv.gz"
 
 
 def quick_config() -> dict:
@@ -110,7 +110,7 @@ def export(root: Path, merge: bool = False) -> None:
     if merge:
         runs, preds = merged(RUNS_CSV, runs), merged(PRED_CSV, preds)
     runs.to_csv(RUNS_CSV, index=False)
-    preds.to_csv(PRED_CSV, index=False)
+    preds.to_csv(PRED_CSV, index=False, compression={"method": "gzip", "mtime": 0})  # same bytes for the same rows
     print(f"wrote {RUNS_CSV} ({len(runs)} runs) and {PRED_CSV}")
 
 

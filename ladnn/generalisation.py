@@ -36,7 +36,7 @@ from ladnn.scores import (
 from ladnn.summary import Evaluation, RunMetrics
 
 RUNS_CSV = "source_protocol_quick_runs.csv"
-PRED_CSV = "source_protocol_quick.csv"
+PRED_CSV = "source_protocol_quick.csv.gz"
 TRANSFER_CSV = "transfer_quick.csv.gz"  # gzip: 2.3 MB as plain text
 # Config fields that do not change the recipe: where it is evaluated, and the seed.
 NOT_RECIPE = ("seed", "protocol", "dataset", "folds", "fold", "device")

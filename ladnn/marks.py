@@ -8,9 +8,10 @@ scale bars. Two rules find it:
 - grey strokes: white or black lines a few pixels wide that stand out from their surroundings far more than CT
   texture does (a pixel near the ends of the grey range, differing from the median of its neighbourhood by more
   than `STROKE_CONTRAST`), kept when their connected patch is thin (`MAX_HALF_WIDTH`) and long enough to be a
-  stroke or a glyph, and not on the image's border.
-CT makes thin bright lines too (vessels, fissures), so the grey rule also marks some anatomy; the chapter reports the
-rule's precision and recall against the hand labels."""
+  stroke or a glyph, and where CT puts no such strokes: on the figure's background, in a corner (panel letters) or
+  in a row of glyphs of one height (dates, words). Strokes inside the lungs (most black or white arrows) are missed:
+  a rule for them flagged vessels and fissures as often.
+The chapter reports the rules' precision and recall against the hand labels."""
 from __future__ import annotations
 
 import itertools

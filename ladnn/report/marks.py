@@ -157,14 +157,14 @@ def painted_out(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return detector.paint_out(rgb, mask)
 
 
-def control_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def control_mask(rgb: np.ndarray, mask: np.ndarray, lungs: np.ndarray | None = None) -> np.ndarray:
     """The marks' shape moved, unwrapped, to where as much of it as possible lies in the lung field
     (`ladnn.lung.body_and_lungs`) without touching the marks: the same area painted out over lung instead of over the
-    marks, a control matched for content. Ties go to the smallest move."""
+    marks, a control matched for content. Ties go to the smallest move. `lungs`: the lung mask when the caller has it."""
     import cv2
 
-    g = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    _, lungs = lung.body_and_lungs(g)
+    if lungs is None:
+        _, lungs = lung.body_and_lungs(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
     ys, xs = np.nonzero(mask)
     if not len(ys):
         return mask
@@ -205,8 +205,8 @@ def marks_effect(run: str, rows: pd.DataFrame) -> pd.DataFrame:
     for name, path in zip(rows["name"], rows["image"]):
         rgb = np.asarray(decode(read_bytes(path)).convert("RGB"))
         mask = mark_mask(rgb)
-        control = control_mask(rgb, mask)
         _, lungs = lung.body_and_lungs(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        control = control_mask(rgb, mask, lungs)
         xs = []
         for img in (rgb, painted_out(rgb, mask), painted_out(rgb, control)):
             buf = io.BytesIO()

@@ -201,10 +201,14 @@ def chosen(t: pd.DataFrame, method: str = "ladnn") -> str:
     return str(selection(t, method).index[0])
 
 
+def second_of(sel: pd.DataFrame) -> str:
+    """The runner-up of a `selection` table (its only candidate when it has one)."""
+    return str(sel.index[min(1, len(sel) - 1)])
+
+
 def runner_up(t: pd.DataFrame, method: str = "ladnn") -> str:
     """The candidate second by mean validation AUC (`selection`)."""
-    sel = selection(t, method)
-    return str(sel.index[min(1, len(sel) - 1)])
+    return second_of(selection(t, method))
 
 
 def shown_pipelines(t: pd.DataFrame, method: str = "ladnn") -> list[str]:
@@ -215,7 +219,7 @@ def shown_pipelines(t: pd.DataFrame, method: str = "ladnn") -> list[str]:
 def after_pipeline(t: pd.DataFrame, method: str = "ladnn") -> str:
     """The chosen pipeline, or the runner-up when today's ('none') wins, so a change is measured either way."""
     sel = selection(t, method)
-    return str(sel.index[0] if sel.index[0] != "none" else sel.index[min(1, len(sel) - 1)])
+    return str(sel.index[0]) if sel.index[0] != "none" else second_of(sel)
 
 
 def candidates_sentence(sel: pd.DataFrame) -> str:
@@ -586,7 +590,7 @@ def verdict(tab: pd.DataFrame, cmp: pd.DataFrame, sel: pd.DataFrame, after: str)
         lines.append(f"- No candidate beats today's pipeline there; the runner-up, **{after}**, is shown as the "
                      "\"after\" so that the change is measured anyway.")
     reached = False
-    for pipe in dict.fromkeys([best, str(sel.index[min(1, len(sel) - 1)]), after]):
+    for pipe in dict.fromkeys([best, second_of(sel), after]):
         for prot, goal in MOONSHOT.items():
             key = (PROTOCOL_NAMES[prot], "LA-DNN", pipe)
             if key in tab.index:
