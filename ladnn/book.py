@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from ladnn.pages import book_config, check_html
+from ladnn.pages import book_config, check_html, retitle, runs_index
 from ladnn.profiles import (
     OPTIONAL_FLAG,
     BuildError,
@@ -21,6 +21,7 @@ from ladnn.profiles import (
     parse_overrides,
     plan,
     run_name,
+    run_titles,
     training_runs,
 )
 from ladnn.rundir import profile_dirs, scan_runs, unreadable
@@ -65,6 +66,10 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     missing = [f"{name}: {e}" for name, _, out in todo if (e := unreadable(out))]
     if missing:  # a run the book needs: the build stops, naming each
         raise BuildError("runs the book needs are not complete:\n  " + "\n  ".join(missing))
+    titles = run_titles(prof, root)
+    for name, _, _ in todo:
+        retitle(gen / "train" / f"{name}.ipynb", titles[name])
+    (gen / "runs.md").write_text(runs_index([(name, titles[name], out) for name, _, out in todo]))
     for line in [x for d in where.values() for x in scan_runs(d)[1]]:  # not in this profile: left out
         print(f"[book {prof['name']}] skipped (not read): {line}", flush=True)
     params = {"profile": prof["name"], "runs_dir": str(runs_dir.relative_to(root)),

@@ -24,9 +24,13 @@ def parser() -> argparse.ArgumentParser:
     _data_arg(c)
     c.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of every file")
 
-    t = sub.add_parser("train", help="train one run into a run directory",
+    t = sub.add_parser("train", help="train one run into a run directory", allow_abbrev=False,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_options(t)
+    t.add_argument("--profile", help="start from this profile's recipe: the config of its first run of --method "
+                                     "(profiles/NAME.yaml or a YAML path); each option given on the command line "
+                                     "replaces one field")
+    t.add_argument("--dry-run", action="store_true", help="print the run's config as JSON and train nothing")
     t.add_argument("--out", required=True, help="run directory to create")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out: the new run trains beside it and "
                                                        "replaces it only once complete; a failure leaves it as it was")
@@ -76,12 +80,29 @@ def _window_arg(p: argparse.ArgumentParser) -> None:
                                                    "width 1500 HU), mediastinal (50, 350) or CENTRE,WIDTH in HU")
 
 
-def _config(a: argparse.Namespace) -> Config:
-    return Config.from_namespace(vars(a))
+def _config(a: argparse.Namespace, argv: list[str]) -> Config:
+    """The run's Config: the options' values, or with --profile that profile's first run of the method asked (default
+    ladnn) with the options given on the command line (`argv`) replacing its fields."""
+    if not a.profile:
+        return Config.from_namespace(vars(a))
+    from pathlib import Path
+
+    from ladnn.profiles import BuildError, load_profile
+
+    try:
+        runs = load_profile(a.profile, Path.cwd())["runs"]
+    except BuildError as e:
+        raise ValueError(str(e)) from None
+    base = next((c for c in runs if c.method == a.method), runs[0]).to_dict()
+    given = {arg.split("=")[0] for arg in argv if arg.startswith("--")}
+    names = {opt: f.replace("-", "_") for f in base for opt in (f"--{f.replace('_', '-')}", f"--no-{f.replace('_', '-')}")}
+    return Config.from_dict({**base, **{names[o]: getattr(a, names[o]) for o in given if o in names}})
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     a = parser().parse_args(argv)
+    a.argv = argv
     if a.cmd in ("evaluate", "predict", "serve") and "torch" not in sys.modules:
         # ONNX Runtime scores (ladnn.infer.onnx_net) between torch's image operations; torch's OpenMP threads
         # busy-wait after each of those and took the cores from it (4 views: 24 ms a call instead of 18 on 2 cores)
@@ -123,9 +144,13 @@ def _run(a: argparse.Namespace) -> int:
     elif a.cmd == "train":
         from ladnn.train import train
 
+        cfg = _config(a, a.argv)
+        if a.dry_run:
+            print(json.dumps({"out": a.out, **cfg.to_dict()}))
+            return 0
         if a.data_dir:
             os.environ["LADNN_DATA_DIR"] = a.data_dir
-        m = train(_config(a), a.out, overwrite=a.overwrite, skip_done=a.skip_done)
+        m = train(cfg, a.out, overwrite=a.overwrite, skip_done=a.skip_done)
         print(json.dumps({"out": a.out, **m.covid.to_dict(), "best_epoch": m.run.best_epoch,
                           "seconds": m.run.seconds}))
     elif a.cmd == "evaluate":

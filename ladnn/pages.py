@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import nbformat
 import yaml
 
 from ladnn.profiles import BuildError
@@ -38,10 +39,38 @@ def toc_pages(root: Path) -> list[str]:
     return [re.sub(r"\.(md|ipynb)$", "", p) for p in pages]
 
 
+def retitle(notebook: Path, title: str) -> None:
+    """Give an executed run page its own title: the first heading of its first Markdown cell becomes `title` (the
+    sidebar, the previous/next links and the browser tab show it)."""
+    nb = nbformat.read(notebook, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "markdown")
+    first.source = re.sub(r"\A# .*", lambda _: f"# {title}", first.source, count=1)
+    nbformat.write(nb, notebook)
+
+
+def runs_index(rows: list[tuple[str, str, Path]]) -> str:
+    """The Training runs page's table (Markdown): each run's page (name, title, run folder) linked, with its test
+    AUC, its interval and the epoch it kept, read from the run's metrics.json."""
+    from ladnn.rundir import FinishedRun
+
+    out = ["| run | test AUC | 95% interval | kept epoch |", "|---|---|---|---|"]
+    for name, title, folder in rows:
+        m = FinishedRun(folder).metrics
+        lo, hi = m.covid_ci95.auc
+        auc = "none" if m.covid.auc is None else f"{m.covid.auc:.3f}"
+        out.append(f"| {{doc}}`{title} </book/_generated/train/{name}>` | {auc} | [{lo:.3f}, {hi:.3f}] | "
+                   f"{m.run.best_epoch} |")
+    return "\n".join(out) + "\n"
+
+
 def check_html(root: Path) -> list[str]:
-    """Every toc page rendered, and none shows an error output or a traceback."""
+    """What a reader must never meet in the built book, one line per problem naming the page: a page not rendered,
+    an error output or a traceback, an empty code block, warning text in an output, a page title used twice, a run
+    page whose configuration table differs from its run's config.json, and Thebe set up for another project."""
+    from bs4 import BeautifulSoup
+
     html = root / "_build" / "html"
-    problems = []
+    problems, titles = [], {}
     for page in toc_pages(root):
         f = html / f"{page}.html"
         if not f.is_file():
@@ -50,7 +79,86 @@ def check_html(root: Path) -> list[str]:
         text = f.read_text(errors="replace")
         if "Traceback (most recent call last)" in text or re.search(r'class="[^"]*output[^"]*error', text):
             problems.append(f"page {page} shows an error output or a traceback")
+        soup = BeautifulSoup(text, "html.parser")
+        main = soup.find("main") or soup
+        empty = [b for b in main.select("div.highlight pre") if not b.get_text().strip()]
+        if empty:
+            problems.append(f"page {page} shows {len(empty)} empty code block(s)")
+        for out in main.select("div.cell_output"):
+            if m := WARNING_TEXT.search(out.get_text()):
+                problems.append(f"page {page} shows warning text in an output: {m.group(0)!r}")
+        if "binder-examples" in text:
+            problems.append(f"page {page} configures Thebe or Binder for another repository (binder-examples)")
+        title = soup.title.get_text().strip() if soup.title else ""
+        titles.setdefault(title, []).append(page)
+        if re.search(r"(^|/)train/", page):  # a run page
+            problems += [f"page {page}: {p}" for p in run_page_problems(root, main)]
+    problems += [f"pages {', '.join(pages)} share the title {title!r}" for title, pages in titles.items()
+                 if len(pages) > 1]
     return problems
+
+
+# what warnings look like when Python or a library prints them into an output
+WARNING_TEXT = re.compile(r"\b\w*Warning: .{0,60}|warnings\.warn\(.{0,40}")
+
+
+def run_page_problems(root: Path, main) -> list[str]:
+    """A run page shows the configuration its run used: the table under "The configuration of this run" holds
+    every field of the run folder's config.json with the same value (the folder named in the page's output)."""
+    import json
+
+    from ladnn.config import field_names
+    from ladnn.report.results import shown_value
+
+    outputs = " ".join(o.get_text() for o in main.select("div.cell_output"))
+    found = re.search(r"run directory: ([^\s;,]+)", outputs)
+    if not found:
+        return ["names no run directory"]
+    folder = root / found.group(1)
+    if not (folder / "config.json").is_file():
+        return [f"names the run directory {found.group(1)}, which holds no config.json"]
+    cfg = json.loads((folder / "config.json").read_text())
+    table = next((t for t in main.select("table") if "config.json" in t.get_text()), None)
+    if table is None:
+        return ["shows no configuration table (its caption must name config.json)"]
+    shown = {tds[0].get_text().strip(): tds[-1].get_text().strip()
+             for row in table.select("tbody tr") if len(tds := row.find_all(["th", "td"])) >= 2}
+    out = [f"shows no row for the config field {k!r}" for k in field_names() if k not in shown]
+    out += [f"shows {k} = {shown[k]!r} but config.json has {shown_value(v)!r}" for k, v in cfg.items()
+            if k in shown and shown[k] != shown_value(v)]
+    return out
+
+
+# In the browser, at the page's width: a code block, output, table or figure wider than the text column, or one that
+# hides part of itself behind a horizontal scroll bar (run by tests/test_book.py and benchmarks/screenshots.py).
+LAYOUT_JS = """
+const col = document.querySelector('article.bd-article') || document.querySelector('main');
+const right = col.getBoundingClientRect().right;
+const out = [];
+const seen = new Set();
+for (const el of col.querySelectorAll('pre, table, img, svg, mjx-container[display="true"], div.cell_output, div.output, div.highlight, div.pst-scrollable-table-container, div.table-wrapper')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) continue;
+  const hidden = el.scrollWidth - el.clientWidth;
+  if (r.right > right + 2 || (hidden > 2 && el.tagName !== 'svg')) {
+    let key = el;
+    while (key.parentElement && key.parentElement !== col && !key.classList.contains('cell')) key = key.parentElement;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const where = (el.closest('section') || col).querySelector('h1, h2, h3');
+    out.push(`${el.tagName.toLowerCase()}${el.className && typeof el.className === 'string' ? '.' + el.className.split(' ')[0] : ''}`
+             + ` under "${where ? where.innerText.replace(/#$/, '').trim().slice(0, 60) : ''}": `
+             + `${Math.round(r.right - right)} px past the column, ${hidden} px scrolled out of sight: `
+             + JSON.stringify((el.innerText || el.getAttribute('alt') || '').slice(0, 60)));
+  }
+}
+return out;
+"""
+
+
+def layout_problems(driver, page: str) -> list[str]:
+    """LAYOUT_JS on the page a Selenium `driver` has open, each line naming `page`."""
+    return [f"{page}: {line}" for line in driver.execute_script(LAYOUT_JS)]
 
 
 def local_mathjax(root: Path) -> bool:
@@ -90,6 +198,9 @@ def book_config(root: Path) -> Path:
         return root / "_config.yml"
     cfg = yaml.safe_load((root / "_config.yml").read_text())
     cfg.setdefault("sphinx", {}).setdefault("config", {})["mathjax_path"] = "mathjax/tex-svg.js"
+    # jupyter-book reads local extensions' folders relative to the config file, which is written elsewhere here
+    for name, folder in (cfg["sphinx"].get("local_extensions") or {}).items():
+        cfg["sphinx"]["local_extensions"][name] = str((root / folder).resolve())
     out = root / "_build" / "_config.local.yml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))

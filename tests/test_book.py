@@ -8,7 +8,7 @@ import pytest
 from conftest import book_copy
 
 from ladnn.book import build
-from ladnn.pages import check_html, toc_pages
+from ladnn.pages import check_html, layout_problems, toc_pages
 from ladnn.profiles import BuildError, load_profile
 from ladnn.runner import _finish_notebook
 
@@ -50,20 +50,42 @@ def test_runs_are_not_trained_twice(built, capfd):
     assert out.count("not training again") == len(prof["runs"]) + len(prof["ablation_runs"]) == 3
 
 
-def test_book_pages_load_in_a_real_browser(built):
+def _chromium():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    root, _ = built
-    shots = Path(os.environ.get("LADNN_SHOTS_DIR", root / "shots"))
-    shots.mkdir(parents=True, exist_ok=True)
     opts = webdriver.ChromeOptions()
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800",
               "--allow-file-access-from-files"):
         opts.add_argument(a)
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
+
+
+def test_the_layout_check_can_fail(tmp_path):
+    """A table wider than the column and a code block that scrolls are both named; a fitting page is not."""
+    page = tmp_path / "p.html"
+    cells = "".join(f"<td>column{k}_with_long_text</td>" for k in range(40))
+    page.write_text('<html><body><main><article class="bd-article" style="width:600px">'
+                    f'<h2>A section</h2><table><tr>{cells}</tr></table>'
+                    '<div class="highlight" style="overflow-x:auto"><pre>' + "x" * 400 + '</pre></div>'
+                    "<p>fits</p></article></main></body></html>")
+    driver = _chromium()
+    try:
+        driver.get(page.as_uri())
+        found = layout_problems(driver, "p")
+    finally:
+        driver.quit()
+    assert len(found) == 2 and found[0].startswith('p: table under "A section"') and "highlight" in found[1], found
+
+
+def test_book_pages_load_in_a_real_browser(built):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root, _ = built
+    shots = Path(os.environ.get("LADNN_SHOTS_DIR", root / "shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    driver = _chromium()
     try:
         for page in ["book/intro", "book/mtl", "book/_generated/data", "book/_generated/results",
                      "book/_generated/gradcam", "book/_generated/pairplot", "book/_generated/validity",
@@ -89,9 +111,56 @@ def test_book_pages_load_in_a_real_browser(built):
             if page != "book/intro":
                 assert n_img >= 1 or page.endswith("reproduction"), f"{page}: no figure"
             driver.save_screenshot(str(shots / f"{page.replace('/', '_')}.png"))
+        wide = []  # every page of the book, run pages included: nothing wider than the column at 1400 px
+        for page in toc_pages(root):
+            driver.get((root / "_build/html" / f"{page}.html").as_uri())
+            wide += layout_problems(driver, page)
+        assert wide == []
     finally:
         driver.quit()
     assert len(list(shots.glob("book*.png"))) == 9
+
+
+def test_run_pages_are_titled_by_their_run_and_listed(built):
+    root, _ = built
+    prof = load_profile("smoke", root)
+    html = root / "_build/html"
+    titles = [(html / f"{p}.html").read_text().split("<title>")[1].split("</title>")[0]
+              for p in toc_pages(root) if "/train/" in p]
+    assert len(titles) == len(set(titles)) == len(prof["runs"]) + len(prof["ablation_runs"])
+    assert any(t.startswith("LA-DNN, efficientnet_lite0, D0, seed 0: lesion_mask none") for t in titles)
+    listing = (html / "book/training.html").read_text()
+    assert listing.count('href="_generated/train/') == len(titles) and "nan" not in listing.lower()
+
+
+def _page(root: Path, name: str, body: str, title: str) -> None:
+    f = root / "_build/html" / f"{name}.html"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(f"<html><head><title>{title}</title></head><body><main>{body}</main></body></html>")
+
+
+def test_the_page_checks_can_fail(tmp_path):
+    """check_html names each problem the issue listed: an empty code block, warning text in an output, a title
+    used twice, Thebe set up for another project, and a run page whose table is not its config.json."""
+    import json
+
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: a\nchapters:\n- file: b\n- glob: train/*\n")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "r.ipynb").write_text("{}")
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    json.dump({"seed": 3, "epochs": 5}, (run / "config.json").open("w"))
+    _page(tmp_path, "a", '<div class="highlight"><pre> </pre></div>'
+          '<div class="cell_output">UserWarning: something</div>', "Same")
+    _page(tmp_path, "b", '<script>repo: "binder-examples/x"</script>', "Same")
+    _page(tmp_path, "train/r", '<div class="cell_output">run directory: runs/r</div><table><caption>r/config.json'
+          '</caption><tbody><tr><td>seed</td><td>0</td></tr><tr><td>epochs</td><td>5</td></tr></tbody></table>',
+          "Run")
+    found = "\n".join(check_html(tmp_path))
+    for problem in ("a shows 1 empty code block", "warning text in an output: 'UserWarning: something'",
+                    "share the title 'Same'", "b configures Thebe or Binder", "shows seed = '0' but config.json has '3'",
+                    "shows no row for the config field 'backbone'"):
+        assert problem in found, (problem, found)
 
 
 def test_failed_notebook_fails_the_build(tmp_path):

@@ -1,6 +1,8 @@
 """The figures and generated sentences of the chapters "New sources" (ladnn.report.unseen, marks) and "Validity"
 (ladnn.report.validity): each figure holds what its data says, readable on the page, and each sentence carries the
 numbers computed here independently."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -213,12 +215,15 @@ def test_real_ct_maps_and_service_warning(tiny_run, external_dir):
     ct = unseen.covid_ct_md(t)
     scored = set(ct.loc[ct[PRED.slice_scored].astype(bool), PRED.image])
     assert set(names) <= scored
-    assert len(fig.axes) == 4 * 5 and fig.axes[0].get_title() == "CT image"
+    assert len(fig.axes) == 4 * 3 and fig.axes[0].get_title().startswith("1. ")  # image, baseline, LA-DNN
     r = FinishedRun(tiny_run)
     warning = new_data_report(r.metrics, recipe_figures(r.config, 200), r.evaluations(),
                               r.unseen_predictions)["warning"]
     assert "too few to tell any AUC from chance" in warning  # D1's positives: one article
-    assert unseen.service_warning(tiny_run, 200) == f"warning on the service page of {tiny_run.name} :\n {warning}"
+    box = unseen.service_warning(tiny_run, 200)  # a Markdown warning box: the warning's opening, then its figures
+    assert box.startswith("```{warning}\n") and box.endswith("\n```") and f"`{tiny_run.name}`" in box
+    words = lambda s: re.sub(r"[;.,:*`-]", " ", s.lower()).split()
+    assert set(words(warning)) <= set(words(box))
 
 
 # ---------------------------------------------------------------- New sources: annotation marks
@@ -299,28 +304,29 @@ def test_near_duplicate_figure_shows_the_cross_split_pairs(images):
     readable(fig)
     shown = [a for a in fig.axes if a.images]
     assert len(shown) == 2 and len(fig.axes) == 4  # one pair: two panels of a row of four
-    assert shown[0].get_title(loc="left") == f"d={k} (1 pair): train, COVID"
+    assert shown[0].get_title(loc="left") == f"d = {k} bits, 1 pair\ntrain, COVID"
     assert shown[1].get_title(loc="left") == "test, COVID"
     assert np.array_equal(shown[0].images[0].get_array(), np.asarray(Image.open(images["image"][0]).convert("RGB")))
     none = validity.near_duplicate_figure(images, d, distances=[k, 63])
-    assert none._suptitle.get_text() == "no cross-split pair at distance(s) 63"
+    assert none._suptitle.get_text() == "no cross-split pair at distance 63 (bits)"
 
 
 def test_validity_sentences(images):
     from ladnn.report import leakage
 
     hashes = leakage.phashes(images)
-    assert validity.split_crossings(images) == ("patient ids found in more than one split: 1\n"
-                                                "source documents (file-name prefixes) found in more than one split: 1")
+    crossings = validity.split_crossings(images)
+    assert crossings.startswith("1 patient id occurs in more than one split, but 1 source document")
+    assert "1 test image among them" in crossings
     d = leakage.hash_distances(hashes)
     counts = validity.nearest_counts(d)
-    assert validity.nearest_text(d) == f"distance to the nearest other image (bits): count of images\n{counts}"
+    assert validity.nearest_table(d).loc["images"].to_dict() == counts
     assert sum(counts.values()) == 4 and min(counts) == d[0, 1]
     dups = leakage.near_duplicates(images, hashes, int(d[0, 1]))
-    assert validity.duplicates_text(dups, 6) == ("1 near-duplicate pairs (distance <= 6) cross the split; 1 of them "
-                                                 "involve a training image")
+    assert validity.duplicates_text(dups, 6) == ("1 pair of images in different splits is at most 6 bits apart (the "
+                                                 "chosen threshold); it involves a training image.")
     assert list(validity.clean_subset(images, dups)) == []  # a copy, and a test image of a training document
-    assert validity.clean_text(images, dups) == "clean test subset: 0 of 2 test images"
+    assert validity.clean_text(images, dups) == "The clean test subset keeps 0 of the 2 test images (2 images removed)."
     mc = {"features": ["width", "height"], "n_train": 60, "n_test": 40, "test_auc": 0.98765}
     assert validity.metadata_sentence(mc) == ("A classifier that sees only file metadata (width, height), trained on "
                                               "the 60 training images, reaches a test AUC of 0.988 on 40 test images.")

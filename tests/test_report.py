@@ -1,4 +1,6 @@
 """The functions that turn runs into the book's numbers, on small hand-built runs whose answers are known."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +20,7 @@ from ladnn.report import (
     selection,
     validity,
 )
-from ladnn.rundir import RunWriter, runs_table
+from ladnn.rundir import FinishedRun, RunWriter, runs_table
 from ladnn.scores import PRED, evaluate_predictions, predictions_table, subset_aucs
 from ladnn.summary import RunMetrics
 
@@ -102,11 +104,37 @@ def test_table2_puts_the_papers_number_beside_ours(grid):
 def test_one_table_holds_ours_and_the_papers(grid):
     wide = results.table2_with_paper(runs_table(grid))
     assert list(wide.columns) == [("baseline", "ours"), ("baseline", "paper"), ("LA-DNN", "ours"), ("LA-DNN", "paper")]
-    assert wide.index.get_level_values("backbone")[0] in ("vgg16", "efficientnet_lite0")  # ours first
-    assert wide.loc[("vgg16", "D0", "auc"), ("LA-DNN", "paper")] == "89.8"
-    assert wide.loc[("resnet18", "D0", "auc"), ("LA-DNN", "ours")] == ""  # a paper backbone we did not run
-    assert wide.loc[("efficientnet_lite0", "D0", "auc"), ("LA-DNN", "paper")] == ""
-    assert len(wide) == 2 * 4 + 6 * 2 * 4 + 4  # our 2 on D0; the paper's 6 others on D0, D0+D1; vgg16 on D0+D1
+    assert set(wide.index.get_level_values("backbone")) == {"vgg16", "efficientnet_lite0"}  # ours only
+    assert wide.loc[("vgg16", "D0", "vgg16", "auc"), ("LA-DNN", "paper")] == "89.8"  # the same backbone's
+    b0 = paper_table(2).query("backbone == 'efficientnet_b0' and dataset == 'D0' and metric == 'auc'")
+    want = f"{b0[b0['method'] == 'ladnn']['percent'].iloc[0]:.1f}"
+    assert wide.loc[("efficientnet_lite0", "D0", "efficientnet_b0", "auc"), ("LA-DNN", "paper")] == want
+    assert len(wide) == 2 * 4
+    full = results.paper_table2()
+    assert full.loc[("resnet18", "auc"), ("D0", "LA-DNN")] == paper_table(2).query(
+        "backbone == 'resnet18' and dataset == 'D0' and metric == 'auc' and method == 'ladnn'")["percent"].iloc[0]
+    assert len(full) == 7 * 4
+
+
+def test_the_headline_puts_the_papers_balanced_accuracy_beside_ours(grid, tmp_path):
+    from sklearn.metrics import balanced_accuracy_score
+
+    runs = runs_table(grid)
+    h = results.headline(runs, n_boot=200)
+    ours = h.iloc[:, 1]
+    bb = runs["backbone"].iloc[0]
+    lad = runs[(runs["backbone"] == bb) & (runs["method"] == "ladnn")]
+    bacc = np.mean([balanced_accuracy_score(p[PRED.y_true], p[PRED.p_covid] >= 0.5)
+                    for p in (FinishedRun(x).predictions for x in lad["path"])])
+    assert ours["LA-DNN balanced accuracy"] == f"{bacc:.3f}"
+    assert ours["LA-DNN AUC"] == f"{lad['auc'].mean():.3f}"
+    assert h.iloc[:, 0]["LA-DNN AUC"] == "not reported" and h.iloc[:, 0]["LA-DNN balanced accuracy"] == "0.900"
+    assert re.fullmatch(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", ours["LA-DNN - baseline, AUC [95%]"])
+    text = results.recipe_sentence(runs, 76, 478)
+    assert "of the 478 images the paper added (D1), 76 can be found" in text and f"of {bb}" in text
+    results.write_headline(tmp_path / "h.md", h, text)
+    md = (tmp_path / "h.md").read_text()
+    assert md.count("|") > 20 and "0.900" in md and text in md
 
 
 def test_paired_tests(grid):
@@ -333,7 +361,7 @@ def test_transfer_choice_tables_and_paired_differences():
     assert "is **none+AdaBN**" in text and "D1, none+AdaBN" in text and "Holm-adjusted" in text
     keys = {r: (unseen.PROTOCOL_NAMES[r], "LA-DNN", "none+AdaBN") for r in unseen.MOONSHOT}
     reached = [r for r, k in keys.items() if k in tab.index and tab.loc[k, "lo"] >= unseen.MOONSHOT[r]]
-    assert ("Nguyen et al. 2021" in text) == (not reached)
+    assert ("{cite}`nguyen2021generalisation`" in text) == (not reached)
     sub = subset_aucs(unseen.parts(t, "none", "ladnn")["collection"], 100)
     assert sub.shape[0] == 9  # all, 4 x 2
     p = unseen.parts(t, "none", "ladnn")["collection"]
@@ -350,7 +378,9 @@ def test_a_difference_is_claimed_from_three_seeds_after_holm():
     d = cmp.loc[("(a) official split", "none+AdaBN - none, LA-DNN")]
     assert d["seeds"] == 3 and d["p Holm"] < 0.05 and d["claim"] == "none+AdaBN scores higher"
     shown = unseen.for_page(cmp)
-    assert "detectable" not in shown and (shown.loc[cmp["p"].isna(), "p"] == "").all()
+    assert "lo" not in shown and "AUC difference [95% interval]" in shown and (shown.loc[cmp["p"].isna(), "p"] == "").all()
+    assert shown.loc[cmp["detectable"].notna(), "detectable"].tolist() == [
+        f"{v:.3f}" for v in cmp.loc[cmp["detectable"].notna(), "detectable"]]
     assert shown.loc[cmp["p"].notna(), "p"].tolist() == [f"{v:.3f}" for v in cmp.loc[cmp["p"].notna(), "p"]]
     tab = pd.DataFrame({"AUC": [0.5, 0.8], "lo": [np.nan, 0.7], "hi": [np.nan, 0.9], "n": [6, 100], "clusters": [6, 50],
                         "exact p": [0.6, np.nan], "AUC needed": [np.nan, np.nan], "resampled": ["patients"] * 2})

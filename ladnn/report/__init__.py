@@ -51,3 +51,11 @@ def runs_overview(runs: pd.DataFrame) -> pd.DataFrame:
     out.index = pd.MultiIndex.from_arrays([runs["backbone"], runs["dataset"], runs["method"].map(METHOD_NAMES),
                                            runs["seed"]], names=["backbone", "dataset", "method", "seed"])
     return out
+
+
+def drop_constant_levels(t: pd.DataFrame, levels: tuple[str, ...] = ("backbone", "dataset")) -> pd.DataFrame:
+    """`t` without the index levels among `levels` that hold one value (one backbone on one dataset, as in the quick
+    book): the page names them once above the table instead of on every row."""
+    drop = [n for n in levels if n in (t.index.names or []) and t.index.get_level_values(n).nunique() == 1
+            and t.index.nlevels > 1]
+    return t.droplevel(drop[: t.index.nlevels - 1]) if drop else t

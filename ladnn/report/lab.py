@@ -105,6 +105,11 @@ def _paired(tables, a: pd.DataFrame, b: pd.DataFrame) -> dict:
     return paired_difference(y, Pa, Pb, g, N_BOOT, seed=0)
 
 
+def styled(df: pd.DataFrame):
+    """A table for the page without pandas' row numbers, drawn like the book's other tables."""
+    return df.style.hide(axis="index").set_table_attributes('class="dataframe"')
+
+
 # ---------------------------------------------------------------- learning curves
 def whole_split(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs on the whole training split with the paper's weighting and no diagnostics: the matrix's."""
@@ -168,28 +173,42 @@ def curve_sentence(curve: pd.DataFrame) -> str:
     return "; ".join(parts).capitalize() + "."
 
 
+def _readable(fig) -> None:
+    """Titles and axis labels at 11 pt, tick labels and legends at 10 pt: at 8 inches (the column's width at 100 dpi),
+    no text on the page under 10 pt."""
+    for ax in fig.axes:
+        ax.tick_params(labelsize=10)
+        for t in (ax.title, ax.xaxis.label, ax.yaxis.label):
+            t.set_fontsize(11)
+    for legend in [*fig.legends, *(a.get_legend() for a in fig.axes if a.get_legend())]:
+        for t in legend.get_texts():
+            t.set_fontsize(10)
+
+
 def plot_curve(curve: pd.DataFrame):
-    """Left: each method's mean test AUC against the share of training patients; right: the paired difference."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    """Left: each method's mean test AUC against the share of training patients; right: the paired difference; both
+    in points of AUC (x 100), as the table beside them."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 4.2), layout="constrained")
     x = curve["share of training patients"].to_numpy()
     for method, label, dx in (("baseline", "baseline", 0.97), ("ladnn", "LA-DNN", 1.03)):
-        m = np.array([v[0] for v in curve[method]])
-        lo, hi = np.array([v[1] for v in curve[method]]), np.array([v[2] for v in curve[method]])
+        m = 100 * np.array([v[0] for v in curve[method]])
+        lo, hi = 100 * np.array([v[1] for v in curve[method]]), 100 * np.array([v[2] for v in curve[method]])
         a.errorbar(x * dx, m, yerr=[m - lo, hi - m], marker="o", capsize=3, label=label)
-    a.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance (a constant score)")
-    a.set(xscale="log", xlabel="share of training patients", ylabel="test AUC (mean over seeds)",
+    a.axhline(50, color="grey", lw=0.8, ls=":", label="chance (a constant score)")
+    a.set(xscale="log", xlabel="share of training patients", ylabel="test AUC (x 100, mean over seeds)",
           title="Learning curves")
     a.set_xticks(x, [f"{v:.0%}" for v in x])
     a.minorticks_off()
-    a.legend(fontsize=8)
-    d = curve["diff"].to_numpy()
-    b.errorbar(x, d, yerr=[d - curve["diff_lo"], curve["diff_hi"] - d], marker="o", capsize=3, color="C2")
+    fig.legend(*a.get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False)
+    d = 100 * curve["diff"].to_numpy()
+    b.errorbar(x, d, yerr=[d - 100 * curve["diff_lo"], 100 * curve["diff_hi"] - d], marker="o", capsize=3,
+               color="C2")
     b.axhline(0, color="grey", lw=0.8)
-    b.set(xscale="log", xlabel="share of training patients", ylabel="AUC difference",
-          title="LA-DNN - baseline (paired, 95% interval)")
+    b.set(xscale="log", xlabel="share of training patients", ylabel="AUC difference (x 100)",
+          title="LA-DNN - baseline (paired, 95%)")
     b.set_xticks(x, [f"{v:.0%}" for v in x])
     b.minorticks_off()
-    fig.tight_layout()
+    _readable(fig)
     return fig
 
 
@@ -232,22 +251,24 @@ def plot_gradients(tables: dict):
     """Left: the cosine of the summed lesion gradient with the COVID gradient at every step, with a running median;
     right: each lesion's cosines over all steps."""
     g = tables["gradients"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1.4, 1]})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 4.2), gridspec_kw={"width_ratios": [1.4, 1]},
+                               layout="constrained")
     for run, t in g[g["task"] == "lesions"].groupby("run"):
         t = t.sort_values("step")
-        a.plot(t["step"], t["cosine"], ".", ms=3, alpha=0.5, label=f"{run}: every step")
+        a.plot(t["step"], t["cosine"], ".", ms=3, alpha=0.5, label="every step")
         a.plot(t["step"], t["cosine"].rolling(7, center=True, min_periods=1).median(), lw=2,
                label="running median (7 steps)")
         for e in t.groupby("epoch")["step"].min().iloc[1:]:
             a.axvline(e - 0.5, color="grey", lw=0.5, ls=":")
     a.axhline(0, color="k", lw=0.8)
     a.set(xlabel="training step (dotted lines: epochs)", ylabel="cosine", title="All five lesions vs COVID")
-    a.legend(fontsize=7)
+    fig.legend(*a.get_legend_handles_labels(), loc="outside lower center", ncol=2, frameon=False)
     data = [g[(g["task"] == k)]["cosine"].dropna() for k in LESIONS]
     b.boxplot(data, tick_labels=list(LESIONS), showfliers=False)
+    b.tick_params(axis="x", labelrotation=30)
     b.axhline(0, color="k", lw=0.8)
     b.set(ylabel="cosine with the COVID gradient", title="Per lesion, every step")
-    fig.tight_layout()
+    _readable(fig)
     return fig
 
 
@@ -321,15 +342,17 @@ def combination_sentence(comb: pd.DataFrame) -> str:
 
 
 def plot_combination(comb: pd.DataFrame):
-    """Each method's paired difference in test AUC from the paper's fixed weights, with its interval."""
+    """Each method's paired difference in test AUC from the paper's fixed weights, with its interval, in points of AUC
+    (x 100) as the table above it."""
     other = comb[comb["key"] != "fixed"].iloc[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(other) + 1.2))
-    d = other["diff"].to_numpy()
-    ax.errorbar(d, range(len(other)), xerr=[d - other["diff_lo"], other["diff_hi"] - d], fmt="o", capsize=3)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(other) + 1.3), layout="constrained")
+    d = 100 * other["diff"].to_numpy()
+    ax.errorbar(d, range(len(other)), xerr=[d - 100 * other["diff_lo"], 100 * other["diff_hi"] - d], fmt="o",
+                capsize=3)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(other)), other["weighting"])
-    ax.set(xlabel="test AUC difference from the fixed weights (paired by seed, 95% interval)")
-    fig.tight_layout()
+    ax.set(xlabel="test AUC difference from the fixed weights (x 100; paired by seed, 95%)")
+    _readable(fig)
     return fig
 
 
@@ -351,6 +374,42 @@ def uncertainty_weights(tables: dict) -> pd.DataFrame:
     if h.empty:
         return pd.DataFrame()
     return h.groupby("epoch")[["weight_COVID", "weight_lesions"]].mean().round(3)
+
+
+def test_split_size(tables: dict) -> dict[str, int]:
+    """The test split every run is scored on: its images, patients (resampling clusters) and COVID-19 patients."""
+    pred = tables["predictions"]
+    one = pred[pred["run"] == pred["run"].iloc[0]]
+    return {"images": len(one), "patients": int(one[PRED.group].nunique()),
+            "covid_patients": int(one.loc[one[PRED.y_true] == 1, PRED.group].nunique())}
+
+
+def detectable_bullet(tables: dict, curve: pd.DataFrame, comb: pd.DataFrame) -> str:
+    """The lab's limit of resolution in words, from the tables the page shows: the learning curve's detectable
+    differences (80% power, points of AUC rounded as `curve_table` rounds them) and the width of the other
+    combinations' paired intervals against the fixed weights (`combination_view`)."""
+    n = test_split_size(tables)
+    det = [round(100 * x, 1) for x in curve["detectable"]]
+    other = comb[comb["key"] != "fixed"]
+    widths = [round(100 * (hi - lo), 1) for lo, hi in zip(other["diff_lo"], other["diff_hi"])]
+    span = lambda v: f"{min(v):.1f}" if min(v) == max(v) else f"{min(v):.1f} to {max(v):.1f}"
+    out = (f"The official test split holds {n['images']} images of {n['patients']} patients ({n['covid_patients']} with "
+           f"COVID-19). On the learning curve these runs would detect, with 80% power, a paired difference of "
+           f"{span(det)} points of AUC (the \"detectable\" column)")
+    if widths:
+        out += f"; the other combinations' paired intervals against the fixed weights are {span(widths)} points wide"
+    return out + ". A difference below these sizes may exist and go unseen."
+
+
+def limits(tables: dict, curve: pd.DataFrame, comb: pd.DataFrame) -> str:
+    """The bullets of "What this lab cannot tell", the second generated from the tables (`detectable_bullet`)."""
+    fixed = [("- One backbone and one recipe: the top three blocks of EfficientNet-Lite0 fine-tuned for five epochs "
+              "on cached activations. A full fine-tune, other backbones or more epochs may behave otherwise."),
+             ("- The subsets are drawn per seed, so the curve's intervals include the luck of which patients were "
+              "drawn as well as the training seed."),
+             ("- The combination methods see two tasks, not the six terms of the loss; weighing the five lesions one "
+              "by one would cost two and a half times as many backward passes per step.")]
+    return "\n".join([fixed[0], f"- {detectable_bullet(tables, curve, comb)}", *fixed[1:]])
 
 
 def committed_must_match(root: str | Path) -> tuple[list[tuple[str, Config]], pd.DataFrame, dict[str, int]]:

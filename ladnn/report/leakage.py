@@ -101,6 +101,16 @@ def subset_auc(pred: pd.DataFrame, names) -> dict:
 def reencoded_aucs(runs, images: list[tuple[bytes, str]], y) -> list[dict]:
     """Test AUC of each run on images given as (bytes, name), such as the test split re-encoded once by `reencode`:
     the plain view, as before test-time views existed (`ladnn.evaluate.plain_probs`: cheap enough for every run)."""
+    return [sets[0] for sets in plain_aucs(runs, [images], y)]
+
+
+def plain_aucs(runs, image_sets: list[list[tuple[bytes, str]]], y) -> list[list[dict]]:
+    """Per run, the plain view's AUC on each of several versions of the same images (say, as stored and
+    re-encoded), scored in one call of `ladnn.evaluate.plain_probs` so that each run's model is prepared once."""
     from ladnn.evaluate import plain_probs
 
-    return [{"n": len(p), "auc": auc(y, p[:, 0])} for p in plain_probs(runs, images)]
+    y = np.asarray(y)
+    n = [len(s) for s in image_sets]
+    cuts = np.cumsum([0, *n])
+    probs = plain_probs(runs, [im for s in image_sets for im in s])
+    return [[{"n": k, "auc": auc(y, p[a:b, 0])} for k, a, b in zip(n, cuts[:-1], cuts[1:])] for p in probs]

@@ -116,7 +116,8 @@ def lesion_sentence(v: pd.DataFrame) -> str:
         beats = lo > 0.5
         parts.append(
             f"{r['backbone']} on {r['dataset']} ({r['labelled images']} labelled test images, {r['lesions scored']} "
-            f"of the five lesions with both classes among them): the head's mean per-lesion AUC is {r['head_auc']:.3f} (95% "
+            f"of the five lesions with both classes among them): the seed ensemble's mean per-lesion AUC (the seeds' lesion "
+            f"probabilities averaged before scoring, so it differs from Table 3's mean over seeds) is {r['head_auc']:.3f} (95% "
             f"interval {lo:.3f} to {hi:.3f}; a constant scores 0.500, the COVID probability "
             f"{r['covid_score_auc']:.3f}), and its Hamming loss {r['head_hamming']:.3f} against the constant "
             f"predictor's {r['constant_hamming']:.3f}. "

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from ladnn.metrics import mean_ci, paired_difference, paired_test
+from ladnn.metrics import auc, mean_ci, paired_difference, paired_test
 from ladnn.report import METHOD_NAMES, METRICS, fmt_ci, paper_table
 from ladnn.rundir import FinishedRun
 from ladnn.scores import PRED, covid_scores
@@ -31,22 +31,34 @@ def table2(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def table2_with_paper(runs: pd.DataFrame) -> pd.DataFrame:
-    """One table for people: a row per backbone, dataset and metric (ours first, then the paper's other backbones),
-    and for each method our mean [95% interval] over seeds beside the paper's single run, in percent."""
+    """Our Table 2 for people: a row per backbone, dataset and metric of ours, and for each method our mean [95%
+    interval] over seeds beside the paper's single run, in percent. The paper's number is that of the same backbone
+    where the paper trained it, else its EfficientNet-b0's (our EfficientNet-Lite0's closest relative); the index
+    level "paper's backbone" says which. `paper_table2` has the paper's other backbones."""
     ours = table2(runs)
-    paper = paper_table(2).rename(columns={"percent": "paper"})
-    paper = paper[~paper.set_index(["backbone", "dataset"]).index.isin(ours.set_index(["backbone", "dataset"]).index)]
-    both = pd.concat([ours[["metric", "backbone", "dataset", "method", "ours", "paper"]],
-                      paper[["metric", "backbone", "dataset", "method", "paper"]].assign(ours="")])
-    both["paper"] = both["paper"].map(lambda p: "" if pd.isna(p) else f"{p:.1f}")
-    t = both.pivot_table(index=["backbone", "dataset", "metric"], columns="method", values=["ours", "paper"],
-                         aggfunc="first", sort=False)
-    t = t.swaplevel(axis=1)[[(m, s) for m in METHOD_NAMES if m in both["method"].values for s in ("ours", "paper")]]
+    paper = paper_table(2)
+    named = set(paper["backbone"])
+    ours["paper's backbone"] = ours["backbone"].map(lambda b: b if b in named else "efficientnet_b0")
+    look = paper.set_index(["backbone", "dataset", "method", "metric"])["percent"]
+    ours["paper"] = [look.get((pb, ds, m, k)) for pb, ds, m, k in
+                     ours[["paper's backbone", "dataset", "method", "metric"]].itertuples(index=False)]
+    ours["paper"] = ours["paper"].map(lambda p: "" if p is None or pd.isna(p) else f"{p:.1f}")
+    t = ours.pivot_table(index=["backbone", "dataset", "paper's backbone", "metric"], columns="method",
+                         values=["ours", "paper"], aggfunc="first", sort=False)
+    t = t.swaplevel(axis=1)[[(m, s) for m in METHOD_NAMES if m in ours["method"].values for s in ("ours", "paper")]]
     t.columns = pd.MultiIndex.from_tuples([(METHOD_NAMES[m], s) for m, s in t.columns])
     order = {m: i for i, m in enumerate(METRICS)}
-    mine = ours["backbone"].unique().tolist()
-    return t.sort_index(key=lambda ix: ix.map(order) if ix.name == "metric" else
-                        ix.map(lambda b: (b not in mine, b)) if ix.name == "backbone" else ix).fillna("")
+    return t.sort_index(key=lambda ix: ix.map(order) if ix.name == "metric" else ix).fillna("")
+
+
+def paper_table2() -> pd.DataFrame:
+    """The paper's Table 2 as it reports it (percent, one run each): a row per backbone and metric, a column per
+    dataset and method."""
+    t = paper_table(2).pivot_table(index=["backbone", "metric"], columns=["dataset", "method"], values="percent")
+    t = t[[(d, m) for d in ("D0", "D0+D1") for m in METHOD_NAMES if (d, m) in t.columns]]
+    t.columns = pd.MultiIndex.from_tuples([(d, METHOD_NAMES[m]) for d, m in t.columns])
+    order = {m: i for i, m in enumerate(METRICS)}
+    return t.sort_index(key=lambda ix: ix.map(order) if ix.name == "metric" else ix).round(1)
 
 
 def seed_predictions(runs: pd.DataFrame, backbone: str, dataset: str, method: str) -> tuple[pd.DataFrame, list]:
@@ -98,9 +110,71 @@ def pooled_difference(runs: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def headline(runs: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
+    """The book's headline, one small table: the paper's EfficientNet-b0 on D0 (one run per method) beside ours (the
+    mean over seeds of the first backbone on D0), in AUC and in balanced accuracy, and LA-DNN minus baseline in
+    each with its 95% interval (`paired_difference`; on 0/1 decisions it gives the balanced accuracy's, since the
+    AUC of two-valued scores is the balanced accuracy). The paper's "AUC" is a balanced accuracy (Reproduction
+    notes, section 1), so its AUC row is empty."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    d0 = runs[runs["dataset"] == "D0"]
+    bb = d0["backbone"].iloc[0]
+    first, lad = seed_predictions(d0, bb, "D0", "ladnn")
+    _, base = seed_predictions(d0, bb, "D0", "baseline")
+    y, g = first[PRED.y_true], first[PRED.group]
+
+    def mean_of(preds, score):
+        return float(np.mean([score(q[PRED.p_covid]) for q in preds]))
+
+    def bacc(p):
+        return balanced_accuracy_score(y, p >= 0.5)
+
+    def ours_diff(f):
+        d = paired_difference(y, [f(q[PRED.p_covid]) for q in lad], [f(q[PRED.p_covid]) for q in base], g,
+                              n_boot=n_boot)
+        return f"{d['auc_diff']:+.3f} [{d['auc_diff_ci'][0]:+.3f}, {d['auc_diff_ci'][1]:+.3f}]"
+
+    paper = paper_table(2).query("backbone == 'efficientnet_b0' and dataset == 'D0' and metric == 'auc'")
+    pb, pl = (float(paper.query("method == @m")["percent"].iloc[0]) / 100 for m in ("baseline", "ladnn"))
+    rows = {
+        "baseline AUC": ("not reported", f"{mean_of(base, lambda p: auc(y, p)):.3f}"),
+        "LA-DNN AUC": ("not reported", f"{mean_of(lad, lambda p: auc(y, p)):.3f}"),
+        "LA-DNN - baseline, AUC [95%]": ("not reported", ours_diff(lambda p: p)),
+        "baseline balanced accuracy": (f"{pb:.3f}", f"{mean_of(base, bacc):.3f}"),
+        "LA-DNN balanced accuracy": (f"{pl:.3f}", f"{mean_of(lad, bacc):.3f}"),
+        "LA-DNN - baseline, balanced accuracy [95%]": (f"{pl - pb:+.3f} (no interval)",
+                                                        ours_diff(lambda p: (p >= 0.5).astype(float))),
+    }
+    cols = ["paper: EfficientNet-b0, one run each", f"ours: {bb}, mean of {len(lad)} seeds"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=cols).rename_axis("D0 test split")
+
+
+def recipe_sentence(runs: pd.DataFrame, d1_found: int, d1_of_paper: int) -> str:
+    """How our recipe differs from the paper's, and what cannot be tested (Markdown; numbers from the runs' config
+    and the data check)."""
+    c = FinishedRun(runs[runs["dataset"] == "D0"]["path"].iloc[0]).config
+    trained = {"full": "the whole network", "head": "the head only",
+               "top": f"its top {c.top_blocks} blocks and the head, on cached activations"}[c.finetune]
+    return (f"**How the recipes differ.** The paper fine-tuned the whole EfficientNet-b0 for 15 epochs (Adam, learning "
+            f"rate 5e-5), one run per method. Ours trains {trained} of {c.backbone} (the EfficientNet whose ImageNet "
+            f"weights install offline) for {c.epochs} epochs at {c.lr:g}, "
+            + (f"averages {c.tta} test-time views, " if c.tta > 1 else "")
+            + f"with {runs['seed'].nunique()} seeds per method. **What cannot be tested.** The paper's D0+D1 rows: "
+            f"of the {d1_of_paper} images the paper added (D1), {d1_found} can be found, so D0+D1 is not the paper's "
+            "dataset and its rows stand unreproduced.")
+
+
+def write_headline(path: str | Path, table: pd.DataFrame, recipe: str) -> None:
+    """The headline table (`headline`) and the recipe sentence (`recipe_sentence`) as a Markdown file, which the
+    introduction includes, so that it shows the Results chapter's numbers from the same build."""
+    md = table.to_markdown(colalign=("left", "right", "right"))
+    Path(path).write_text(md + "\n\n" + recipe + " The {doc}`/book/_generated/results` chapter gives the details.\n")
+
+
 def _difference_columns(t: pd.DataFrame) -> dict:
     """The AUC difference, its interval and bootstrap p-value, formatted for people."""
-    return {"AUC difference (LA-DNN - baseline)": t["auc_diff"].map("{:+.3f}".format),
+    return {"AUC difference": t["auc_diff"].map("{:+.3f}".format),
             "95% interval": t["auc_diff_ci"].map(lambda c: f"[{c[0]:+.3f}, {c[1]:+.3f}]"),
             "p (bootstrap)": t["p_auc"].round(3)}
 
@@ -109,33 +183,42 @@ def pooled_table(t: pd.DataFrame) -> pd.DataFrame:
     """The pooled estimate for people."""
     if t.empty:
         return t
-    return pd.DataFrame({"backbone": t["backbone"], "dataset": t["dataset"], "seed pairs": t["pairs"],
-                         **_difference_columns(t), "detectable with 80% power": t["detectable_80"].round(3),
-                         "test images": t["n"], "clusters": t["clusters"]}).set_index(["backbone", "dataset"])
+    return pd.DataFrame({"backbone": t["backbone"], "dataset": t["dataset"], "seeds": t["pairs"],
+                         **_difference_columns(t), "detectable (80% power)": t["detectable_80"].round(3)}
+                        ).set_index(["backbone", "dataset"])
 
 
 def plot_curves(runs: pd.DataFrame, backbone: str | None = None, dataset: str | None = None):
-    """Figure 4: ROC and precision-recall curves, baseline vs LA-DNN, one thin line per seed, for one backbone and
-    dataset (the first in the table unless named); the title says which."""
+    """Figure 4: ROC and precision-recall curves, baseline (blues) against LA-DNN (reds), one line per seed in its
+    own shade and dash, for one backbone and dataset (the first in the table unless named); the title says which.
+    The legend sits below the panels, off the curves."""
     backbone = backbone or runs["backbone"].iloc[0]
     dataset = dataset or runs["dataset"].iloc[0]
     runs = runs[(runs["backbone"] == backbone) & (runs["dataset"] == dataset)]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4.6))
-    for color, meth in (("C0", "baseline"), ("C3", "ladnn")):
-        for _, r in runs[runs["method"] == meth].iterrows():
+    fig, ax = plt.subplots(1, 2, figsize=(9, 5.2))
+    dashes = ["-", "--", ":", "-."]
+    for cmap, meth in (("Blues", "baseline"), ("Reds", "ladnn")):
+        mine = runs[runs["method"] == meth].sort_values("seed")
+        shades = plt.get_cmap(cmap)(np.linspace(0.55, 0.95, max(len(mine), 1)))
+        for k, (_, r) in enumerate(mine.iterrows()):
             p = FinishedRun(r["path"]).predictions
             fpr, tpr, _ = skm.roc_curve(p[PRED.y_true], p[PRED.p_covid])
             prec, rec, _ = skm.precision_recall_curve(p[PRED.y_true], p[PRED.p_covid])
-            lab = f"{METHOD_NAMES[meth]} (seed {r['seed']}, AUC {r['auc']:.3f})"
-            ax[0].plot(fpr, tpr, color=color, alpha=0.8, lw=1.2, label=lab)
-            ax[1].plot(rec, prec, color=color, alpha=0.8, lw=1.2, label=f"{lab[:-1]}, AP {r['ap']:.3f})")
+            style = {"color": shades[k], "ls": dashes[k % len(dashes)], "lw": 1.4}
+            ax[0].plot(fpr, tpr, **style, label=f"{METHOD_NAMES[meth]}, seed {r['seed']}: AUC {r['auc']:.3f}, "
+                                                  f"AP {r['ap']:.3f}")
+            ax[1].plot(rec, prec, **style)
     ax[0].plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax[0].set(xlabel="false positive rate", ylabel="sensitivity (true positive rate)", title="(a) ROC")
+    ax[0].set(xlabel="false positive rate", ylabel="sensitivity", title="(a) ROC")
     ax[1].set(xlabel="recall (sensitivity)", ylabel="precision", title="(b) precision-recall")
     for a in ax:
-        a.legend(fontsize=7, loc="lower right" if a is ax[0] else "lower left")
-    fig.suptitle(f"{backbone} on {dataset}", fontsize=10)
-    fig.tight_layout()
+        a.title.set_fontsize(13)
+        a.xaxis.label.set_fontsize(12)
+        a.yaxis.label.set_fontsize(12)
+        a.tick_params(labelsize=11)
+    fig.legend(*ax[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=11, frameon=False)
+    fig.suptitle(f"{backbone} on {dataset}", fontsize=13)
+    fig.tight_layout(rect=(0, 0.05 + 0.045 * ((len(runs) + 1) // 2), 1, 1))
     return fig
 
 
@@ -163,7 +246,8 @@ def paired_table(t: pd.DataFrame) -> pd.DataFrame:
     if t.empty:
         return t
     return pd.DataFrame({"backbone": t["backbone"], "dataset": t["dataset"], "seed": t["seed"],
-                         **_difference_columns(t), "p (McNemar)": t["p_mcnemar"].round(3), "test images": t["n"]})
+                         **_difference_columns(t), "p (McNemar)": t["p_mcnemar"].round(3)}
+                        ).set_index(["backbone", "dataset", "seed"])
 
 
 def paired_sentence(t: pd.DataFrame) -> str:
@@ -184,18 +268,21 @@ def paired_sentence(t: pd.DataFrame) -> str:
 
 
 def plot_history(run: str | Path):
-    """Training loss and validation metrics per epoch; the kept epoch dotted."""
+    """Training loss and validation metrics per epoch; the kept epoch dotted. Legends sit below the panels."""
     r = FinishedRun(run)
     h, best = r.history, r.metrics.run.best_epoch
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax[0].plot(h["epoch"], h["train_loss"], "o-", label="training loss (LA-DNN loss)")
+    fig, ax = plt.subplots(1, 2, figsize=(9, 4.6))
+    loss = "LA-DNN loss" if r.config.method == "ladnn" else "COVID loss"
+    ax[0].plot(h["epoch"], h["train_loss"], "o-", label=f"training loss ({loss})")
     ax[0].plot(h["epoch"], h["val_covid_loss"], "s-", label="validation COVID loss")
     ax[1].plot(h["epoch"], h["val_auc"], "o-", label="validation AUC")
     ax[1].plot(h["epoch"], h["val_accuracy"], "s-", label="validation accuracy")
     for a in ax:
         a.axvline(best, color="grey", ls=":", label=f"kept epoch ({best})")
-        a.set_xlabel("epoch")
-        a.legend(fontsize=8)
+        a.set_xlabel("epoch", fontsize=12)
+        a.set_xticks(h["epoch"].to_numpy())
+        a.tick_params(labelsize=11)
+        a.legend(fontsize=11, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -223,9 +310,18 @@ def how_computed(run: str | Path) -> str:
             f"{p['dtype']}, TF32 {'on' if p['tf32'] else 'off'}, {det}")
 
 
-def config_table(run: str | Path) -> pd.DataFrame:
-    """The run's Config, one row per field (values as text)."""
-    return pd.Series(FinishedRun(run).config.to_dict(), name="value").astype(str).to_frame()
+def config_table(run: str | Path):
+    """The run's Config as its config.json holds it, one row per field (`shown_value`), captioned with the file."""
+    cfg = FinishedRun(run).config.to_dict()
+    t = pd.DataFrame({"field": list(cfg), "value": [shown_value(v) for v in cfg.values()]})
+    return t.style.hide(axis="index").set_caption(f"{Path(run).name}/config.json")
+
+
+def shown_value(v) -> str:
+    """How a page prints a config value: lists joined by commas ("none" when empty), None as "none"."""
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v)) or "none"
+    return "none" if v is None else str(v)
 
 
 def paper_claim() -> dict:
@@ -246,7 +342,8 @@ def verdict(pooled: pd.DataFrame, ensembles: pd.DataFrame, lesion_text: str) -> 
     c = paper_claim()
     b0, b1 = c["b0"]
     g = c["gain"]
-    out = [f"**The paper's claim.** The lesion task raises the D0 test AUC of EfficientNet-b0 from {b0:.3f} to "
+    out = [f"**The paper's claim.** The lesion task raises the D0 test \"AUC\" of EfficientNet-b0 (a balanced "
+           f"accuracy: see the headline) from {b0:.3f} to "
            f"{b1:.3f} ({b1 - b0:+.3f}); its best D0 result is {c['best_d0'][1]:.3f} ({c['best_d0'][0]}). Over its "
            f"seven backbones the gain is {g.xs('D0', level='dataset').min():+.3f} to "
            f"{g.xs('D0', level='dataset').max():+.3f} on D0 and {g.xs('D0+D1', level='dataset').min():+.3f} to "

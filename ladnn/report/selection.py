@@ -76,23 +76,39 @@ def selection_sentence(sel: pd.DataFrame, runs: pd.DataFrame) -> str:
     return text + f" This profile uses {describe(mine.iloc[0])}."
 
 
+def for_page(sel: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """`selection_table` for people: one short column naming each setting, its epoch budget, the criterion (validation
+    COVID loss averaged over both methods), the validation AUC and the training time per run, rounded; the profile's
+    own setting marked."""
+    mine = set(_profile_rows(sel, runs).index)
+    setting = sel.apply(lambda r: f"top {int(r['top_blocks'])}, lr {r['lr']:g}, {int(r['views'])} views, "
+                                  f"TTA {int(r['tta'])}, {r['head']}", axis=1)
+    return pd.DataFrame({"setting": setting, "epochs": sel["budget"].astype(int),
+                         "val COVID loss": sel["val_covid_loss"].round(3), "val AUC": sel["val_auc"].round(3),
+                         "training s/run": sel["train_seconds"].round(0).astype("Int64"),
+                         "this profile": ["yes" if i in mine else "" for i in sel.index]}).set_index("setting")
+
+
 def selection_figure(sel: pd.DataFrame, runs: pd.DataFrame):
     """Validation COVID loss (both methods averaged) against training seconds per run, one line per setting through
     its epoch budgets; the profile's own setting is starred."""
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 6))
     for k, g in sel.groupby(SETTING):
         g = g.sort_values("budget")
-        line, = ax.plot(g["train_seconds"], g["val_covid_loss"], marker="o", ms=4,
-                        label=f"{k[0]}, top {k[1]}, lr {k[2]:g}, {k[3]} views, TTA {k[4]}, {k[5]}")
+        line, = ax.plot(g["train_seconds"], g["val_covid_loss"], marker="o", ms=5,
+                        label=f"top {k[1]}, lr {k[2]:g}, {k[3]} views, TTA {k[4]}, {k[5]}")
         for _, r in g.iterrows():
-            ax.annotate(f"{int(r['budget'])}", (r["train_seconds"], r["val_covid_loss"]), fontsize=7,
+            ax.annotate(f"{int(r['budget'])}", (r["train_seconds"], r["val_covid_loss"]), fontsize=10,
                         xytext=(3, 3), textcoords="offset points", color=line.get_color())
     mine = _profile_rows(sel, runs)
     if not mine.empty:
         ax.plot(mine["train_seconds"], mine["val_covid_loss"], "k*", ms=14, label="this profile")
-    ax.set_xlabel("training seconds per run on this CPU (epochs x seconds per epoch; numbers: epochs)")
-    ax.set_ylabel("validation COVID loss (mean of both methods)")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.set_xlabel("training seconds per run (numbers: epochs)", fontsize=12)
+    ax.set_ylabel("validation COVID loss\n(mean of both methods)", fontsize=12)
+    ax.tick_params(labelsize=11)
+    if sel["backbone"].nunique() == 1:
+        ax.set_title(f"{sel['backbone'].iloc[0]}: candidate settings", fontsize=12)
+    ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -143,16 +143,63 @@ def protocol_table(t: pd.DataFrame, pipelines: list[str], methods=("baseline", "
 
 def for_page(tab: pd.DataFrame) -> pd.DataFrame:
     """A table of `protocol_table` or `comparisons` as the page shows it: three decimals, a blank where a value does
-    not apply (no interval on too few clusters, no exact test where the bootstrap gives one), and "none possible"
-    where no AUC on a set could reach p < 0.05."""
-    out = tab.drop(columns=[c for c in ("resampled", "detectable") if c in tab]).astype(object)
+    not apply (no interval on too few clusters, no exact test where the bootstrap gives one), "none possible" where no
+    AUC on a set could reach p < 0.05, and no column that is blank in every row. A `comparisons` table shows each
+    difference with its interval in one column, signed, and keeps its detectable difference (`claims_note` says once
+    what it means), the claim last."""
+    out = tab.drop(columns=[c for c in ("resampled",) if c in tab]).astype(object)
     for c in out.columns:
         if pd.api.types.is_float_dtype(tab[c]):
-            out[c] = [f"{v:.3f}" if pd.notna(v) else "" for v in tab[c]]
+            out[c] = [_three(v) for v in tab[c]]
     if "AUC needed" in out:
         few = tab["exact p"].notna()
         out.loc[few & tab["AUC needed"].isna(), "AUC needed"] = "none possible"
-    return out
+    if "AUC difference" in out:
+        both = [_three(d, True) + ("" if np.isnan(lo) else f" [{_three(lo, True)}, {_three(hi, True)}]")
+                for d, lo, hi in zip(tab["AUC difference"], tab["lo"], tab["hi"])]
+        at = out.columns.get_loc("AUC difference")
+        out = out.drop(columns=["AUC difference", "lo", "hi"])
+        out.insert(at, "AUC difference [95% interval]", both)
+    if "claim" in out:  # the claim last, where it reads as the row's conclusion
+        out = out[[c for c in out.columns if c != "claim"] + ["claim"]]
+    return out[[c for c in out.columns if not (out[c].astype(str) == "").all()]]
+
+
+def _three(v: float, signed: bool = False) -> str:
+    """A number with three decimals ('' for NaN), signed where asked; a value that rounds to zero shows as 0.000,
+    never -0.000."""
+    if pd.isna(v):
+        return ""
+    text = f"{v:+.3f}" if signed else f"{v:.3f}"
+    return "0.000" if float(text) == 0 else text
+
+
+def styled(df: pd.DataFrame, index: bool = False):
+    """A table for the page drawn like the book's other tables: without pandas' row numbers, or with `index` where
+    the index names the rows."""
+    style = df.style if index else df.style.hide(axis="index")
+    return style.set_table_attributes('class="dataframe"')
+
+
+def claims_note(cmp: pd.DataFrame, first: bool = True) -> str:
+    """What a `comparisons` table's claims mean: in full for the page's first such table (`first`: the Holm-adjusted
+    test, the seeds a claim needs, the detectable difference at 80% power, too few clusters), else a reference to it;
+    either way with the range of the table's own detectable differences."""
+    det = cmp["detectable"].dropna()
+    size = ("" if not len(det) else f"{det.min():.3f}" if round(det.min(), 3) == round(det.max(), 3) else
+            f"{det.min():.3f} to {det.max():.3f}")
+    if not first:
+        return ("Claims and the column \"detectable\" read as in section 4; detectable here: " + size + "." if size else
+                "Claims read as in section 4.")
+    out = [(f"A difference is claimed where its Holm-adjusted p is below 0.05 with at least {CLAIM_SEEDS} seeds; "
+            "otherwise the row says \"no difference shown\".")]
+    if size:
+        out.append(f"The column \"detectable\" gives the smallest difference those runs would detect with 80% power "
+                   f"({size} in this table): a smaller one may exist unseen.")
+    if cmp["p"].isna().any():
+        out.append("\"Too few clusters to test\": a class has too few patients or articles for a p-value; only the "
+                   "mean of the seeds' differences is given.")
+    return " ".join(out)
 
 
 def collection_tables(t: pd.DataFrame, n_boot: int = 2000, pipeline: str = "none") -> dict[str, pd.DataFrame]:
@@ -164,9 +211,10 @@ def collection_tables(t: pd.DataFrame, n_boot: int = 2000, pipeline: str = "none
 
 def protocol_figure(tab: pd.DataFrame) -> Figure:
     """Every row of `protocol_table` as its AUC with the 95% interval, top to bottom in the table's order; chance
-    (0.5) dashed. The figure grows with the rows, so each label stays readable."""
+    (0.5) dashed. The figure grows with the rows, so each label stays readable (10 pt at the column's width), and the
+    legend sits above the axes, off the points."""
     r = tab.reset_index()
-    fig = plt.figure(figsize=(8, max(4.0, 0.22 * len(r) + 1.2)))
+    fig = plt.figure(figsize=(8, max(4.0, 0.27 * len(r) + 1.6)), layout="constrained")
     plt.close(fig)  # not an open pyplot figure: it shows once, where the notebook displays it
     ax = fig.subplots()
     labels = r["protocol"] + " | " + r["method"] + " | " + r["pipeline"]
@@ -175,11 +223,12 @@ def protocol_figure(tab: pd.DataFrame) -> Figure:
     ax.errorbar(r.loc[ci, "AUC"], y[ci], xerr=[r.loc[ci, "AUC"] - r.loc[ci, "lo"], r.loc[ci, "hi"] - r.loc[ci, "AUC"]],
                 fmt="o", capsize=2, label="95% interval at the protocol's level")
     ax.plot(r.loc[~ci, "AUC"], y[~ci], "x", color="C3", label="too few clusters for an interval")
-    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_yticks(y, labels, fontsize=10)
+    ax.tick_params(axis="x", labelsize=10)
     ax.set_ylim(len(r) - 0.5, -0.5)  # the table's first row on top
     ax.axvline(0.5, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("AUC")
-    ax.legend(fontsize=8, loc="upper left")  # the rows' AUCs lie right of the labels' side: no point hidden
+    ax.set_xlabel("AUC", fontsize=10)
+    ax.legend(fontsize=10, loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
     return fig
 
 
@@ -366,15 +415,16 @@ def comparisons(t: pd.DataFrame, after: str, before: str = "none", n_boot: int =
 
 
 def claim(r: pd.Series, difference: str) -> str:
-    """What one row of `comparisons` supports, in a few words; `difference` is its name, "A - B, context"."""
+    """What one row of `comparisons` supports, in a few words; `difference` is its name, "A - B, context". The
+    detectable difference stays in its own column (`claims_note` says what it means once per table)."""
     if np.isnan(r["p"]):
         return "too few clusters to test"
     if r["seeds"] < CLAIM_SEEDS:
-        return f"no difference shown ({int(r['seeds'])} seed; detectable: {r['detectable']:.3f})"
+        return f"no difference shown ({int(r['seeds'])} seed{'s' if r['seeds'] != 1 else ''})"
     if r["p Holm"] < 0.05:
         first, second = difference.split(" - ", 1)
         return f"{first if r['AUC difference'] > 0 else second.split(', ')[0]} scores higher"
-    return f"no difference shown (detectable: {r['detectable']:.3f})"
+    return "no difference shown"
 
 
 # ---------------------------------------------------------------- the metadata classifier under (a), (b), (c)
@@ -445,11 +495,39 @@ def grouped_subsets(t: pd.DataFrame, n_boot: int = 2000, pipeline: str = "none",
 
 def subset_sentence(sub: pd.DataFrame, method: str = "LA-DNN") -> str:
     """How far the collection of the negatives moves protocol (b)'s AUC (`grouped_subsets`): the MedPix negatives
-    alone against the crawled paper figures alone."""
-    medpix, crawled = sub.loc["only MedPix", "AUC"], sub.loc["only crawled paper figures", "AUC"]
-    return (f"Under (b), {method} scores {sub.loc['all', 'AUC']:.3f} pooled, {medpix:.3f} against the MedPix negatives "
-            f"alone and {crawled:.3f} against the crawled figures alone: the collection a negative comes from moves "
-            f"the figure by {medpix - crawled:+.3f}. Protocol (c) holds each collection out in turn:")
+    alone against the crawled paper figures alone. Every number is rounded to three decimals before the difference
+    is taken, so the sentence agrees with the table beside it (`subsets_for_page`)."""
+    pooled, medpix, crawled = (round(float(sub.loc[k, "AUC"]), 3)
+                               for k in ("all", "only MedPix", "only crawled paper figures"))
+    return (f"Under (b), {method} scores {pooled:.3f} pooled, {medpix:.3f} against the MedPix negatives alone and "
+            f"{crawled:.3f} against the crawled figures alone: the collection a negative comes from moves the figure "
+            f"by {medpix - crawled:+.3f}. Protocol (c) holds each collection out in turn:")
+
+
+def subsets_for_page(sub: pd.DataFrame) -> pd.DataFrame:
+    """`grouped_subsets` as the page shows it: three decimals, the interval in one column, and a row that repeats an
+    earlier one (with two collections, "all but MedPix" is "only crawled paper figures") merged into it by name."""
+    out, seen = [], {}
+    for name, r in sub.iterrows():
+        key = tuple(r[["AUC", "lo", "hi", "n", "clusters"]])
+        if key in seen:  # the same negatives under two names: "only X" first
+            row = out[seen[key]]
+            first, second = (str(name), row["negatives"]) if str(name).startswith("only") else (row["negatives"], name)
+            row["negatives"] = f"{first} (= {second})"
+            continue
+        seen[key] = len(out)
+        out.append({"negatives": str(name), "AUC": f"{r['AUC']:.3f}", "95% interval": f"{r['lo']:.3f} to {r['hi']:.3f}",
+                    "images": int(r["n"]), "clusters": int(r["clusters"])})
+    return pd.DataFrame(out)
+
+
+def collection_for_page(ct: pd.DataFrame) -> pd.DataFrame:
+    """A table of `collection_tables` as the page shows it: three decimals and the interval in one column."""
+    out = ct.drop(columns=["lo", "hi", "n"]).copy()
+    out["AUC"] = [f"{v:.3f}" for v in ct["AUC"]]
+    out.insert(out.columns.get_loc("AUC") + 1, "95% interval", [f"{a:.3f} to {b:.3f}" for a, b in zip(ct["lo"], ct["hi"])])
+    out.insert(out.columns.get_loc("95% interval") + 1, "images", ct["n"].astype(int))
+    return out
 
 
 def fold_crossings(table: pd.DataFrame, folds: int = 5) -> pd.DataFrame:
@@ -465,7 +543,9 @@ def fold_crossings(table: pd.DataFrame, folds: int = 5) -> pd.DataFrame:
             s = fold_splits(table, prot, n, k)
             checks[(prot, k)] = {lvl: sum(len(v) for v in crossing(table, s, lvl).values())
                                  for lvl in ("patient", "document", "group")}
-    return pd.DataFrame(checks).T
+    out = pd.DataFrame(checks).T
+    out.index = out.index.set_names(["protocol", "fold"])
+    return out
 
 
 # ---------------------------------------------------------------- COVID-CT-MD, per slice and per patient
@@ -480,28 +560,30 @@ def slices_sentence(t: pd.DataFrame) -> str:
     s = s[s["method"] == "ladnn"]
     return (f"COVID-CT-MD: {s[PRED.image].nunique()} slices of {s[PRED.patient].nunique()} patients; scored per "
             f"slice: {int(s[PRED.slice_scored].sum())} (infected COVID-19 slices against CAP and normal slices, all "
-            f"with lung fraction >= {MIN_LUNG_FRACTION:g}; ladnn.dicom.lung_fraction). A patient's score is the mean "
+            f"with lung fraction >= {MIN_LUNG_FRACTION:g}; `ladnn.dicom.lung_fraction`). A patient's score is the mean "
             "over its slices that show lung.")
 
 
 def series_figure(t: pd.DataFrame) -> Figure:
     """Each method's COVID probability along every COVID-CT-MD series (seed 0, no AdaBN), one line per patient:
-    solid for COVID-19, dashed otherwise."""
+    solid for COVID-19, dashed otherwise. The panels are stacked, each the column's width, with the legend below
+    them, and every text is 11 pt or more at the figure's size (8 inches: about the column's width at 100 dpi)."""
     ct = covid_ct_md(t)
-    fig = plt.figure(figsize=(10, 3.4))
+    fig = plt.figure(figsize=(8, 6.4), layout="constrained")
     plt.close(fig)  # not an open pyplot figure: it shows once, where the notebook displays it
-    ax = fig.subplots(1, 2, sharey=True)
+    ax = fig.subplots(2, 1, sharex=True, sharey=True)
     for a, m in zip(ax, ["baseline", "ladnn"]):
         d = ct[(ct["method"] == m) & ~ct["adabn"].astype(bool)].copy()
         d["slice"] = d.groupby(PRED.patient).cumcount()
         for pid, g in d.groupby(PRED.patient):
             covid = bool(g[PRED.y_true].iloc[0])
-            a.plot(g["slice"], g[PRED.p_covid], lw=1, label=f"{pid} ({'COVID-19' if covid else 'not COVID'})",
+            a.plot(g["slice"], g[PRED.p_covid], lw=1.2, label=f"{pid} ({'COVID-19' if covid else 'not COVID'})",
                    ls="-" if covid else "--")
-        a.set_title(f"{METHOD_NAMES[m]}: COVID probability along each series", fontsize=9)
-        a.set_xlabel("slice (every second, by slice location)")
-    ax[0].set_ylabel("COVID probability")
-    ax[1].legend(fontsize=7, loc="upper right")
+        a.set_title(f"{METHOD_NAMES[m]}: COVID probability along each series", fontsize=12)
+        a.set_ylabel("COVID probability", fontsize=11)
+        a.tick_params(labelsize=11)
+    ax[1].set_xlabel("slice (every second, by slice location)", fontsize=11)
+    ax[1].legend(fontsize=11, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=3, frameon=False)
     return fig
 
 
@@ -532,21 +614,86 @@ def real_ct_maps(t: pd.DataFrame, first: pd.Series, external_dir: str = "", n: i
 
 def service_warning(run: str | Path, n_boot: int = 2000) -> str:
     """The warning the service shows for `run` (`ladnn.generalisation.new_data_report`: its own figures, its
-    recipe's benchmark figures and its external evaluations), or 'none'."""
+    recipe's benchmark figures and its external evaluations) as a Markdown warning box: the warning's opening, then
+    one bullet per figure behind it."""
     r = FinishedRun(run)
     gen = new_data_report(r.metrics, recipe_figures(r.config, n_boot), r.evaluations(), r.unseen_predictions)
-    return f"warning on the service page of {r.path.name} :\n {gen['warning'] or 'none'}"
+    head = f"**The warning on the service page of `{r.path.name}`:**"
+    return f"```{{warning}}\n{head}\n\n{_warning_body(gen['warning'])}\n```"
+
+
+def _warning_body(warning: str | None) -> str:
+    """A service warning in Markdown: its general sentences as a paragraph, the figures behind it (`; `-separated,
+    each named "this run, ..." or "recipe, ...") as bullets; no warning: 'none'."""
+    import re
+
+    from ladnn.generalisation import NOT_SHOWN
+
+    if not warning:
+        return "none"
+    if not warning.startswith(NOT_SHOWN):
+        return warning
+    rest = warning[len(NOT_SHOWN):].strip().rstrip(".")
+    items = re.split(r";\s+(?=(?:this run|recipe),)", rest)
+    return NOT_SHOWN + "\n\n" + "\n".join(f"- {x[0].upper() + x[1:]}." for x in items if x)
+
+
+def own_runs_for_page(own: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """`ladnn.report.validity.new_source_table` as the page shows it, narrow enough for the column, and a sentence
+    saying what was moved out of it: one backbone named once instead of in every row, and D1's interval given as its
+    exact p-value where the positives form too few clusters for one. Columns the page does not know pass as they are."""
+    import re
+
+    out, notes = own.copy(), []
+    if "backbone" in out and out["backbone"].nunique() == 1:
+        notes.append(f"Backbone: {out['backbone'].iloc[0]}.")
+        out = out.drop(columns="backbone")
+    col = "95% interval (D1)"
+    if col in out:
+        few = [re.search(r"exact p = ([0-9.]+)", str(v)) if str(v).startswith("none") else None for v in out[col]]
+        if any(few):
+            out.insert(out.columns.get_loc(col) + 1, "exact p (D1)", [m.group(1) if m else "" for m in few])
+            out[col] = ["" if m else v for m, v in zip(few, out[col])]
+            clusters = {m2.group(1) for v in own[col] if (m2 := re.search(r"(\d+) COVID-19 cluster", str(v)))}
+            k = " or ".join(sorted(clusters)) or "too few"
+            notes.append(f"D1's COVID-19 images form {k} cluster{'' if k == '1' else 's'}, too few for an interval: the "
+                         "exact permutation p-value stands in its place.")
+            if (out[col] == "").all():
+                out = out.drop(columns=col)
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = [f"{v:.3f}" if pd.notna(v) else "" for v in out[c]]
+    out = out.rename(columns={"AUC (D0 test)": "AUC, D0 test", "AUC (D1, new sources)": "AUC, D1",
+                              "accuracy (D1)": "accuracy, D1", "n": "D1 images"})
+    return out, " ".join(notes)
 
 
 # ---------------------------------------------------------------- generated sentences
-def _auc_text(r) -> str:
+def _auc_text(r, brief: bool = False) -> str:
     """A table row's AUC in words: with its 95% interval, or, where the set has too few clusters for one, with its
-    exact permutation p-value and what such a set could show."""
+    exact permutation p-value and what such a set could show. `brief`: the p-value alone, where `few_note` says the
+    rest once for several rows."""
     if not np.isnan(r["lo"]):
         return f"{r['AUC']:.3f} (95% interval {r['lo']:.3f} to {r['hi']:.3f})"
+    if brief:
+        return f"{r['AUC']:.3f} (exact p = {r['exact p']:.3f})"
     reach = ("no AUC could reach p < 0.05 with these clusters" if np.isnan(r["AUC needed"]) else
              f"an AUC of {r['AUC needed']:.3f} would be needed for p < 0.05")
     return f"{r['AUC']:.3f} (too few clusters for an interval: exact permutation p = {r['exact p']:.3f}; {reach})"
+
+
+def few_note(rows: pd.DataFrame) -> str:
+    """What the rows without an interval (too few clusters) have in common, said once: the exact permutation test
+    stands in for the interval, and the AUC such a set would need for p < 0.05 (none, where no AUC could reach it)."""
+    few = rows[rows["lo"].isna()]
+    if not len(few):
+        return ""
+    need = few["AUC needed"].dropna()
+    reach = ("no AUC, not even a perfect 1, could reach p < 0.05 on them" if not len(need) else
+             f"an AUC of {need.min():.3f} or more would be needed for p < 0.05" if len(need) == len(few) else
+             f"on some no AUC could reach p < 0.05, on others an AUC of {need.min():.3f} or more would be needed")
+    return (f"Where a set has too few clusters for an interval, the exact permutation p-value stands in its place; "
+            f"{reach}.")
 
 
 def _collections(tab: pd.DataFrame, method: str, pipeline: str) -> pd.DataFrame:
@@ -569,14 +716,36 @@ def headline(tab: pd.DataFrame, pipeline: str = "none") -> str:
                 if len(c) else "")
         ct, per = get["COVID-CT-MD"], get["COVID-CT-MD patients"]
         lines.append(f"- **{method}**: {_auc_text(get['official'])} on the official split.{held} On CT from "
-                     f"elsewhere: {_auc_text(get['D1'])} on D1; {_auc_text(ct)} per slice on COVID-CT-MD "
+                     f"elsewhere: {_auc_text(get['D1'], True)} on D1; {_auc_text(ct, True)} per slice on COVID-CT-MD "
                      f"({ct['n']} slices of {ct['clusters']} patients), {per['AUC']:.3f} per patient.")
     if lines:
         lines.append("- Neither external set holds enough COVID-19 patients to show that a model works on it, or "
                      "that it fails: D1's positives are one article that names no patients (so D1 has no "
-                     "per-patient score), COVID-CT-MD's are two patients. What they show is that the models have "
-                     "**not been shown** to work on CT from another hospital.")
+                     "per-patient score), COVID-CT-MD's are two patients. "
+                     + few_note(tab[[k[2] == pipeline and k[0].startswith("(d)") for k in tab.index]])
+                     + " What they show is that the models have **not been shown** to work on CT from another "
+                     "hospital.")
     return "\n".join(lines)
+
+
+def lesion_summary(rows: pd.DataFrame) -> str:
+    """The claims of some `comparisons` rows said once: which differences are claimed, where none is shown (with the
+    range of differences those runs could detect) and where too few clusters allow no test; and their seeds."""
+    lo, hi = int(rows["seeds"].min()), int(rows["seeds"].max())
+    out = [f"Each is paired over {lo} seeds." if lo == hi else f"Each is paired over {lo} to {hi} seeds."]
+    shown = rows[rows["claim"].str.endswith("scores higher")]
+    none = rows[rows["claim"].str.startswith("no difference shown")]
+    few = rows[rows["claim"] == "too few clusters to test"]
+    if len(shown):
+        out.append(f"A difference is shown on {len(shown)} of them.")
+    if len(none):
+        det = none["detectable"].dropna()
+        size = (f": these runs would detect a difference of {det.min():.3f} to {det.max():.3f} or more there (80% "
+                "power), so a smaller one may exist unseen" if len(det) else "")
+        out.append(f"No difference is shown on {len(none)}{size}.")
+    if len(few):
+        out.append(f"{len(few)} rest on too few clusters for a test.")
+    return " ".join(out)
 
 
 def verdict(tab: pd.DataFrame, cmp: pd.DataFrame, sel: pd.DataFrame, after: str) -> str:
@@ -589,7 +758,7 @@ def verdict(tab: pd.DataFrame, cmp: pd.DataFrame, sel: pd.DataFrame, after: str)
     if best == "none":
         lines.append(f"- No candidate beats today's pipeline there; the runner-up, **{after}**, is shown as the "
                      "\"after\" so that the change is measured anyway.")
-    reached = False
+    reached, shown = False, []
     for pipe in dict.fromkeys([best, second_of(sel), after]):
         for prot, goal in MOONSHOT.items():
             key = (PROTOCOL_NAMES[prot], "LA-DNN", pipe)
@@ -602,19 +771,23 @@ def verdict(tab: pd.DataFrame, cmp: pd.DataFrame, sel: pd.DataFrame, after: str)
                 else:
                     word = "reached." if r["lo"] >= goal else "reached by the point estimate, not by its interval."
                     reached |= r["lo"] >= goal
-                lines.append(f"- **{prot}, {pipe}.** LA-DNN {_auc_text(r)} against the goal of {goal:.2f}: {word}")
+                shown.append(key)
+                lines.append(f"- **{prot}, {pipe}.** LA-DNN {_auc_text(r, True)} against the goal of {goal:.2f}: "
+                             f"{word}")
+    if shown and tab.loc[shown, "lo"].isna().any():
+        lines.append(f"- {few_note(tab.loc[shown])}")
     if not reached:
         lines.append("- **Nothing shown to transfer.** No candidate reaches the goals with an interval above them. "
                      "That matches the published record: CT classifiers trained on one collection scored close to "
-                     "chance (AUC near 0.5) on collections outside their training data (Nguyen et al. 2021, "
-                     "*Frontiers in Artificial Intelligence* 4:694875).")
+                     "chance (AUC near 0.5) on collections outside their training data "
+                     "{cite}`nguyen2021generalisation`.")
     lesion = cmp[cmp.index.get_level_values("difference") == "LA-DNN - baseline, none"]
     if len(lesion):
         lines.append(f"- **Lesion attention.** {len(lesion)} parts compare LA-DNN with the baseline (pipeline none), "
-                     f"among {cmp.attrs.get('family', len(cmp))} paired comparisons with a p-value in their table (section 4), "
-                     "Holm-adjusted:")
+                     f"among {cmp.attrs.get('family', len(cmp))} paired comparisons with a p-value in section 4's table, "
+                     "Holm-adjusted. " + lesion_summary(lesion))
         for (prot, _), d in lesion.iterrows():
-            seeds = f"{int(d['seeds'])} seed{'s' if d['seeds'] > 1 else ''}"
             ci = "" if np.isnan(d["lo"]) else f" (95% interval {d['lo']:+.3f} to {d['hi']:+.3f})"
-            lines.append(f"  - {prot}: {d['AUC difference']:+.3f}{ci}, {seeds}: {d['claim']}.")
+            said = "" if d["claim"].startswith(("no difference shown", "too few")) else f": {d['claim']}"
+            lines.append(f"  - {prot}: {d['AUC difference']:+.3f}{ci}{said}.")
     return "\n".join(x for x in lines if x)
