@@ -80,7 +80,7 @@ def _window_arg(p: argparse.ArgumentParser) -> None:
                                                    "width 1500 HU), mediastinal (50, 350) or CENTRE,WIDTH in HU")
 
 
-def _config(a: argparse.Namespace, argv: list[str]) -> Config:
+def _config(a: argparse.Namespace, argv: list[str] | None = None) -> Config:
     """The run's Config: the options' values, or with --profile that profile's first run of the method asked (default
     ladnn) with the options given on the command line (`argv`) replacing its fields."""
     if not a.profile:
@@ -94,7 +94,7 @@ def _config(a: argparse.Namespace, argv: list[str]) -> Config:
     except BuildError as e:
         raise ValueError(str(e)) from None
     base = next((c for c in runs if c.method == a.method), runs[0]).to_dict()
-    given = {arg.split("=")[0] for arg in argv if arg.startswith("--")}
+    given = {arg.split("=")[0] for arg in (argv or []) if arg.startswith("--")}
     names = {opt: f.replace("-", "_") for f in base for opt in (f"--{f.replace('_', '-')}", f"--no-{f.replace('_', '-')}")}
     return Config.from_dict({**base, **{names[o]: getattr(a, names[o]) for o in given if o in names}})
 

@@ -46,7 +46,7 @@ def tiny_run(tmp_path_factory, data_dir):
     return out
 
 
-BOOK_SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "profiles", "_static", "ladnn")  # ladnn: literalinclude
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book", "notebooks", "profiles", "_static", "ladnn")  # ladnn: literalinclude
 
 
 def book_copy(root: Path) -> Path:

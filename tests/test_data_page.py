@@ -120,7 +120,7 @@ def test_figure3_basis_is_the_annotated_positives(df):
     for ds in ("D0", "D1"):
         assert f"{int((ann['dataset'] == ds).sum())} of " in s
     none = int((ann[list(LESIONS)].sum(axis=1) == 0).sum())
-    assert dataset.no_lesion_sentence(df).startswith(f"{none} of these {len(ann)} images")
+    assert dataset.no_lesion_sentence(df).startswith(f"{none} of these {len(ann)} annotated images")
 
 
 def test_negative_composition_covers_every_negative(df):

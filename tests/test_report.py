@@ -144,7 +144,7 @@ def test_paired_tests(grid):
     r = runs.set_index(["backbone", "method", "seed"])
     want = r.loc[("vgg16", "ladnn", 0), "auc"] - r.loc[("vgg16", "baseline", 0), "auc"]
     assert t.query("backbone == 'vgg16' and seed == 0")["auc_diff"].iloc[0] == pytest.approx(want)
-    assert "Over 6 paired comparison(s)" in results.paired_sentence(t)
+    assert "Over 6 paired comparisons" in results.paired_sentence(t)
     assert results.paired_table(t)["95% interval"].str.match(r"\[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]").all()
 
 
@@ -289,8 +289,8 @@ def test_selection_table_and_sentence(tmp_path):
     runs = pd.DataFrame({"backbone": ["efficientnet_lite0"], "finetune": ["top"], "top_blocks": [3], "lr": [2e-4],
                          "views": [4], "tta": [1], "head": ["linear"], "epochs": [5]})
     text = selection.selection_sentence(sel, runs)
-    assert "Lowest with 5 epochs: efficientnet_lite0, the top 2 block(s)" in text
-    assert "This profile uses efficientnet_lite0, the top 3 block(s)" in text and "LA-DNN 0.450" in text
+    assert "Lowest with 5 epochs: efficientnet_lite0, the top 2 blocks" in text
+    assert "This profile uses efficientnet_lite0, the top 3 blocks" in text and "LA-DNN 0.450" in text
     assert selection.selection_figure(sel, runs).axes[0].lines[-1].get_label() == "this profile"
     lonely = pd.DataFrame(rows[:4]).assign(method="ladnn")  # one method only: not a fair comparison
     lonely.to_csv(csv, index=False)

@@ -242,7 +242,8 @@ def lesion_basis_sentence(df: pd.DataFrame) -> str:
     ann = pos[pos["lesions_known"]]
     by = {ds: int((ann["dataset"] == ds).sum()) for ds in ("D0", "D1")}
     tot = {ds: int((pos["dataset"] == ds).sum()) for ds in ("D0", "D1")}
-    return (f"Panels (a)-(c) count the {len(ann)} positive images with lesion annotations: {by['D0']} of D0's "
+    return (f"Panels (a)-(c) count the {len(ann)} positive images whose captions were annotated for lesions (an "
+            f"annotation may name no lesion at all): {by['D0']} of D0's "
             f"{tot['D0']} positives and {by['D1']} of the {tot['D1']} D1 positives present (a D1 positive is "
             f"annotated only if D1's metadata file lists it).")
 
@@ -251,8 +252,9 @@ def no_lesion_sentence(df: pd.DataFrame) -> str:
     """How many annotated positives carry no lesion label, against the paper's count."""
     pos = df[(df["covid"] == 1) & df["lesions_known"]]
     none = int((pos[list(LESIONS)].sum(axis=1) == 0).sum())
-    return (f"{none} of these {len(pos)} images carry no lesion label; the paper reports {PAPER_NO_LESION} "
-            f"positives without lesion information.")
+    return (f"{none} of these {len(pos)} annotated images name no lesion; the paper reports {PAPER_NO_LESION} "
+            f"positives without lesion information. We have not found what explains the difference: the paper does "
+            f"not say how it counted.")
 
 
 def lesion_figure(df: pd.DataFrame):

@@ -151,8 +151,11 @@ def separation_sentence(sep: pd.DataFrame, lesion_mask: str = "any_lesion", zero
     """Markdown: which lesion output alone separates the classes best and least (`lesion_separation`), how the
     outputs were trained (the run's `lesion_mask` and `zero_lesions`), and what the AUCs do and do not show."""
     aucs = sep["AUC for COVID vs non-COVID"]
-    out = [(f"Alone, the {aucs.idxmax()} output separates COVID from non-COVID test images best (AUC "
-            f"{aucs.max():.3f}) and the {aucs.idxmin()} output least (AUC {aucs.min():.3f}).")]
+    far = (aucs - 0.5).abs()  # an AUC below 0.5 separates too, in reverse: distance from chance ranks them
+    best, least = far.idxmax(), far.idxmin()
+    out = [(f"Alone, the {best} output separates COVID from non-COVID test images best (AUC {aucs[best]:.3f}"
+            + (", in reverse: its output is lower on COVID images" if aucs[best] < 0.5 else "")
+            + f") and the {least} output least (AUC {aucs[least]:.3f}, the closest to 0.5).")]
     if lesion_mask == "none":
         out.append("This run has no lesion loss term (`lesion_mask: none`): only the optimiser's weight decay moves the "
                    "lesion outputs' rows of the head (shrinking them), and they read the same features as the COVID "

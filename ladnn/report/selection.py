@@ -50,8 +50,9 @@ def _profile_rows(sel: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 def describe(r) -> str:
     """One row of `selection_table` in words: the setting, its epoch budget and what it measured."""
-    return (f"{r['backbone']}, the top {int(r['top_blocks'])} block(s) at learning rate {r['lr']:g}, "
-            f"{int(r['views'])} cached views, {int(r['tta'])} test-time view(s), {r['head']} head, "
+    tb, tta = int(r["top_blocks"]), int(r["tta"])
+    return (f"{r['backbone']}, the top {tb} block{'s' if tb != 1 else ''} at learning rate {r['lr']:g}, "
+            f"{int(r['views'])} cached views, {tta} test-time view{'s' if tta != 1 else ''}, {r['head']} head, "
             f"{int(r['budget'])} epochs (validation COVID loss {r['val_covid_loss']:.3f} averaged over both methods: "
             f"baseline {r['loss baseline']:.3f}, LA-DNN {r['loss LA-DNN']:.3f}; {int(r['seeds'])} seeds; about "
             f"{r['train_seconds']:.0f} s of training per run)")
@@ -81,8 +82,8 @@ def for_page(sel: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     COVID loss averaged over both methods), the validation AUC and the training time per run, rounded; the profile's
     own setting marked."""
     mine = set(_profile_rows(sel, runs).index)
-    setting = sel.apply(lambda r: f"top {int(r['top_blocks'])}, lr {r['lr']:g}, {int(r['views'])} views, "
-                                  f"TTA {int(r['tta'])}, {r['head']}", axis=1)
+    setting = sel.apply(lambda r: f"{r['backbone']}, top {int(r['top_blocks'])}, lr {r['lr']:g}, "
+                                  f"{int(r['views'])} views, TTA {int(r['tta'])}, {r['head']}", axis=1)
     return pd.DataFrame({"setting": setting, "epochs": sel["budget"].astype(int),
                          "val COVID loss": sel["val_covid_loss"].round(3), "val AUC": sel["val_auc"].round(3),
                          "training s/run": sel["train_seconds"].round(0).astype("Int64"),
@@ -96,7 +97,8 @@ def selection_figure(sel: pd.DataFrame, runs: pd.DataFrame):
     for k, g in sel.groupby(SETTING):
         g = g.sort_values("budget")
         line, = ax.plot(g["train_seconds"], g["val_covid_loss"], marker="o", ms=5,
-                        label=f"top {k[1]}, lr {k[2]:g}, {k[3]} views, TTA {k[4]}, {k[5]}")
+                        label=f"{k[0].replace('efficientnet_', '')}, top {k[1]}, lr {k[2]:g}, {k[3]} views, TTA {k[4]}, "
+                              f"{k[5]}")
         for _, r in g.iterrows():
             ax.annotate(f"{int(r['budget'])}", (r["train_seconds"], r["val_covid_loss"]), fontsize=10,
                         xytext=(3, 3), textcoords="offset points", color=line.get_color())
@@ -106,8 +108,7 @@ def selection_figure(sel: pd.DataFrame, runs: pd.DataFrame):
     ax.set_xlabel("training seconds per run (numbers: epochs)", fontsize=12)
     ax.set_ylabel("validation COVID loss\n(mean of both methods)", fontsize=12)
     ax.tick_params(labelsize=11)
-    if sel["backbone"].nunique() == 1:
-        ax.set_title(f"{sel['backbone'].iloc[0]}: candidate settings", fontsize=12)
+    ax.set_title("candidate settings (backbone, trained blocks, learning rate, views, TTA, head)", fontsize=11)
     ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
