@@ -17,6 +17,7 @@ from typing import Any
 LESIONS = ("GGO", "Csld", "CrPa", "AirBr", "InSepThi")
 TASKS = ("COVID",) + LESIONS  # output column order of an LA-DNN model
 METHODS = ("ladnn", "baseline")
+METHOD_NAMES = {"baseline": "baseline", "ladnn": "LA-DNN"}  # how pages and titles name the methods
 DATASETS = ("D0", "D0+D1")
 FINETUNE = ("full", "head", "top")
 HEADS = ("linear", "fc3")
@@ -337,3 +338,11 @@ def config_args(cfg: Config) -> list[str]:
         else:
             args += [opt, str(v)]
     return args
+
+
+def shown_value(v, sep: str = ", ") -> str:
+    """How the book prints a config value (run pages, run titles): lists joined by `sep` ("none" when empty), None
+    as "none"."""
+    if isinstance(v, (list, tuple)):
+        return sep.join(map(str, v)) or "none"
+    return "none" if v is None else str(v)

@@ -107,8 +107,7 @@ def run_page_problems(root: Path, main) -> list[str]:
     every field of the run folder's config.json with the same value (the folder named in the page's output)."""
     import json
 
-    from ladnn.config import field_names
-    from ladnn.report.results import shown_value
+    from ladnn.config import field_names, shown_value
 
     outputs = " ".join(o.get_text() for o in main.select("div.cell_output"))
     found = re.search(r"run directory: ([^\s;,]+)", outputs)

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import yaml
 
-from ladnn.config import Config, ConfigError, check_key, config_args, field_names, parse_value
+from ladnn.config import (
+    METHOD_NAMES,
+    Config,
+    ConfigError,
+    check_key,
+    config_args,
+    field_names,
+    parse_value,
+    shown_value,
+)
 
 
 class BuildError(RuntimeError):
@@ -171,7 +180,6 @@ def run_name(cfg: Config) -> str:
     return f"{cfg.backbone}-{cfg.dataset.replace('+', '')}-{cfg.method}-s{cfg.seed}"
 
 
-METHOD_LABEL = {"ladnn": "LA-DNN", "baseline": "baseline"}
 # fields a run page's title never names as a variant: the title names them itself, or they say where a run is written
 _TITLED = {"backbone", "method", "dataset", "seed"}
 
@@ -180,19 +188,12 @@ def run_title(cfg: Config, base: Config | None = None) -> str:
     """A run page's title: method, backbone, dataset and seed, then each field that differs from `base` (the
     profile's first run of the same backbone and dataset), e.g. "LA-DNN, tf_efficientnet_lite0, D0, seed 0:
     covid_weight 1.0"."""
-    title = f"{METHOD_LABEL.get(cfg.method, cfg.method)}, {cfg.backbone}, {cfg.dataset}, seed {cfg.seed}"
+    title = f"{METHOD_NAMES.get(cfg.method, cfg.method)}, {cfg.backbone}, {cfg.dataset}, seed {cfg.seed}"
     if base is None:
         return title
     mine, theirs = cfg.to_dict(), base.to_dict()
-    changed = [f"{k} {_plain(v)}" for k, v in mine.items() if k not in _TITLED and theirs.get(k) != v]
+    changed = [f"{k} {shown_value(v, '+')}" for k, v in mine.items() if k not in _TITLED and theirs.get(k) != v]
     return title + (": " + ", ".join(changed) if changed else "")
-
-
-def _plain(v) -> str:
-    """A field's value as a title shows it: lists joined, None as "none"."""
-    if isinstance(v, (list, tuple)):
-        return "+".join(map(str, v)) or "none"
-    return "none" if v is None else str(v)
 
 
 def run_titles(prof: dict, root: Path) -> dict[str, str]:

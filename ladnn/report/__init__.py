@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ladnn.config import METHOD_NAMES  # the chapters import it from here
 from ladnn.files import resource
 
 METRICS = ("sensitivity", "auc", "f1", "accuracy")  # the paper's Table 2, in its order
@@ -17,7 +18,6 @@ METRICS = ("sensitivity", "auc", "f1", "accuracy")  # the paper's Table 2, in it
 PAPER_NAMES = {"VGG-16": "vgg16", "ResNet-18": "resnet18", "ResNet-50": "resnet50",
                    "DenseNet-121": "densenet121", "DenseNet-169": "densenet169",
                    "EfficientNet-b0": "efficientnet_b0", "EfficientNet-b1": "efficientnet_b1"}
-METHOD_NAMES = {"baseline": "baseline", "ladnn": "LA-DNN"}
 
 
 def paper_table(n: int) -> pd.DataFrame:
@@ -59,3 +59,15 @@ def drop_constant_levels(t: pd.DataFrame, levels: tuple[str, ...] = ("backbone",
     drop = [n for n in levels if n in (t.index.names or []) and t.index.get_level_values(n).nunique() == 1
             and t.index.nlevels > 1]
     return t.droplevel(drop[: t.index.nlevels - 1]) if drop else t
+
+
+def styled(df: pd.DataFrame, index: bool = False):
+    """A table for the page drawn like the book's other tables: without pandas' row numbers, or with `index` where
+    the index names the rows."""
+    style = df.style if index else df.style.hide(axis="index")
+    return style.set_table_attributes('class="dataframe"')
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 pair', '2 pairs', '0 pairs' (`many` for a plural that is not word + 's')."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

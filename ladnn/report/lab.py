@@ -17,6 +17,7 @@ import pandas as pd
 from ladnn.config import LESIONS, Config
 from ladnn.files import resource
 from ladnn.metrics import paired_difference
+from ladnn.report import styled  # noqa: F401 - the lab notebook calls lab.styled
 from ladnn.rundir import GRADIENTS, run_dirs, scan_runs
 from ladnn.scores import PRED, lesion_aucs, runs_auc
 
@@ -103,11 +104,6 @@ def _paired(tables, a: pd.DataFrame, b: pd.DataFrame) -> dict:
     y, Pa, g, _ = seed_matrix(tables, a)
     _, Pb, _, _ = seed_matrix(tables, b)
     return paired_difference(y, Pa, Pb, g, N_BOOT, seed=0)
-
-
-def styled(df: pd.DataFrame):
-    """A table for the page without pandas' row numbers, drawn like the book's other tables."""
-    return df.style.hide(axis="index").set_table_attributes('class="dataframe"')
 
 
 # ---------------------------------------------------------------- learning curves

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from ladnn.config import shown_value
 from ladnn.metrics import auc, mean_ci, paired_difference, paired_test
-from ladnn.report import METHOD_NAMES, METRICS, fmt_ci, paper_table
+from ladnn.report import METHOD_NAMES, METRICS, fmt_ci, paper_table, plural
 from ladnn.rundir import FinishedRun
 from ladnn.scores import PRED, covid_scores
 
@@ -263,7 +264,7 @@ def paired_sentence(t: pd.DataFrame) -> str:
                      f"{r['auc_diff']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}, p = {r['p_auc']:.2f}; McNemar "
                      f"p = {r['p_mcnemar']:.2f}), {verdict}")
     n_sig = int((t["p_auc"] < 0.05).sum())
-    return (f"Over {len(t)} paired comparison{'s' if len(t) != 1 else ''} the mean AUC difference is "
+    return (f"Over {plural(len(t), 'paired comparison')} the mean AUC difference is "
             f"{t['auc_diff'].mean():+.3f}; {n_sig} of "
             f"{len(t)} reach p < 0.05. " + "; ".join(parts) + ".")
 
@@ -320,13 +321,6 @@ def config_table(run: str | Path):
     return t.style.hide(axis="index").set_caption(f"{Path(run).name}/config.json")
 
 
-def shown_value(v) -> str:
-    """How a page prints a config value: lists joined by commas ("none" when empty), None as "none"."""
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v)) or "none"
-    return "none" if v is None else str(v)
-
-
 def paper_claim() -> dict:
     """The paper's Table 2 AUC gains of LA-DNN over the baseline, per backbone and dataset (fractions, not %)."""
     t = paper_table(2).query("metric == 'auc'").pivot_table(index=["backbone", "dataset"], columns="method",
@@ -361,7 +355,7 @@ def verdict(pooled: pd.DataFrame, ensembles: pd.DataFrame, lesion_text: str) -> 
         detect = r["detectable_80"]
         out.append(
             f"**Ours ({r['backbone']} on {r['dataset']}).** LA-DNN minus baseline test AUC, averaged over "
-            f"{r['pairs']} seed{'s' if r['pairs'] != 1 else ''}: {r['auc_diff']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}, p = {r['p_auc']:.2f}), "
+            f"{plural(r['pairs'], 'seed')}: {r['auc_diff']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}, p = {r['p_auc']:.2f}), "
             f"from a bootstrap that draws whole patients or source documents ({r['clusters']} clusters among "
             f"{r['n']} test images) within each class, and the seeds. Per seed: {seeds}. The seed ensembles score "
             f"AUC {e.get('baseline', float('nan')):.3f} (baseline) and {e.get('LA-DNN', float('nan')):.3f} "

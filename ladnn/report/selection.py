@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ladnn.report import METHOD_NAMES, resource
+from ladnn.report import METHOD_NAMES, plural, resource
 
 SELECTION_CSV = "select_quick_cpu.csv"  # package data, written by benchmarks/select_quick.py
 SETTING = ["backbone", "top_blocks", "lr", "views", "tta", "head"]  # one candidate setting
@@ -50,9 +50,8 @@ def _profile_rows(sel: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 def describe(r) -> str:
     """One row of `selection_table` in words: the setting, its epoch budget and what it measured."""
-    tb, tta = int(r["top_blocks"]), int(r["tta"])
-    return (f"{r['backbone']}, the top {tb} block{'s' if tb != 1 else ''} at learning rate {r['lr']:g}, "
-            f"{int(r['views'])} cached views, {tta} test-time view{'s' if tta != 1 else ''}, {r['head']} head, "
+    return (f"{r['backbone']}, the top {plural(int(r['top_blocks']), 'block')} at learning rate {r['lr']:g}, "
+            f"{int(r['views'])} cached views, {plural(int(r['tta']), 'test-time view')}, {r['head']} head, "
             f"{int(r['budget'])} epochs (validation COVID loss {r['val_covid_loss']:.3f} averaged over both methods: "
             f"baseline {r['loss baseline']:.3f}, LA-DNN {r['loss LA-DNN']:.3f}; {int(r['seeds'])} seeds; about "
             f"{r['train_seconds']:.0f} s of training per run)")

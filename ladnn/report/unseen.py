@@ -24,6 +24,7 @@ from ladnn.dicom import MIN_LUNG_FRACTION
 from ladnn.generalisation import new_data_report, recipe_figures, transfer_predictions
 from ladnn.metrics import auc, holm, paired_difference
 from ladnn.report import METHOD_NAMES as REPORT_METHOD_NAMES
+from ladnn.report import styled  # noqa: F401 - the chapter's notebook calls unseen.styled
 from ladnn.rundir import FinishedRun
 from ladnn.scores import (
     PRED,
@@ -172,13 +173,6 @@ def _three(v: float, signed: bool = False) -> str:
         return ""
     text = f"{v:+.3f}" if signed else f"{v:.3f}"
     return "0.000" if float(text) == 0 else text
-
-
-def styled(df: pd.DataFrame, index: bool = False):
-    """A table for the page drawn like the book's other tables: without pandas' row numbers, or with `index` where
-    the index names the rows."""
-    style = df.style if index else df.style.hide(axis="index")
-    return style.set_table_attributes('class="dataframe"')
 
 
 def claims_note(cmp: pd.DataFrame, first: bool = True) -> str:

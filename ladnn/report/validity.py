@@ -15,7 +15,7 @@ from pandas.io.formats.style import Styler
 
 from ladnn.images import decode, read_bytes
 from ladnn.metrics import mean_ci
-from ladnn.report import METHOD_NAMES, fmt_ci, paper_table, recipe
+from ladnn.report import METHOD_NAMES, fmt_ci, paper_table, plural, recipe
 from ladnn.report.leakage import (
     clean_test,
     cross_split,
@@ -30,11 +30,6 @@ SPLITS = ("train", "val", "test")
 
 
 # ---------------------------------------------------------------- words that follow the numbers
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """'1 pair', '2 pairs', '0 pairs' (`many` for a plural that is not word + 's')."""
-    return f"{n} {word if n == 1 else (many or word + 's')}"
-
-
 def verb(n: int, one: str, many: str) -> str:
     """The verb form for a count: `one` for 1, else `many` ('is'/'are', 'involves'/'involve')."""
     return one if n == 1 else many
