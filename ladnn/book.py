@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from ladnn.pages import book_config, check_html, retitle, runs_index
+from ladnn.pages import book_config, check_html, retitle, runs_index, write_toc
 from ladnn.profiles import (
     OPTIONAL_FLAG,
     BuildError,
@@ -70,20 +70,25 @@ def build(profile: str = "quick", root: str | Path = ".", only_notebooks: bool =
     for name, _, _ in todo:
         retitle(gen / "train" / f"{name}.ipynb", titles[name])
     (gen / "runs.md").write_text(runs_index([(name, titles[name], out) for name, _, out in todo]))
+    from ladnn.report.lesson import write_pages
+
+    write_pages(gen, runs_dir, root)  # the exercises of the multi-task chapter and the class's timings
     for line in [x for d in where.values() for x in scan_runs(d)[1]]:  # not in this profile: left out
         print(f"[book {prof['name']}] skipped (not read): {line}", flush=True)
     params = {"profile": prof["name"], "runs_dir": str(runs_dir.relative_to(root)),
               "gradcam_images": prof.get("gradcam_images", 6)}
+    toc = write_toc(root, prof.get("pages"))  # a profile with `pages` builds only those (the class book)
+    chapters = [nb for nb in ANALYSIS if "pages" not in prof or f"book/_generated/{nb}" in prof["pages"]]
     execute_all([(f"notebook {nb}", root / "notebooks" / f"{nb}.ipynb", gen / f"{nb}.ipynb", params)
-                 for nb in ANALYSIS], root, jobs, t0, prof["name"])
+                 for nb in chapters], root, jobs, t0, prof["name"])
     if only_notebooks:
         return gen
     print(f"[book {prof['name']}] jupyter-book build ({time.time() - t0:.0f} s)", flush=True)
     jb = shutil.which("jupyter-book", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if not jb:
         raise BuildError("jupyter-book is not installed: pip install -e '.[book]'")
-    r = subprocess.run([jb, "build", str(root), "--config", str(book_config(root)), "--builder", "html", "-W", "-n",
-                        "--keep-going"], cwd=root, check=False)
+    r = subprocess.run([jb, "build", str(root), "--config", str(book_config(root)), "--toc", str(toc), "--builder",
+                        "html", "-W", "-n", "--keep-going"], cwd=root, check=False)
     if r.returncode:
         raise BuildError(f"jupyter-book build failed (exit {r.returncode}); see the messages above")
     problems = check_html(root)

@@ -80,9 +80,10 @@ def _window_arg(p: argparse.ArgumentParser) -> None:
                                                    "width 1500 HU), mediastinal (50, 350) or CENTRE,WIDTH in HU")
 
 
-def _config(a: argparse.Namespace, argv: list[str] | None = None) -> Config:
+def _config(a: argparse.Namespace, argv: list[str] | None = None, root: str | None = None) -> Config:
     """The run's Config: the options' values, or with --profile that profile's first run of the method asked (default
-    ladnn) with the options given on the command line (`argv`) replacing its fields."""
+    ladnn) with the options given on the command line (`argv`) replacing its fields; the profiles are those of `root`
+    (default: the working directory)."""
     if not a.profile:
         return Config.from_namespace(vars(a))
     from pathlib import Path
@@ -90,7 +91,7 @@ def _config(a: argparse.Namespace, argv: list[str] | None = None) -> Config:
     from ladnn.profiles import BuildError, load_profile
 
     try:
-        runs = load_profile(a.profile, Path.cwd())["runs"]
+        runs = load_profile(a.profile, Path(root) if root else Path.cwd())["runs"]
     except BuildError as e:
         raise ValueError(str(e)) from None
     base = next((c for c in runs if c.method == a.method), runs[0]).to_dict()

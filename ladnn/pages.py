@@ -17,9 +17,14 @@ MATHJAX = ("mathjax@3.2.2", "package/es5/tex-svg.js",
            "d4295dc33744836935c1399feece5159577b34c5c8ffb9f1c6324cd82e03a882")
 
 
-def toc_pages(root: Path) -> list[str]:
-    """Every page the table of contents names (globs expanded), without suffix."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
+LOCAL_TOC = "_build/_toc.local.yml"  # a profile's book made of part of _toc.yml (the `pages` key): ladnn.book writes it
+
+
+def toc_pages(root: Path, full: bool = False) -> list[str]:
+    """Every page of the book last built (its table of contents: the profile's own when it keeps only some pages,
+    else _toc.yml), globs expanded, without suffix; `full`: every page of _toc.yml."""
+    local = root / LOCAL_TOC
+    toc = yaml.safe_load((root / ("_toc.yml" if full or not local.is_file() else LOCAL_TOC)).read_text())
     pages = [toc["root"]]
 
     def walk(entries):
@@ -37,6 +42,37 @@ def toc_pages(root: Path) -> list[str]:
     for part in toc.get("parts", []):
         walk(part.get("chapters"))
     return [re.sub(r"\.(md|ipynb)$", "", p) for p in pages]
+
+
+def write_toc(root: Path, pages: list[str] | None) -> Path:
+    """The table of contents of a book made of some of _toc.yml's pages (`pages`, the first one its front page, each
+    chapter with its sections), written to LOCAL_TOC; without `pages`, _toc.yml itself (and no LOCAL_TOC)."""
+    local = root / LOCAL_TOC
+    local.unlink(missing_ok=True)
+    if not pages:
+        return root / "_toc.yml"
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    keep = [e for e in toc["chapters"] if e.get("file") in pages[1:]]
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(yaml.safe_dump({"format": toc["format"], "root": pages[0], "chapters": keep}, sort_keys=False))
+    return local
+
+
+def page_title(root: Path, page: str) -> str:
+    """A page's first heading, read from its source: book/X.md, or notebooks/X.ipynb for book/_generated/X."""
+    if page.startswith("book/_generated/"):
+        nb = nbformat.read(root / "notebooks" / f"{page.rsplit('/', 1)[1]}.ipynb", as_version=4)
+        text = next(c.source for c in nb.cells if c.cell_type == "markdown")
+    else:
+        text = (root / f"{page}.md").read_text()
+    return re.search(r"^# (.+)$", text, re.MULTILINE).group(1).strip()
+
+
+def left_out(root: Path) -> dict[str, str]:
+    """The pages of _toc.yml that the book last built leaves out, with their titles (book/_ext/partial_book.py
+    renders a link to one as its title, marked as a chapter of the full book)."""
+    mine = set(toc_pages(root))
+    return {p: page_title(root, p) for p in toc_pages(root, full=True) if p not in mine and "/train/" not in p}
 
 
 def retitle(notebook: Path, title: str) -> None:
@@ -190,16 +226,44 @@ def local_mathjax(root: Path) -> bool:
     return True
 
 
+BINDER = "https://mybinder.org"
+
+
+def repository(root: Path) -> tuple[str, str] | None:
+    """The public GitHub repository the book is published from and its branch, for the launch buttons:
+    $LADNN_REPOSITORY_URL (and $LADNN_REPOSITORY_BRANCH, default the checked-out branch), else the git remote
+    `origin` when it is on GitHub; None when neither names a GitHub repository (the buttons stay off)."""
+    import os
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    url = os.environ.get("LADNN_REPOSITORY_URL") or git("remote", "get-url", "origin")
+    m = re.match(r"^(?:https://github\.com/|git@github\.com:)([\w.-]+)/([\w.-]+?)(?:\.git)?/?$", url)
+    if not m:
+        return None
+    branch = os.environ.get("LADNN_REPOSITORY_BRANCH") or git("rev-parse", "--abbrev-ref", "HEAD") or "main"
+    return f"https://github.com/{m.group(1)}/{m.group(2)}", "main" if branch == "HEAD" else branch
+
+
 def book_config(root: Path) -> Path:
-    """_config.yml, plus the local MathJax when it could be had."""
-    if not local_mathjax(root):
-        print("[book] npm could not fetch MathJax: equations will load MathJax from its CDN when the book is read")
-        return root / "_config.yml"
+    """_config.yml as this build uses it, written to _build/_config.local.yml: the local MathJax when it could be had,
+    the local extensions' folders resolved, and the pages the book leaves out (`left_out`)."""
     cfg = yaml.safe_load((root / "_config.yml").read_text())
-    cfg.setdefault("sphinx", {}).setdefault("config", {})["mathjax_path"] = "mathjax/tex-svg.js"
+    sphinx = cfg.setdefault("sphinx", {}).setdefault("config", {})
+    if local_mathjax(root):
+        sphinx["mathjax_path"] = "mathjax/tex-svg.js"
+    else:
+        print("[book] npm could not fetch MathJax: equations will load MathJax from its CDN when the book is read")
     # jupyter-book reads local extensions' folders relative to the config file, which is written elsewhere here
     for name, folder in (cfg["sphinx"].get("local_extensions") or {}).items():
         cfg["sphinx"]["local_extensions"][name] = str((root / folder).resolve())
+    sphinx["ladnn_left_out"] = left_out(root)
+    repo = repository(root)
+    if repo:  # launch buttons on the notebook pages (book/_ext/launch_source.py opens the notebook in notebooks/)
+        cfg["repository"] = {"url": repo[0], "branch": repo[1]}
+        cfg.setdefault("launch_buttons", {})["binderhub_url"] = BINDER
     out = root / "_build" / "_config.local.yml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))

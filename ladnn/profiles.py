@@ -26,7 +26,7 @@ class BuildError(RuntimeError):
 
 
 PROFILE_KEYS = ("base", "description", "matrix", "config", "backbone_config", "optional_backbones", "gradcam_images",
-                "ablations", "lab")
+                "ablations", "lab", "pages")
 ABLATION_KEYS = ("seeds", "variants")
 LAB_KEYS = ("seeds", "fractions", "weightings", "diagnostic_seeds")
 
@@ -105,6 +105,8 @@ def load_profile(name: str, root: Path, overrides: dict | None = None, optional:
         lab = _mapping(prof.get("lab"), f"{path}: lab")
         for k in lab:
             check_key(k, LAB_KEYS, f"{path}: lab")
+        if "pages" in prof:
+            prof["pages"] = book_pages(prof["pages"], root, f"{path}: pages")
     except ConfigError as e:
         raise BuildError(str(e)) from None
     prof["name"] = path.stem
@@ -141,6 +143,21 @@ def load_profile(name: str, root: Path, overrides: dict | None = None, optional:
         for name, change in variants.items() for seed in abl.get("seeds", [0])]
     prof["lab_runs"] = lab_runs(lab, runs[0], overrides, f"{path}: lab") if lab else []
     return prof
+
+
+def book_pages(pages, root: Path, where: str) -> list[str]:
+    """A profile's `pages`: the pages of _toc.yml its book keeps, the first one its front page (the class profile's
+    book is the multi-task chapter and the lab). Each must be a page the table of contents names; a page's sections
+    (the run pages under Training runs) go with it."""
+    from ladnn.pages import toc_pages
+
+    if not isinstance(pages, list) or not pages or not all(isinstance(p, str) for p in pages):
+        raise BuildError(f"{where}: expected a non-empty list of pages of _toc.yml, got {pages!r}")
+    known = toc_pages(root, full=True)
+    for page in pages:
+        if page not in known:
+            raise BuildError(f"{where}: {page!r} is not a page of _toc.yml ({', '.join(known)})")
+    return pages
 
 
 def lab_runs(lab: dict, first: Config, overrides: dict | None, where: str) -> list[tuple[str, Config]]:

@@ -62,7 +62,7 @@ BOXES = try_boxes()
 
 def test_every_page_with_a_try_it_box_is_found():
     where = {w.split(" cell")[0] for w, _ in BOXES}
-    assert {"book/mtl.md", "book/training.md", "notebooks/train.ipynb", "notebooks/results.ipynb",
+    assert {"book/training.md", "notebooks/train.ipynb", "notebooks/results.ipynb",
             "ladnn.report.dataset.try_it",
             "notebooks/validity.ipynb", "notebooks/lab.ipynb"} <= where
     assert all(commands(box) for _, box in BOXES), [w for w, b in BOXES if not commands(b)]
@@ -155,3 +155,57 @@ def test_the_checks_can_fail(capsys):
     assert commands("```bash\nladnn train --profile quick \\\n    --seed 7 --out x\n```\n") == [
         "ladnn train --profile quick --seed 7 --out x"]
     assert not TIME.search("run it and see")
+
+
+# ---------------------------------------------------------------- the class's exercises (ladnn.report.lesson)
+from ladnn.report import lesson
+
+EXERCISE_COMMANDS = [(e.key, c) for e in lesson.EXERCISES for c in e.commands]
+
+
+def test_the_class_has_exercises_that_train_and_exercises_that_read():
+    trains = {e.key for e in lesson.EXERCISES if e.commands}
+    assert {"covid_weight", "quarter", "uncertainty"} <= trains
+    assert {e.chapter for e in lesson.EXERCISES} == {"mtl", "lab"}
+    assert lesson.plan()["minutes"].sum() == 120  # a two-hour class
+
+
+@pytest.mark.parametrize(("key", "command"), EXERCISE_COMMANDS, ids=[c for _, c in EXERCISE_COMMANDS])
+def test_every_exercise_command_is_complete_and_the_class_profile_trains_it(key, command, capsys):
+    """The command runs (its --dry-run is the quick recipe with at most two changes), its box states a time, and the
+    class profile trains exactly its configuration, so `make book PROFILE=class` computes its solution."""
+    argv = shlex.split(command)
+    check_ladnn(argv[1:], capsys)
+    assert cli.main([*argv[1:], "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    printed.pop("out")
+    cfg = lesson.command_config(command, ROOT)
+    assert cfg.to_dict() == printed  # the solution reads the configuration the command trains
+    assert TIME.search(lesson.BY_KEY[key].run_time), key
+    from ladnn.profiles import training_runs
+
+    prof = load_profile("class", ROOT)
+    trained = [c.to_dict() for _, c, _ in training_runs(prof, ROOT)]
+    assert cfg.to_dict() in trained, f"the class profile does not train {command}"
+
+
+def test_the_class_profile_trains_nothing_the_exercises_do_not_read():
+    from ladnn.profiles import training_runs
+
+    prof = load_profile("class", ROOT)
+    wanted = [c.to_dict() for c in lesson.class_runs(ROOT).values()]
+    # the quick recipe itself, each method, seed 0: what the exercises compare against
+    wanted += [lesson.command_config(f"ladnn train --profile quick --method {m} --out x", ROOT).to_dict()
+               for m in ("baseline", "ladnn")]
+    extra = [name for name, c, _ in training_runs(prof, ROOT) if c.to_dict() not in wanted]
+    assert extra == []
+    assert prof["pages"][0] == "book/class" and "book/_generated/lab" in prof["pages"]
+
+
+def test_the_checks_of_exercise_commands_can_fail(capsys):
+    with pytest.raises(SystemExit):  # an option that does not exist
+        check_ladnn(shlex.split("train --profile quick --no-such-option 1 --out x"), capsys)
+    wrong = lesson.command_config("ladnn train --profile quick --covid-weight 2.0 --out x", ROOT).to_dict()
+    from ladnn.profiles import training_runs
+
+    assert wrong not in [c.to_dict() for _, c, _ in training_runs(load_profile("class", ROOT), ROOT)]

@@ -80,10 +80,13 @@ def committed() -> dict[str, pd.DataFrame]:
 
 
 def load(runs_dir: str | Path) -> tuple[dict[str, pd.DataFrame], str]:
-    """The profile's own lab runs when it has them (the lab profile), else the committed results; and a sentence
-    saying which."""
+    """The profile's own lab runs when they hold every run of the committed results (the lab profile's grid), else
+    the committed results (the quick and class books: the class trains a few of the lab's runs for its exercises);
+    and a sentence saying which."""
     if scan_runs(run_dirs(runs_dir)["lab"])[0]:
-        return collect(runs_dir), f"the lab runs of this build ({runs_dir})"
+        own = collect(runs_dir)
+        if set(committed()["runs"]["run"]) <= set(own["runs"]["run"]):
+            return own, f"the lab runs of this build ({runs_dir})"
     return committed(), ("the committed results of the lab profile (ladnn/resources/lab_quick_*; "
                          "`make book PROFILE=lab` trains them again)")
 

@@ -1,0 +1,183 @@
+"""The class in multi-task learning: the exercises' worked solutions come from the library, the data and the runs;
+a profile's `pages` build a book of part of the table of contents, whose links to the other pages still resolve;
+launch buttons open the notebooks the pages were made from."""
+import math
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from conftest import book_copy
+
+from ladnn.pages import book_config, check_html, repository, toc_pages, write_toc
+from ladnn.profiles import BuildError, load_profile
+from ladnn.report import lab, lesson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import launch_source
+import partial_book
+
+
+# ---------------------------------------------------------------- the solutions
+def test_the_mask_exercise_is_computed_by_the_library_loss():
+    table, loss = lesson.mask_example(5.0)
+    assert (table > 0).to_numpy().sum() == 14  # 4 COVID terms, 5 lesion terms for each of (c) and (d)
+    assert table.loc["(b) COVID, no lesion named"].iloc[1:].sum() == 0
+    assert loss == pytest.approx((4 * 5 + 10) * math.log(2) / 24, rel=1e-6)
+    assert lesson.mask_example(1.0)[1] == pytest.approx(14 * math.log(2) / 24, rel=1e-6)
+
+
+def test_adam_hides_the_loss_scale_but_not_weight_decay():
+    step = lesson.adam_step(1, 0).abs().max().item()
+    assert (lesson.adam_step(6, 0) - lesson.adam_step(1, 0)).abs().max().item() < 0.01 * step
+    assert (lesson.adam_step(6, 5e-4) - lesson.adam_step(1, 5e-4)).abs().max().item() > 0.5 * step
+
+
+def test_a_solution_reads_the_run_with_the_commands_configuration(tmp_path):
+    """With no run of its own, a solution reads the lab's committed run of the same configuration, or says which
+    profile trains it; it never reads a run whose configuration differs."""
+    tables = lab.committed()
+    for command in lesson.BY_KEY["quarter"].commands + lesson.BY_KEY["uncertainty"].commands:
+        found = lesson.find_run(lesson.command_config(command, ROOT), tmp_path, tables)
+        assert found is not None and "committed" in found.where, command
+    w1 = lesson.command_config(lesson.BY_KEY["covid_weight"].commands[0], ROOT)
+    assert lesson.find_run(w1, tmp_path, tables) is None
+    assert "make book PROFILE=class" in lesson.solution("covid_weight", tmp_path, tables, ROOT)
+
+
+def test_a_solution_prefers_this_builds_run(tiny_run, tmp_path):
+    """A finished run of this build with the exact configuration is the one a solution reads, named by its folder."""
+    import shutil
+
+    from ladnn.rundir import FinishedRun
+
+    runs = tmp_path / "runs" / "x"
+    shutil.copytree(tiny_run, runs / "one")
+    cfg = FinishedRun(runs / "one").config
+    found = lesson.find_run(cfg, runs, lab.committed())
+    assert found.where == "this build's run `runs/x/one`"
+    assert found.auc[0] == pytest.approx(FinishedRun(runs / "one").metrics.covid.auc)
+
+
+@pytest.mark.parametrize("key", [e.key for e in lesson.EXERCISES])
+def test_every_exercise_renders_with_its_solution_folded(key, tmp_path, data_dir):
+    box = lesson.box(key, tmp_path, lab.committed(), ROOT)
+    assert box.startswith(f"`````{{admonition}} Exercise {lesson.number(key)}: ")
+    assert "````{dropdown} Solution" in box and box.rstrip().endswith("`````")
+    solution = box.split("````{dropdown} Solution", 1)[1]
+    assert len(solution) > 200 and "nan" not in solution.lower().split()
+
+
+def test_the_class_pages_name_their_sources(tmp_path, data_dir):
+    files = lesson.write_pages(tmp_path, tmp_path / "none", ROOT)
+    assert sorted(f.name for f in files) == ["class_pitfalls.md", "class_times.md", "mtl_exercises.md", "mtl_time.md"]
+    assert "trained none of the exercises' 4 runs" in (tmp_path / "class_times.md").read_text()
+    assert (tmp_path / "mtl_exercises.md").read_text().count("{dropdown} Solution") == 4
+
+
+# ---------------------------------------------------------------- a book of some pages
+def test_a_profiles_pages_must_be_pages_of_the_toc(tmp_path):
+    book_copy(tmp_path)
+    (tmp_path / "profiles" / "x.yaml").write_text("base: quick\npages: [book/class, book/nope]\n")
+    with pytest.raises(BuildError, match=r"pages: 'book/nope' is not a page of _toc.yml"):
+        load_profile("x", tmp_path)
+    (tmp_path / "profiles" / "x.yaml").write_text("base: quick\npages: book/class\n")
+    with pytest.raises(BuildError, match="expected a non-empty list"):
+        load_profile("x", tmp_path)
+
+
+def test_the_class_toc_keeps_its_pages_and_names_the_others(tmp_path):
+    book_copy(tmp_path)
+    pages = load_profile("class", tmp_path)["pages"]
+    toc = yaml.safe_load(write_toc(tmp_path, pages).read_text())
+    assert toc["root"] == "book/class"
+    assert [c["file"] for c in toc["chapters"]] == pages[1:]
+    assert any("sections" in c for c in toc["chapters"])  # the run pages go with Training runs
+    assert toc_pages(tmp_path)[0] == "book/class" and "book/_generated/results" not in toc_pages(tmp_path)
+    left = yaml.safe_load(book_config(tmp_path).read_text())["sphinx"]["config"]["ladnn_left_out"]
+    assert left["book/_generated/results"] == "Results" and "book/mtl" not in left
+    assert write_toc(tmp_path, None) == tmp_path / "_toc.yml" and not (tmp_path / "_build/_toc.local.yml").exists()
+
+
+class _App:
+    """A stand-in for the Sphinx application: only its config value."""
+    config = SimpleNamespace(ladnn_left_out={"book/_generated/results": "Results"})
+
+
+def test_a_link_to_a_left_out_page_becomes_its_title():
+    from docutils import nodes
+    from sphinx.addnodes import pending_xref
+
+    def ref(target, explicit):
+        n = pending_xref(reftype="doc", reftarget=target, refdoc="book/mtl", refexplicit=explicit)
+        return n, nodes.literal(text="the Results chapter" if explicit else target)
+
+    out = partial_book._missing(_App, None, *ref("_generated/results", True))
+    assert out.astext() == "the Results chapter (full book)"
+    assert partial_book._missing(_App, None, *ref("/book/_generated/results", False)).astext() == "Results (full book)"
+    assert partial_book._missing(_App, None, *ref("_generated/nowhere", True)) is None  # still fails the build
+
+
+# ---------------------------------------------------------------- launch buttons
+def test_launch_buttons_open_the_source_notebook():
+    url = "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/"
+    assert launch_source.source_of(url + "book/_generated/lab.ipynb") == url + "notebooks/lab.ipynb"
+    assert launch_source.source_of(url + "book/_generated/train/tf-D0-ladnn-s0.ipynb") == url + "notebooks/train.ipynb"
+    assert launch_source.source_of(url + "book/mtl.md") == url + "book/mtl.md"
+
+
+def test_launch_buttons_need_a_public_github_repository(tmp_path, monkeypatch):
+    book_copy(tmp_path)
+    monkeypatch.setenv("LADNN_REPOSITORY_URL", "git@github.com:someone/la-dnn.git")
+    monkeypatch.setenv("LADNN_REPOSITORY_BRANCH", "main")
+    assert repository(tmp_path) == ("https://github.com/someone/la-dnn", "main")
+    cfg = yaml.safe_load(book_config(tmp_path).read_text())
+    assert cfg["repository"]["url"] == "https://github.com/someone/la-dnn"
+    assert cfg["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
+    monkeypatch.setenv("LADNN_REPOSITORY_URL", "https://example.org/la-dnn")
+    assert repository(tmp_path) is None
+    assert yaml.safe_load(book_config(tmp_path).read_text())["launch_buttons"]["binderhub_url"] == ""
+
+
+def test_binder_installs_the_library_at_the_books_versions():
+    post = (ROOT / "binder" / "postBuild").read_text()
+    assert os.access(ROOT / "binder" / "postBuild", os.X_OK)
+    assert "-c constraints.txt" in post and "-e \".[book]\"" in post and "whl/cpu" in post
+    env = yaml.safe_load((ROOT / "binder" / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+
+
+# ---------------------------------------------------------------- the class book, small
+@pytest.fixture(scope="module")
+def class_book(tmp_path_factory):
+    """The class profile's book with tiny runs (16 images per split, one epoch, one view), and launch buttons."""
+    from ladnn.book import build
+
+    root = book_copy(tmp_path_factory.mktemp("class"))
+    old = os.environ.get("LADNN_REPOSITORY_URL")
+    os.environ["LADNN_REPOSITORY_URL"] = "https://github.com/someone/la-dnn"
+    try:
+        build("class", root, overrides={"limit": 16, "epochs": 1, "views": 1, "tta": 1, "top_blocks": 1})
+    finally:
+        os.environ.pop("LADNN_REPOSITORY_URL") if old is None else os.environ.__setitem__("LADNN_REPOSITORY_URL", old)
+    return root
+
+
+def test_the_class_book_has_the_class_pages_only(class_book):
+    root = class_book
+    html = root / "_build" / "html"
+    assert check_html(root) == []
+    assert (html / "index.html").read_text().count("book/class.html") >= 1  # the front page
+    pages = toc_pages(root)
+    assert pages[:4] == ["book/class", "book/mtl", "book/_generated/lab", "book/training"]
+    assert not (html / "book" / "_generated" / "results.html").exists()
+    lab_page = (html / "book" / "_generated" / "lab.html").read_text()
+    assert "(full book)" in lab_page and "results.html" not in lab_page
+    assert "https://mybinder.org/v2/gh/someone/la-dnn/" in lab_page and "notebooks/lab.ipynb" in lab_page
+    assert "_generated/lab.ipynb" not in lab_page.split("mybinder.org", 1)[1].split('"', 1)[0]
+    mtl = (html / "book" / "mtl.html").read_text()
+    assert mtl.count("Exercise ") >= 4 and "mybinder" not in mtl  # a Markdown page has no notebook to launch
+    assert lab_page.count("Solution") >= 5
