@@ -23,7 +23,8 @@ LAYERS = (
     # 4: the book's chapters, the service, the command line and the build
     ("ladnn.report", "ladnn.report.dataset", "ladnn.report.leakage", "ladnn.report.lesions", "ladnn.report.maps",
      "ladnn.report.marks", "ladnn.report.reproduction", "ladnn.report.results", "ladnn.report.selection",
-     "ladnn.report.unseen", "ladnn.report.validity", "ladnn.report.lab", "ladnn.serve", "ladnn.cli",
+     "ladnn.report.unseen", "ladnn.report.validity", "ladnn.report.lab", "ladnn.report.lesson", "ladnn.serve",
+     "ladnn.cli",
      "ladnn.profiles", "ladnn.runner", "ladnn.pages", "ladnn.book"),
 )
 LAYER_OF = {m: k for k, layer in enumerate(LAYERS) for m in layer}

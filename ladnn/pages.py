@@ -10,38 +10,11 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from ladnn.profiles import BuildError
+from ladnn.profiles import LOCAL_TOC, BuildError, toc_pages
 
 # MathJax for offline reading: one self-contained file (SVG output needs no fonts) from the npm registry, pinned.
 MATHJAX = ("mathjax@3.2.2", "package/es5/tex-svg.js",
            "d4295dc33744836935c1399feece5159577b34c5c8ffb9f1c6324cd82e03a882")
-
-
-LOCAL_TOC = "_build/_toc.local.yml"  # a profile's book made of part of _toc.yml (the `pages` key): ladnn.book writes it
-
-
-def toc_pages(root: Path, full: bool = False) -> list[str]:
-    """Every page of the book last built (its table of contents: the profile's own when it keeps only some pages,
-    else _toc.yml), globs expanded, without suffix; `full`: every page of _toc.yml."""
-    local = root / LOCAL_TOC
-    toc = yaml.safe_load((root / ("_toc.yml" if full or not local.is_file() else LOCAL_TOC)).read_text())
-    pages = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                pages.append(e["file"])
-            if "glob" in e:
-                pages.extend(sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob(e["glob"])
-                                    if p.suffix in (".ipynb", ".md")))
-            walk(e.get("sections"))
-            for part in e.get("parts", []):
-                walk(part.get("chapters"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return [re.sub(r"\.(md|ipynb)$", "", p) for p in pages]
 
 
 def write_toc(root: Path, pages: list[str] | None) -> Path:
@@ -52,7 +25,12 @@ def write_toc(root: Path, pages: list[str] | None) -> Path:
     if not pages:
         return root / "_toc.yml"
     toc = yaml.safe_load((root / "_toc.yml").read_text())
-    keep = [e for e in toc["chapters"] if e.get("file") in pages[1:]]
+    entries = {e["file"]: e for e in toc.get("chapters", []) if "file" in e}
+    entries[toc["root"]] = {"file": toc["root"]}
+    missing = [p for p in pages if p not in entries]
+    if missing:
+        raise BuildError(f"pages {missing}: not the root or a chapter of _toc.yml ({', '.join(entries)})")
+    keep = [entries[p] for p in pages[1:]]
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_text(yaml.safe_dump({"format": toc["format"], "root": pages[0], "chapters": keep}, sort_keys=False))
     return local
@@ -65,7 +43,10 @@ def page_title(root: Path, page: str) -> str:
         text = next(c.source for c in nb.cells if c.cell_type == "markdown")
     else:
         text = (root / f"{page}.md").read_text()
-    return re.search(r"^# (.+)$", text, re.MULTILINE).group(1).strip()
+    found = re.search(r"^# (.+)$", text, re.MULTILINE)
+    if not found:
+        raise BuildError(f"{page}: no '# ' title in its source")
+    return found.group(1).strip()
 
 
 def left_out(root: Path) -> dict[str, str]:
@@ -243,8 +224,10 @@ def repository(root: Path) -> tuple[str, str] | None:
     m = re.match(r"^(?:https://github\.com/|git@github\.com:)([\w.-]+)/([\w.-]+?)(?:\.git)?/?$", url)
     if not m:
         return None
-    branch = os.environ.get("LADNN_REPOSITORY_BRANCH") or git("rev-parse", "--abbrev-ref", "HEAD") or "main"
-    return f"https://github.com/{m.group(1)}/{m.group(2)}", "main" if branch == "HEAD" else branch
+    branch = os.environ.get("LADNN_REPOSITORY_BRANCH") or git("rev-parse", "--abbrev-ref", "HEAD")
+    if branch in ("", "HEAD"):  # a detached checkout (CI): the remote's default branch, else main
+        branch = git("symbolic-ref", "--short", "refs/remotes/origin/HEAD").removeprefix("origin/") or "main"
+    return f"https://github.com/{m.group(1)}/{m.group(2)}", branch
 
 
 def book_config(root: Path) -> Path:

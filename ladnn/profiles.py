@@ -4,6 +4,7 @@ complete, for a scheduler. The book (ladnn.book) and the benchmarks read profile
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +24,33 @@ from ladnn.config import (
 
 class BuildError(RuntimeError):
     """A profile, notebook or book build that cannot go on; the message says why."""
+
+
+LOCAL_TOC = "_build/_toc.local.yml"  # a profile's book made of part of _toc.yml (the `pages` key): ladnn.book writes it
+
+
+def toc_pages(root: Path, full: bool = False) -> list[str]:
+    """Every page of the book last built (its table of contents: the profile's own when it keeps only some pages,
+    else _toc.yml), globs expanded, without suffix; `full`: every page of _toc.yml."""
+    local = root / LOCAL_TOC
+    toc = yaml.safe_load((root / ("_toc.yml" if full or not local.is_file() else LOCAL_TOC)).read_text())
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                pages.append(e["file"])
+            if "glob" in e:
+                pages.extend(sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob(e["glob"])
+                                    if p.suffix in (".ipynb", ".md")))
+            walk(e.get("sections"))
+            for part in e.get("parts", []):
+                walk(part.get("chapters"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return [re.sub(r"\.(md|ipynb)$", "", p) for p in pages]
 
 
 PROFILE_KEYS = ("base", "description", "matrix", "config", "backbone_config", "optional_backbones", "gradcam_images",
@@ -146,17 +174,16 @@ def load_profile(name: str, root: Path, overrides: dict | None = None, optional:
 
 
 def book_pages(pages, root: Path, where: str) -> list[str]:
-    """A profile's `pages`: the pages of _toc.yml its book keeps, the first one its front page (the class profile's
-    book is the multi-task chapter and the lab). Each must be a page the table of contents names; a page's sections
-    (the run pages under Training runs) go with it."""
-    from ladnn.pages import toc_pages
-
+    """A profile's `pages`: the pages of _toc.yml its book keeps, in this order, the first one its front page (the
+    class profile's book is the multi-task chapter and the lab). Each must be _toc.yml's root or one of its chapters;
+    a chapter's sections (the run pages under Training runs) go with it."""
     if not isinstance(pages, list) or not pages or not all(isinstance(p, str) for p in pages):
         raise BuildError(f"{where}: expected a non-empty list of pages of _toc.yml, got {pages!r}")
-    known = toc_pages(root, full=True)
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    known = [toc["root"], *(e["file"] for e in toc.get("chapters", []) if "file" in e)]
     for page in pages:
         if page not in known:
-            raise BuildError(f"{where}: {page!r} is not a page of _toc.yml ({', '.join(known)})")
+            raise BuildError(f"{where}: {page!r} is not the root or a chapter of _toc.yml ({', '.join(known)})")
     return pages
 
 

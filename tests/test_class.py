@@ -68,7 +68,28 @@ def test_every_exercise_renders_with_its_solution_folded(key, tmp_path, data_dir
     assert box.startswith(f"`````{{admonition}} Exercise {lesson.number(key)}: ")
     assert "````{dropdown} Solution" in box and box.rstrip().endswith("`````")
     solution = box.split("````{dropdown} Solution", 1)[1]
-    assert len(solution) > 200 and "nan" not in solution.lower().split()
+    assert len(solution) > 200 and "nan" not in solution.lower().replace("[", " ").replace("%", " ").split()
+    assert "{" not in solution.replace("{dropdown}", "").replace("{-s_t}", "")  # no f-string left unfilled
+
+
+def test_the_solutions_follow_the_numbers():
+    """The conclusions are read from the tables: a curve with an interval clear of 0, or a large detectable size,
+    and an MGDA row below the fixed weights, change what the solution says."""
+    import pandas as pd
+
+    curve = pd.DataFrame({"share of training patients": [0.25, 1.0], "diff": [0.004, 0.002],
+                          "diff_lo": [-0.002, -0.003], "diff_hi": [0.009, 0.008], "detectable": [0.007, 0.009]})
+    text = " ".join(lesson.curve_solution(curve).split())
+    assert "No interval lies clear of zero" in text and "at every share" in text and "below 0.9 points" in text
+    curve.loc[0, ["diff_lo", "detectable"]] = [0.001, 0.02]
+    text = " ".join(lesson.curve_solution(curve).split())
+    assert "Clear of zero: 25%" in text and "at 100% but not at 25%" in text and "sample-efficient on" not in text
+    comb = pd.DataFrame({"key": ["fixed", "mgda"], "auc": [(0.87, 0.77, 0.95), (0.85, 0.75, 0.93)],
+                         "seeds": [3, 3], "diff": [0.0, -0.02], "diff_lo": [float("nan"), -0.03],
+                         "diff_hi": [float("nan"), -0.01]})
+    assert "lies below 0: MGDA did worse" in " ".join(lesson.mgda_solution(comb).split())
+    comb.loc[1, ["diff_lo", "diff_hi"]] = [-0.03, 0.01]
+    assert "neither" in lesson.mgda_solution(comb)
 
 
 def test_the_class_pages_name_their_sources(tmp_path, data_dir):
@@ -82,7 +103,7 @@ def test_the_class_pages_name_their_sources(tmp_path, data_dir):
 def test_a_profiles_pages_must_be_pages_of_the_toc(tmp_path):
     book_copy(tmp_path)
     (tmp_path / "profiles" / "x.yaml").write_text("base: quick\npages: [book/class, book/nope]\n")
-    with pytest.raises(BuildError, match=r"pages: 'book/nope' is not a page of _toc.yml"):
+    with pytest.raises(BuildError, match=r"pages: 'book/nope' is not the root or a chapter of _toc.yml"):
         load_profile("x", tmp_path)
     (tmp_path / "profiles" / "x.yaml").write_text("base: quick\npages: book/class\n")
     with pytest.raises(BuildError, match="expected a non-empty list"):
@@ -100,6 +121,10 @@ def test_the_class_toc_keeps_its_pages_and_names_the_others(tmp_path):
     left = yaml.safe_load(book_config(tmp_path).read_text())["sphinx"]["config"]["ladnn_left_out"]
     assert left["book/_generated/results"] == "Results" and "book/mtl" not in left
     assert write_toc(tmp_path, None) == tmp_path / "_toc.yml" and not (tmp_path / "_build/_toc.local.yml").exists()
+    order = ["book/class", "book/_generated/lab", "book/mtl"]  # the profile's order, not _toc.yml's
+    assert [c["file"] for c in yaml.safe_load(write_toc(tmp_path, order).read_text())["chapters"]] == order[1:]
+    with pytest.raises(BuildError, match="not the root or a chapter"):
+        write_toc(tmp_path, ["book/class", "book/_generated/train/x"])
 
 
 class _App:
@@ -180,4 +205,5 @@ def test_the_class_book_has_the_class_pages_only(class_book):
     assert "_generated/lab.ipynb" not in lab_page.split("mybinder.org", 1)[1].split('"', 1)[0]
     mtl = (html / "book" / "mtl.html").read_text()
     assert mtl.count("Exercise ") >= 4 and "mybinder" not in mtl  # a Markdown page has no notebook to launch
-    assert lab_page.count("Solution") >= 5
+    assert lab_page.count('sd-summary-text">Solution') == 5  # rendered as dropdowns, not as literal fences
+    assert mtl.count('sd-summary-text">Solution') == 4

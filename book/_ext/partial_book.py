@@ -14,7 +14,7 @@ LABEL = " (full book)"
 
 def _target(node) -> str | None:
     target = node.get("reftarget", "")
-    if node.get("reftype") not in ("doc", "myst") or not target:
+    if node.get("reftype") != "doc" or not target:  # {doc} roles; MyST resolves its own Markdown links
         return None
     target = target.split("#", 1)[0]
     for suffix in (".md", ".ipynb"):

@@ -407,7 +407,7 @@ def limits(tables: dict, curve: pd.DataFrame, comb: pd.DataFrame) -> str:
              ("- The subsets are drawn per seed, so the curve's intervals include the luck of which patients were "
               "drawn as well as the training seed."),
              ("- The combination methods see two tasks, not the six terms of the loss; weighing the five lesions one "
-              "by one would cost two and a half times as many backward passes per step.")]
+              "by one would cost three times as many backward passes per step (six tasks instead of two).")]
     return "\n".join([fixed[0], f"- {detectable_bullet(tables, curve, comb)}", *fixed[1:]])
 
 
