@@ -62,6 +62,25 @@ def test_a_solution_prefers_this_builds_run(tiny_run, tmp_path):
     assert found.auc[0] == pytest.approx(FinishedRun(runs / "one").metrics.covid.auc)
 
 
+def test_the_teachers_times_name_the_device_each_run_recorded(tiny_run, tmp_path, monkeypatch):
+    """The run-time table reads each matching run's seconds, device and threads from its metrics.json."""
+    import shutil
+
+    from ladnn.rundir import FinishedRun
+
+    runs = tmp_path / "runs" / "x"
+    shutil.copytree(tiny_run, runs / "one")
+    run = FinishedRun(runs / "one")
+    command = lesson.BY_KEY["covid_weight"].commands[0]
+    monkeypatch.setattr(lesson, "class_runs", lambda root=None: {command: run.config})
+    text = lesson.times_markdown(runs)
+    threads = (run.metrics.run.precision or {}).get("threads")
+    row = next(line for line in text.splitlines() if line.startswith(f"| {lesson.number('covid_weight')} |"))
+    assert f"| {run.metrics.run.seconds:.0f} | {run.metrics.run.device}" in row
+    assert threads and f"{threads} thread" in row
+    assert "trained 1 of the exercises' 1 runs" in text
+
+
 @pytest.mark.parametrize("key", [e.key for e in lesson.EXERCISES])
 def test_every_exercise_renders_with_its_solution_folded(key, tmp_path, data_dir):
     box = lesson.box(key, tmp_path, lab.committed(), ROOT)

@@ -562,7 +562,9 @@ def run_times(runs_dir: str | Path, root: str | Path | None = None) -> pd.DataFr
         for r in scan_runs(folder)[0]:
             if (c := wanted.get(_key(r.config))) is not None:
                 e = next(e for e in EXERCISES if c in e.commands)
-                rows.append({"exercise": number(e.key), "command": c, "seconds": r.metrics.run.seconds})
+                prec = r.metrics.run.precision or {}
+                rows.append({"exercise": number(e.key), "command": c, "seconds": r.metrics.run.seconds,
+                             "device": r.metrics.run.device, "threads": prec.get("threads")})
     return pd.DataFrame(rows).sort_values("exercise") if rows else pd.DataFrame(rows)
 
 
@@ -633,10 +635,12 @@ def times_markdown(runs_dir: str | Path, root: str | Path | None = None) -> str:
         return out + (f"This build trained none of the exercises' {len(wanted)} runs; `make book PROFILE=class` "
                       "trains them all.\n")
     out += (f"This build trained {len(t)} of the exercises' {len(wanted)} runs. The seconds each took here, training "
-            "and scoring (`metrics.json`), with two runs side by side on one CPU thread each; a student's single run "
-            "with two threads took about the time its exercise states:\n\n| exercise | command | seconds |\n"
-            "|---|---|---|\n")
-    out += "\n".join(f"| {r.exercise} | `{r.command}` | {r.seconds:.0f} |" for r in t.itertuples()) + "\n"
+            "and scoring (`metrics.json`), on the device and threads each run recorded; a single run on two CPU threads "
+            "took about the time its exercise states:\n\n| exercise | command | seconds | device |\n"
+            "|---|---|---|---|\n")
+    out += "\n".join(f"| {r.exercise} | `{r.command}` | {r.seconds:.0f} | {r.device}"
+                      + (f", {r.threads} thread{'s' if r.threads != 1 else ''}" if r.threads else "") + " |"
+                      for r in t.itertuples()) + "\n"
     return out
 
 
