@@ -81,6 +81,35 @@ def test_the_teachers_times_name_the_device_each_run_recorded(tiny_run, tmp_path
     assert "trained 1 of the exercises' 1 runs" in text
 
 
+def test_the_discussion_questions_claims_hold_for_the_labs_results():
+    """The teacher's page words its discussion questions from the lab's committed results: no share of the learning
+    curve, and no other weighting, with an interval clear of zero; the summed lesion gradient conflicting in most
+    steps."""
+    page = (ROOT / "book" / "class.md").read_text()
+    assert "finds no difference at any training share" in page and "disagrees with the COVID gradient in\n   most steps" in page
+    tables = lab.committed()
+    curve = lab.learning_curve(tables)
+    assert ((curve["diff_lo"] <= 0) & (curve["diff_hi"] >= 0)).all()
+    comb = lab.combination_table(tables).dropna(subset=["diff_lo"])
+    assert len(comb) == 6 and ((comb["diff_lo"] <= 0) & (comb["diff_hi"] >= 0)).all()
+    summed = lab.gradient_summary(tables).set_index("term").loc["all five lesions"]
+    assert summed["conflicting steps"] > 0.5
+
+
+def test_the_smaller_share_try_it_counts_the_subsets(data_dir, monkeypatch, tmp_path):
+    """The lab's "Try it" on a 5% share counts its subsets with train_subset on D0, and says so when it cannot."""
+    from ladnn.data import load_table, train_subset
+
+    train = load_table("D0").query("split == 'train'")
+    sizes = sorted((len(x), int(x["covid"].sum())) for x in (train_subset(train, 0.05, s) for s in (0, 1, 2)))
+    box = lesson.smaller_share_box(0.05)
+    assert f"keep {sizes[0][0]} to {sizes[-1][0]} training images" in box
+    assert f"the smallest with {sizes[0][1]} COVID-19 images against {sizes[0][0] - sizes[0][1]} others" in box
+    assert "fractions: [0.05, 0.1, 0.25, 0.5]" in box and "the lab's 37, then" in box
+    monkeypatch.setenv("LADNN_DATA_DIR", str(tmp_path))
+    assert "built without the data to count them" in lesson.smaller_share_box(0.05)
+
+
 @pytest.mark.parametrize("key", [e.key for e in lesson.EXERCISES])
 def test_every_exercise_renders_with_its_solution_folded(key, tmp_path, data_dir):
     box = lesson.box(key, tmp_path, lab.committed(), ROOT)

@@ -34,6 +34,9 @@ def try_boxes() -> list[tuple[str, str]]:
     from ladnn.report import dataset
 
     sources.append(("ladnn.report.dataset.try_it", dataset.try_it(check_seconds=1.0, page_seconds=10.0)))
+    from ladnn.report import lesson
+
+    sources.append(("ladnn.report.lesson.smaller_share_box", lesson.smaller_share_box()))
     out = []
     for where, text in sources:
         for m in re.finditer(r"^(`{3,})\{admonition\} Try it\n(.*?)^\1\s*$", text, re.DOTALL | re.MULTILINE):
@@ -63,7 +66,7 @@ BOXES = try_boxes()
 def test_every_page_with_a_try_it_box_is_found():
     where = {w.split(" cell")[0] for w, _ in BOXES}
     assert {"book/training.md", "notebooks/train.ipynb", "notebooks/results.ipynb",
-            "ladnn.report.dataset.try_it",
+            "ladnn.report.dataset.try_it", "ladnn.report.lesson.smaller_share_box",
             "notebooks/validity.ipynb", "notebooks/lab.ipynb"} <= where
     assert all(commands(box) for _, box in BOXES), [w for w, b in BOXES if not commands(b)]
 

@@ -21,6 +21,7 @@ import torch
 from ladnn.config import LESIONS, Config
 from ladnn.loss import lesion_mask, paper_loss, task_losses
 from ladnn.metrics import auc, paired_difference
+from ladnn.profiles import load_profile, training_runs
 from ladnn.report import lab
 from ladnn.rundir import run_dirs, scan_runs
 from ladnn.scores import PRED, runs_auc
@@ -676,11 +677,54 @@ def pitfalls(runs_dir: str | Path, root: str | Path | None = None) -> str:
                    f"seed 0: {ci(base.auc)}), because the test split holds {lab.test_split_size(tables)['patients']} "
                    "patients. The solutions compare runs paired, on the same images, and quote the spread over seeds; "
                    "ask students to do the same before they call a difference real.")
-    reading = ", ".join(str(number(e.key)) for e in EXERCISES if e.chapter == "lab" and not e.commands)
-    return "\n".join(out + [p.format(reading=reading) for p in STATIC_PITFALLS]) + "\n"
+    reading = [str(number(e.key)) for e in EXERCISES if e.chapter == "lab" and not e.commands]
+    root = repo_root(root)
+    counts = {p: len(training_runs(load_profile(p, root), root)) for p in ("quick", "lab")}
+    fields = {"reading": ", ".join(reading[:-1]) + " and " + reading[-1], "quick_runs": counts["quick"],
+              "lab_runs": counts["lab"] - counts["quick"], "lab_minutes": LAB_BUILD_MINUTES}
+    return "\n".join(out + [p.format(**fields) for p in STATIC_PITFALLS]) + "\n"
 
 
-# the pitfalls that need no data (measured times are the README's, "Timings")
+# Measured: `make book PROFILE=lab` from scratch on two CPU cores (README, "Timings")
+LAB_BUILD_MINUTES = 41
+
+
+def smaller_share_box(fraction: float = 0.05, root: str | Path | None = None) -> str:
+    """The lab's "Try it" on the learning curve: add a smaller share to the lab profile. The subsets' sizes are
+    counted with `ladnn.data.train_subset` on D0 (said so, and left out, when the data are not here)."""
+    from ladnn.data import DataError, load_table, train_subset
+
+    root = repo_root(root)
+    prof = load_profile("lab", root)
+    seeds, shares = prof["lab"]["seeds"], prof["lab"]["fractions"]
+    counts = {p: len(training_runs(load_profile(p, root), root)) for p in ("quick", "lab")}
+    new = f"[{', '.join(f'{x:g}' for x in sorted([fraction, *shares]))}]"
+    out = (f"Add a smaller share to the lab: in `profiles/lab.yaml`, change `fractions: [{', '.join(f'{x:g}' for x in shares)}]` "
+           f"to `fractions: {new}` and run `make book PROFILE=lab`. From scratch that build took about "
+           f"{LAB_BUILD_MINUTES} minutes on two CPU cores (the README's measurement: the quick profile's {counts['quick']} "
+           f"runs and the lab's {counts['lab'] - counts['quick']}, then the notebooks); a build that finds the lab's "
+           f"earlier runs in `runs/lab` trains only the {2 * len(seeds)} new ones (two methods, {len(seeds)} seeds) "
+           "before the notebooks run again.")
+    try:
+        d0 = load_table("D0")
+    except DataError:
+        sizes = None
+    else:
+        train = d0[d0["split"] == "train"]
+        sizes = [(len(x), int(x["covid"].sum())) for x in (train_subset(train, fraction, s) for s in seeds)]
+    if sizes:
+        small = min(sizes)
+        out += (f" Look at the table's \"images\" column first: at {fraction:.0%} of the patients the {len(seeds)} "
+                f"seeds keep {min(n for n, _ in sizes)} to {max(n for n, _ in sizes)} training images, the smallest "
+                f"with {small[1]} COVID-19 images against {small[0] - small[1]} others.")
+    else:
+        out += " Look at the table's \"images\" column first (this page was built without the data to count them)."
+    out += (f" Then ask whether the paired interval at {fraction:.0%} is narrower or wider than at {min(shares):.0%}, "
+            "and why.")
+    return f"```{{admonition}} Try it\n:class: tip\n{out}\n```\n"
+
+
+# the pitfalls that need no data (counts filled in from the profiles; measured times are the README's, "Timings")
 STATIC_PITFALLS = [
     ("- **The numbers move in the third decimal.** The runs fine-tune the top three blocks on cached activations; a "
     "machine with another number of CPU threads, or a GPU, sums floating-point numbers in another order. A student's "
@@ -688,10 +732,10 @@ STATIC_PITFALLS = [
     "(compare `runs/try/NAME/config.json` with `--dry-run`)."),
     ("- **The first run on a fresh clone is slower:** it caches the frozen layers' activations of every image, which "
      "every later run of the recipe reuses (about 25 s on two cores)."),
-    ("- **The lab's grid is not retrained in class.** The lab profile's build (its 37 runs with the quick profile's 8, "
-    "then the notebooks) took 41 minutes on two cores (`make book PROFILE=lab`). The class book and the quick book "
-    "show the lab's committed results, and the lab says so at its top; the exercises that need them (5, 7 and 9) read "
-    "those."),
+    ("- **The lab's grid is not retrained in class.** The lab profile's build (its {lab_runs} runs with the quick "
+    "profile's {quick_runs}, then the notebooks) took {lab_minutes} minutes on two cores (`make book PROFILE=lab`). The class book "
+    "and the quick book show the lab's committed results, and the lab says so at its top; the exercises that need them "
+    "({reading}) read those."),
     ("- **Not every setting combines.** The baseline has one task, so `--method baseline --task-weighting mgda` is an "
     "error, which names the field; the gradient diagnostics (`--grad-diagnostics`) make each epoch about five times "
     "slower."),
