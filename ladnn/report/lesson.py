@@ -726,8 +726,8 @@ def smaller_share_box(fraction: float = 0.05, root: str | Path | None = None) ->
 
 # the pitfalls that need no data (counts filled in from the profiles; measured times are the README's, "Timings")
 STATIC_PITFALLS = [
-    ("- **The numbers move in the third decimal.** The runs fine-tune the top three blocks on cached activations; a "
-    "machine with another number of CPU threads, or a GPU, sums floating-point numbers in another order. A student's "
+    ("- **The numbers move in the third decimal.** The runs fine-tune the top three blocks on cached activations; "
+    "another processor, another number of CPU threads or a GPU sums floating-point numbers in another order. A student's "
     "AUC may differ from the solution's by a few tenths of a point; a larger difference means another configuration "
     "(compare `runs/try/NAME/config.json` with `--dry-run`)."),
     ("- **The first run on a fresh clone is slower:** it caches the frozen layers' activations of every image, which "
