@@ -209,10 +209,15 @@ def groups_of(df: pd.DataFrame) -> list[str]:
     return [str(p or s or n) for p, s, n in zip(*cols, df["name"])]
 
 
+# D1's split by patient (or source) group: the ratios of the paper's Section 3.2 and Table 1 caption
+D1_SPLIT_RATIOS = {"train": 0.60, "val": 0.15, "test": 0.25}
+
+
 def _split_of_group(group: str) -> str:
-    """Deterministic 60/15/25 split of D1 by patient (or source) group, the ratios of the paper's Section 3.2."""
+    """Deterministic split of D1 by patient (or source) group, in the ratios D1_SPLIT_RATIOS."""
     u = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "train" if u < 0.60 else "val" if u < 0.75 else "test"
+    train, val = D1_SPLIT_RATIOS["train"], D1_SPLIT_RATIOS["train"] + D1_SPLIT_RATIOS["val"]
+    return "train" if u < train else "val" if u < val else "test"
 
 
 def _d1(root: Path) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from ladnn.profiles import LOCAL_TOC, BuildError, toc_pages
+from ladnn.profiles import LOCAL_TOC, BuildError, book_pages, toc_pages
 
 # MathJax for offline reading: one self-contained file (SVG output needs no fonts) from the npm registry, pinned.
 MATHJAX = ("mathjax@3.2.2", "package/es5/tex-svg.js",
@@ -24,12 +24,9 @@ def write_toc(root: Path, pages: list[str] | None) -> Path:
     local.unlink(missing_ok=True)
     if not pages:
         return root / "_toc.yml"
+    pages = book_pages(pages, root, "pages")  # the root or chapters of _toc.yml (a profile's are checked when loaded)
     toc = yaml.safe_load((root / "_toc.yml").read_text())
-    entries = {e["file"]: e for e in toc.get("chapters", []) if "file" in e}
-    entries[toc["root"]] = {"file": toc["root"]}
-    missing = [p for p in pages if p not in entries]
-    if missing:
-        raise BuildError(f"pages {missing}: not the root or a chapter of _toc.yml ({', '.join(entries)})")
+    entries = {e["file"]: e for e in toc.get("chapters", []) if "file" in e} | {toc["root"]: {"file": toc["root"]}}
     keep = [entries[p] for p in pages[1:]]
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_text(yaml.safe_dump({"format": toc["format"], "root": pages[0], "chapters": keep}, sort_keys=False))

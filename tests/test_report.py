@@ -227,6 +227,19 @@ def test_a_one_seed_ablation_is_read_against_the_seed_range(grid, tmp_path):
     assert f"({100 * lad.min():.1f} to {100 * lad.max():.1f})" in row["reading"]
 
 
+def test_the_seed_figure_reads_ablations_against_their_own_backbone(grid, tmp_path):
+    """The figure's reference runs are those of the ablations' backbone and dataset, as in the ablation table, even
+    when the runs table starts with another backbone."""
+    runs = runs_table(grid)
+    make_run(tmp_path / "ablations" / "mean-s0", "ladnn", 0, "vgg16", finetune="top", loss_reduction="per_image")
+    abl = validity.ablation_runs(tmp_path)
+    first_other = pd.concat([runs[runs["backbone"] != "vgg16"], runs[runs["backbone"] == "vgg16"]])
+    assert first_other["backbone"].iloc[0] != "vgg16"
+    ax = validity.seed_figure(first_other, abl).axes[0]
+    assert "vgg16 on D0" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["baseline", "LA-DNN", "loss_reduction=per_image"]
+
+
 def test_recipe_names_what_the_profile_ran(grid):
     runs = runs_table(grid)
     assert recipe(runs) == "efficientnet_lite0 with top fine-tuning, vgg16 with top fine-tuning"

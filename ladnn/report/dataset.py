@@ -14,12 +14,10 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 from ladnn.config import LESIONS
-from ladnn.data import groups_of
+from ladnn.data import D1_SPLIT_RATIOS, groups_of
 from ladnn.report import paper_table
 
 SPLITS = {"train": "training", "val": "validation", "test": "test"}
-# The ratios of D1's split by patient (`ladnn.data._split_of_group`), those of the paper's Table 1 caption.
-D1_SPLIT_RATIOS = {"train": 0.60, "val": 0.15, "test": 0.25}
 # The paper's count of positives without lesion information (its footnote 2 and the text on Figure 3 (b)).
 PAPER_NO_LESION = 18
 # Table 1's quantities in reading order, with their names on the page.

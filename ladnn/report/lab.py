@@ -83,11 +83,14 @@ def load(runs_dir: str | Path) -> tuple[dict[str, pd.DataFrame], str]:
     """The profile's own lab runs when they hold every run of the committed results (the lab profile's grid), else
     the committed results (the quick and class books: the class trains a few of the lab's runs for its exercises);
     and a sentence saying which."""
-    if scan_runs(run_dirs(runs_dir)["lab"])[0]:
+    ref = committed()
+    want = set(ref["runs"]["run"])
+    lab_runs = scan_runs(run_dirs(runs_dir)["lab"])[0]
+    if lab_runs and want <= {r.path.name for r in lab_runs + scan_runs(runs_dir)[0]}:  # before reading their files
         own = collect(runs_dir)
-        if set(committed()["runs"]["run"]) <= set(own["runs"]["run"]):
+        if want <= set(own["runs"]["run"]):
             return own, f"the lab runs of this build ({runs_dir})"
-    return committed(), ("the committed results of the lab profile (ladnn/resources/lab_quick_*; "
+    return ref, ("the committed results of the lab profile (ladnn/resources/lab_quick_*; "
                          "`make book PROFILE=lab` trains them again)")
 
 

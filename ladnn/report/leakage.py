@@ -98,12 +98,6 @@ def subset_auc(pred: pd.DataFrame, names) -> dict:
     return {"n": len(p), "n_pos": int(p[PRED.y_true].sum()), "auc": auc(p[PRED.y_true], p[PRED.p_covid])}
 
 
-def reencoded_aucs(runs, images: list[tuple[bytes, str]], y) -> list[dict]:
-    """Test AUC of each run on images given as (bytes, name), such as the test split re-encoded once by `reencode`:
-    the plain view, as before test-time views existed (`ladnn.evaluate.plain_probs`: cheap enough for every run)."""
-    return [sets[0] for sets in plain_aucs(runs, [images], y)]
-
-
 def plain_aucs(runs, image_sets: list[list[tuple[bytes, str]]], y) -> list[list[dict]]:
     """Per run, the plain view's AUC on each of several versions of the same images (say, as stored and
     re-encoded), scored in one call of `ladnn.evaluate.plain_probs` so that each run's model is prepared once."""

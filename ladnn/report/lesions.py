@@ -119,7 +119,8 @@ def lesion_sentence(v: pd.DataFrame) -> str:
             f"of the five lesions with both classes among them): the seed ensemble's mean per-lesion AUC (the seeds' lesion "
             f"probabilities averaged before scoring, so it differs from Table 3's mean over seeds) is {r['head_auc']:.3f} (95% "
             f"interval {lo:.3f} to {hi:.3f}; a constant scores 0.500, the COVID probability "
-            f"{r['covid_score_auc']:.3f}), and its Hamming loss {r['head_hamming']:.3f} against the constant "
+            f"{r['covid_score_auc']:.3f}), and the head's Hamming loss (mean over seeds, as in Table 3) "
+            f"{r['head_hamming']:.3f} against the constant "
             f"predictor's {r['constant_hamming']:.3f}. "
             + ("The head ranks lesions better than a constant." if beats else
                "The head has not shown that it ranks lesions better than a constant: its interval includes 0.5.")

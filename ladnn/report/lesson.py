@@ -194,8 +194,8 @@ def seed_range(tables: dict, method: str, fraction: float = 1.0, weighting: str 
 
 
 def cached(tables: dict, name: str, make):
-    """`make(tables)` once per set of tables: the lab's curve and combination table take seconds (bootstraps), and
-    several solutions read them."""
+    """`make(tables)` once per set of tables: the lab's curve and combination table are bootstraps, and the lab page,
+    several solutions and the summary read them."""
     key = f"_{name}"
     if key not in tables:
         tables[key] = make(tables)
@@ -258,7 +258,8 @@ def ci(v: tuple[float, float, float]) -> str:
 
 def mask_example(covid_weight: float = 5.0) -> tuple[pd.DataFrame, float]:
     """Exercise "mask": each term's weight in L for the four images, in 24ths (L = sum / 6N with N = 4; 0: not
-    counted), and L itself, computed by the library's loss (`task_losses`, `paper_loss`) on logits of 0."""
+    counted), and L itself, computed by the library's loss (`task_losses`, `paper_loss`) on logits of 0 (CPU tensors:
+    a worked example that meets no model)."""
     y = torch.tensor([[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]])
     on = lesion_mask(y, torch.ones(4, dtype=torch.bool), "any_lesion").to(torch.float64)
     weights = torch.cat([torch.full((4, 1), float(covid_weight), dtype=torch.float64),
@@ -543,9 +544,10 @@ def box(key: str, runs_dir: str | Path = "runs/quick", tables: dict | None = Non
             f"````{{dropdown}} Solution\n{solution(key, runs_dir, tables, root)}\n````\n`````\n")
 
 
-def chapter_exercises(chapter: str, runs_dir: str | Path = "runs/quick", root: str | Path | None = None) -> str:
+def chapter_exercises(chapter: str, runs_dir: str | Path = "runs/quick", root: str | Path | None = None,
+                      tables: dict | None = None) -> str:
     """Every exercise of a chapter, one after another (the multi-task chapter includes this file)."""
-    tables = lab.load(runs_dir)[0]
+    tables = tables if tables is not None else lab.load(runs_dir)[0]
     return "\n".join(box(e.key, runs_dir, tables, root) for e in EXERCISES if e.chapter == chapter)
 
 
@@ -594,8 +596,8 @@ def plan() -> pd.DataFrame:
 
 def lab_summary(tables: dict) -> str:
     """The lab's summary bullets, each read from the tables the page shows."""
-    curve = lab.learning_curve(tables)
-    comb = lab.combination_table(tables)
+    curve = cached(tables, "curve", lab.learning_curve)
+    comb = cached(tables, "comb", lab.combination_table)
     others = comb[comb["key"] != "fixed"]
     clear = others[(others["diff_lo"] > 0) | (others["diff_hi"] < 0)]
     w = lab.uncertainty_weights(tables)
@@ -648,20 +650,21 @@ def times_markdown(runs_dir: str | Path, root: str | Path | None = None) -> str:
 def write_pages(folder: str | Path, runs_dir: str | Path, root: str | Path | None = None) -> list[Path]:
     """The generated parts of the class's static pages (book/mtl.md and book/class.md include them)."""
     folder = Path(folder)
+    tables = lab.load(runs_dir)[0]
     files = {"mtl_time.md": time_sentence("mtl") + "\n",
-             "mtl_exercises.md": chapter_exercises("mtl", runs_dir, root),
+             "mtl_exercises.md": chapter_exercises("mtl", runs_dir, root, tables),
              "class_times.md": times_markdown(runs_dir, root),
-             "class_pitfalls.md": pitfalls(runs_dir, root)}
+             "class_pitfalls.md": pitfalls(runs_dir, root, tables)}
     for name, text in files.items():
         (folder / name).write_text(text)
     return [folder / n for n in files]
 
 
-def pitfalls(runs_dir: str | Path, root: str | Path | None = None) -> str:
+def pitfalls(runs_dir: str | Path, root: str | Path | None = None, tables: dict | None = None) -> str:
     """The teacher's page's pitfalls, the first two read from the data and the runs."""
     c = lesion_counts()
     rare = [k for k in LESIONS if c.loc[k, "val"] == 0]
-    tables = lab.load(runs_dir)[0]
+    tables = tables if tables is not None else lab.load(runs_dir)[0]
     base = find_run(command_config("ladnn train --profile quick --out x", root), runs_dir, tables)
     n_test = int(c["test_pos"].iloc[0] + c["test_neg"].iloc[0])
     few = ", ".join(f"{k} {c.loc[k, 'train']}" for k in rare)

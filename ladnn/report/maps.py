@@ -114,9 +114,10 @@ def lesion_pairplot(logits: pd.DataFrame):
     return g
 
 
-def lesion_logits(run: str | Path) -> pd.DataFrame:
-    """The five lesion outputs (logits, the last layer's values as in the paper's Figure 6) per test image."""
-    p = FinishedRun(run).predictions
+def lesion_logits(run: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """The five lesion outputs (logits, the last layer's values as in the paper's Figure 6) per test image, from a
+    run folder or its predictions table."""
+    p = run if isinstance(run, pd.DataFrame) else FinishedRun(run).predictions
     eps = 1e-7
     out = pd.DataFrame({k: np.log((p[c] + eps) / (1 - p[c] + eps)) for k, c in zip(LESIONS, PRED.p_lesions)})
     out["COVID label"] = p[PRED.y_true].map({1: "COVID", 0: "non-COVID"})
@@ -131,7 +132,7 @@ def lesion_separation(run: str | Path) -> pd.DataFrame:
     each class, and how much more widely its logits spread on COVID images (ratio of standard deviations)."""
     p = FinishedRun(run).predictions
     y = p[PRED.y_true]
-    logits = lesion_logits(run)
+    logits = lesion_logits(p)
     return pd.DataFrame([{"lesion": k, "AUC for COVID vs non-COVID": auc(y, p[c]),
                           "mean p (COVID)": p.loc[y == 1, c].mean(), "mean p (non-COVID)": p.loc[y == 0, c].mean(),
                           SD_RATIO: logits.loc[(y == 1).to_numpy(), k].std() / logits.loc[(y == 0).to_numpy(), k].std()}

@@ -93,6 +93,16 @@ def ensemble_table(runs: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_seeds(runs: pd.DataFrame, bb: str, ds: str) -> tuple[pd.DataFrame, list, list]:
+    """One backbone and dataset's test predictions for a paired comparison: the first LA-DNN seed's table (labels,
+    groups) and each method's seeds, which must be as many and scored on the same test images."""
+    first, lad = seed_predictions(runs, bb, ds, "ladnn")
+    _, base = seed_predictions(runs, bb, ds, "baseline")
+    if len(lad) != len(base) or not first[PRED.image].equals(base[0][PRED.image]):
+        raise ValueError(f"{bb}/{ds}: the methods have different seeds or test images")
+    return first, lad, base
+
+
 def pooled_difference(runs: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
     """LA-DNN minus baseline test AUC, averaged over seeds, per backbone and dataset: the two-level bootstrap of
     `ladnn.metrics.paired_difference` (whole patients or source documents within each class, and the seeds), with the
@@ -101,10 +111,7 @@ def pooled_difference(runs: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
     for (bb, ds), g in runs.groupby(["backbone", "dataset"]):
         if not {"baseline", "ladnn"} <= set(g["method"]):
             continue
-        first, lad = seed_predictions(runs, bb, ds, "ladnn")
-        _, base = seed_predictions(runs, bb, ds, "baseline")
-        if len(lad) != len(base) or not first[PRED.image].equals(base[0][PRED.image]):
-            raise ValueError(f"{bb}/{ds}: the methods have different seeds or test images")
+        first, lad, base = paired_seeds(runs, bb, ds)
         d = paired_difference(first[PRED.y_true], [q[PRED.p_covid] for q in lad], [q[PRED.p_covid] for q in base],
                               first[PRED.group], n_boot=n_boot)
         rows.append({"backbone": bb, "dataset": ds, **d, "positives": int(first[PRED.y_true].sum())})
@@ -121,8 +128,7 @@ def headline(runs: pd.DataFrame, n_boot: int = 4000) -> pd.DataFrame:
 
     d0 = runs[runs["dataset"] == "D0"]
     bb = d0["backbone"].iloc[0]
-    first, lad = seed_predictions(d0, bb, "D0", "ladnn")
-    _, base = seed_predictions(d0, bb, "D0", "baseline")
+    first, lad, base = paired_seeds(d0, bb, "D0")
     y, g = first[PRED.y_true], first[PRED.group]
 
     def mean_of(preds, score):

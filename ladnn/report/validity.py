@@ -236,7 +236,8 @@ def hash_reading(df: pd.DataFrame, dist: np.ndarray, threshold: int, distances=r
 def threshold_counts(df: pd.DataFrame, hashes: list, thresholds=(0, 1, 2, 3, 4, 6, 8, 10)) -> pd.DataFrame:
     """Per threshold (a column each): the cross-split near-duplicate pairs (`leakage.near_duplicates`) and the test
     images that the clean subset (`clean_subset`) would keep."""
-    dups = [near_duplicates(df, hashes, t) for t in thresholds]
+    pairs = near_duplicates(df, hashes, max(thresholds))  # the distances once; each threshold keeps the nearer
+    dups = [pairs[pairs["distance"] <= t] for t in thresholds]
     return pd.DataFrame([[len(d) for d in dups], [len(clean_subset(df, d)) for d in dups]],
                         index=["cross-split pairs", "clean test images"],
                         columns=pd.Index(list(thresholds), name="threshold (bits)"))
@@ -472,18 +473,25 @@ def _config_changes(cfg: dict, ref: dict) -> str:
     return ", ".join(f"{k}={cfg[k]}" for k in _changed(cfg, ref)) or "(no change)"
 
 
+def ablation_reference(runs: pd.DataFrame, abl: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The profile's runs of the ablations' backbone and dataset (ablations change the profile's first recipe:
+    compare like with like), and `abl` with each ablation's change from that LA-DNN's config (`change`) and the
+    profile's values of the changed fields (`was`)."""
+    first = FinishedRun(abl["path"].iloc[0]).config
+    runs = runs[(runs["backbone"] == first.backbone) & (runs["dataset"] == first.dataset)]
+    ref_cfg = FinishedRun(runs[runs["method"] == "ladnn"]["path"].iloc[0]).config.to_dict()
+    cfgs = [FinishedRun(p).config.to_dict() for p in abl["path"]]
+    return runs, abl.assign(change=[_config_changes(c, ref_cfg) for c in cfgs],
+                            was=[", ".join(f"{k}={ref_cfg.get(k)}" for k in _changed(c, ref_cfg)) for c in cfgs])
+
+
 def ablation_table(runs: pd.DataFrame, abl: pd.DataFrame) -> pd.DataFrame:
     """Mean [95% interval] over seeds of each ablation next to the profile's LA-DNN and baseline of the same backbone
     and dataset, with one sentence per row saying how it compares with that LA-DNN and, for an ablation, the
     profile's value of each changed field."""
-    first = FinishedRun(abl["path"].iloc[0]).config  # ablations change the profile's first recipe: compare like with like
-    runs = runs[(runs["backbone"] == first.backbone) & (runs["dataset"] == first.dataset)]
+    runs, abl = ablation_reference(runs, abl)
     ref = runs[runs["method"] == "ladnn"]
-    ref_cfg = FinishedRun(ref["path"].iloc[0]).config.to_dict()
     groups = [("LA-DNN (profile)", ref), ("baseline (profile)", runs[runs["method"] == "baseline"])]
-    cfgs = [FinishedRun(p).config.to_dict() for p in abl["path"]]
-    abl = abl.assign(change=[_config_changes(c, ref_cfg) for c in cfgs],
-                     was=[", ".join(f"{k}={ref_cfg.get(k)}" for k in _changed(c, ref_cfg)) for c in cfgs])
     groups += [(c, g) for c, g in abl.groupby("change", sort=False)]
     r_mean, r_lo, r_hi = mean_ci(ref["auc"])
     rows = []
@@ -549,14 +557,15 @@ def seed_view(runs: pd.DataFrame) -> pd.DataFrame:
 
 def seed_figure(runs: pd.DataFrame, abl: pd.DataFrame | None = None) -> Figure:
     """Each run's test AUC (%) on one line per recipe, coloured and shaped by seed: the profile's baseline and
-    LA-DNN of its first backbone and dataset and, where there are any, its ablations; a band marks the range of
+    LA-DNN of its first backbone and dataset (the ablations' where there are any) and the ablations; a band marks the range of
     LA-DNN's seeds, against which a one-seed ablation is read."""
+    with_abl = abl is not None and len(abl)
+    if with_abl:  # the ablations' backbone and dataset, as the ablation table reads them
+        runs, abl = ablation_reference(runs, abl)
     first = runs.iloc[0]
     runs = runs[(runs["backbone"] == first["backbone"]) & (runs["dataset"] == first["dataset"])]
     lines = [(METHOD_NAMES[m], runs[runs["method"] == m]) for m in METHOD_NAMES if (runs["method"] == m).any()]
-    if abl is not None and len(abl):
-        ref_cfg = FinishedRun(runs[runs["method"] == "ladnn"]["path"].iloc[0]).config.to_dict()
-        abl = abl.assign(change=[_config_changes(FinishedRun(p).config.to_dict(), ref_cfg) for p in abl["path"]])
+    if with_abl:
         lines += [(c, g) for c, g in abl.groupby("change", sort=False)]
     seeds = sorted(set().union(*(set(g["seed"]) for _, g in lines)))
     colours, markers = plt.get_cmap("tab10").colors, "osD^vP*X"
