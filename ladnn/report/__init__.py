@@ -20,6 +20,18 @@ PAPER_NAMES = {"VGG-16": "vgg16", "ResNet-18": "resnet18", "ResNet-50": "resnet5
                    "EfficientNet-b0": "efficientnet_b0", "EfficientNet-b1": "efficientnet_b1"}
 
 
+FIG_WIDTH = 8.0  # inches: a figure as wide as the column (800 px at the inline backend's 100 dpi)
+
+
+def short_name(name: str, width: int = 24) -> str:
+    """`name` cut to at most `width` characters around an ellipsis, keeping its start and its end (where the page
+    and figure numbers of COVID-CT's file names are)."""
+    if len(name) <= width:
+        return name
+    tail = width // 2
+    return f"{name[:width - 1 - tail]}\u2026{name[-tail:]}"
+
+
 def paper_table(n: int) -> pd.DataFrame:
     """The paper's Table n as typed in from its text (Table 2 in percent), with our short backbone names."""
     t = pd.read_csv(resource(f"paper_table{n}.csv"))

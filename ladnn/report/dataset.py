@@ -15,7 +15,7 @@ from pandas.io.formats.style import Styler
 
 from ladnn.config import LESIONS
 from ladnn.data import D1_SPLIT_RATIOS, groups_of
-from ladnn.report import paper_table
+from ladnn.report import FIG_WIDTH, paper_table, short_name
 
 SPLITS = {"train": "training", "val": "validation", "test": "test"}
 # The paper's count of positives without lesion information (its footnote 2 and the text on Figure 3 (b)).
@@ -28,7 +28,6 @@ PATIENT_ORIGIN = {("D0", "positive"): "the patient column of LA-DNN's `COVID-CT-
                   ("D0", "negative"): "COVID-CT's `NonCOVID-CT-MetaInfo.csv`",
                   ("D1", "positive"): "the file names", ("D1", "negative"): "the file names"}
 # Figure text: about 10 pt or more once a figure of FIG_WIDTH inches is scaled to the 800 px column.
-FIG_WIDTH = 8.0
 FONT = 11
 
 
@@ -316,10 +315,8 @@ def sample_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, cols: int = 4):
 
 def _short(name: str, width: int, lines: int = 2) -> str:
     """`name` in at most `lines` lines of `width` characters, its middle elided if longer."""
-    room = width * lines
-    if len(name) > room:
-        name = name[:room - 12] + "…" + name[-11:]
-    return "\n".join(textwrap.wrap(name, width, break_long_words=True, break_on_hyphens=False))
+    return "\n".join(textwrap.wrap(short_name(name, width * lines), width, break_long_words=True,
+                                   break_on_hyphens=False))
 
 
 def cli_seconds(*args: str) -> float:

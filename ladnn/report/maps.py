@@ -10,6 +10,7 @@ import pandas as pd
 
 from ladnn.config import LESIONS, TASKS
 from ladnn.metrics import auc
+from ladnn.report import FIG_WIDTH, short_name
 from ladnn.rundir import FinishedRun
 from ladnn.scores import PRED
 
@@ -39,18 +40,6 @@ def _maps_and_probs(run, rows: pd.DataFrame, task_indices):
 
 
 TITLE_PT = 12  # panel titles: about 10 pt or more once a figure FIG_WIDTH wide is scaled to a ~750 px column
-FIG_WIDTH = 8.0  # inches (800 px at the inline backend's 100 dpi)
-
-
-def short_name(name: str, width: int = 24) -> str:
-    """`name` cut to at most `width` characters around an ellipsis, keeping its start and its end (where the page
-    and figure numbers of COVID-CT's file names are)."""
-    if len(name) <= width:
-        return name
-    tail = width // 2
-    return f"{name[:width - 1 - tail]}\u2026{name[-tail:]}"
-
-
 def cam_figure(baseline_run: str | Path, ladnn_run: str | Path, rows: pd.DataFrame) -> plt.Figure:
     """Figure 5: the COVID output's Grad-CAM++ map of the baseline and of LA-DNN over the same images (`rows`, a
     sample table: test images, or the slices of an external set), one row of three panels per image: the image
